@@ -1,0 +1,248 @@
+"""Settings, parsed once at start from the environment and ``.env``.
+
+Every field's environment name is the field name in upper case (``BOT_PORT``
+for ``bot_port``). A wrong value stops the start with one line naming the
+variable (``load_settings`` turns pydantic's report into a ``ConfigError``).
+Defaults come from the runbook: its container names, URLs, baseline table
+and schedule.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+from bot.store import validate_state_url
+
+__all__ = [
+    "DEFAULT_SERVICES",
+    "Settings",
+    "Threshold",
+    "load_settings",
+    "parse_services",
+]
+
+DEFAULT_SERVICES = "backend=docker-backend-1,postgres=docker-postgres-1,backup=sms-db-backup"
+
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# Docker's own rule for container names.
+_CONTAINER_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def parse_services(raw: str | Mapping[str, str]) -> dict[str, str]:
+    """Parse ``short=container,...`` into a map, refusing anything ambiguous."""
+    if isinstance(raw, Mapping):
+        items = list(raw.items())
+    else:
+        items = []
+        for part in str(raw).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, container = part.partition("=")
+            if not sep:
+                raise ValueError(f"entry {part!r} is not of the form name=container")
+            items.append((name.strip(), container.strip()))
+    services: dict[str, str] = {}
+    for name, container in items:
+        if not _SERVICE_NAME.match(name):
+            raise ValueError(
+                f"service name {name!r} must be lower-case letters, digits, '-' or '_'"
+            )
+        if not _CONTAINER_NAME.match(container):
+            raise ValueError(f"container name {container!r} for {name!r} is not a valid name")
+        if name in services:
+            raise ValueError(f"service {name!r} appears twice")
+        services[name] = container.lstrip("/")
+    if not services:
+        raise ValueError("at least one service is needed, e.g. backend=docker-backend-1")
+    return services
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Alert and critical thresholds of one baseline metric.
+
+    When ``warn`` is below ``crit`` higher values are worse (latency, CPU);
+    when it is above, lower values are worse (throughput).
+    """
+
+    warn: float
+    crit: float
+
+    @property
+    def higher_is_worse(self) -> bool:
+        return self.warn <= self.crit
+
+    def describe(self) -> str:
+        sign = ">" if self.higher_is_worse else "<"
+        return f"warn {sign} {self.warn:g}, crit {sign} {self.crit:g}"
+
+
+def _parse_threshold(raw: Any) -> Threshold:
+    if isinstance(raw, Threshold):
+        return raw
+    if isinstance(raw, list | tuple) and len(raw) == 2:
+        return Threshold(float(raw[0]), float(raw[1]))
+    parts = [p.strip() for p in str(raw).split(",")]
+    if len(parts) != 2:
+        raise ValueError(f"{raw!r} is not 'WARN,CRIT' (two numbers, e.g. 500,1000)")
+    try:
+        return Threshold(float(parts[0]), float(parts[1]))
+    except ValueError:
+        raise ValueError(f"{raw!r} is not 'WARN,CRIT' (two numbers, e.g. 500,1000)") from None
+
+
+ThresholdSetting = Annotated[Threshold, NoDecode, BeforeValidator(_parse_threshold)]
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+
+
+def _split_ids(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, list | tuple):
+        return tuple(str(x).strip() for x in raw if str(x).strip())
+    return tuple(p.strip() for p in str(raw or "").split(",") if p.strip())
+
+
+UserIds = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_ids)]
+
+
+class Settings(BaseSettings):
+    """Everything the bot reads from its environment; see ``.env.example``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # The bot itself.
+    bot_state_url: str = "sqlite:///./data/sms-bot.db"
+    bot_host: str = "127.0.0.1"
+    bot_port: int = Field(default=8090, ge=1, le=65535)
+    bot_audit_log: str = "./data/audit.jsonl"
+    bot_log_level: str = "INFO"
+
+    # The SMS deployment the runbook is about.
+    sms_health_url: HttpUrl = "http://localhost:8080/health"
+    sms_prometheus_url: HttpUrl = "http://localhost:9090"
+    sms_alertmanager_url: HttpUrl = "http://localhost:9093"
+    sms_grafana_url: HttpUrl = "http://localhost:3000"
+    sms_database_url: str = "postgresql://sms_user@localhost:5432/student_management"
+    sms_services: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: parse_services(DEFAULT_SERVICES)
+    )
+    sms_expected_containers: int = Field(default=12, ge=0)
+    sms_backup_dir: str = "./backups"
+    sms_backup_max_age_hours: float = Field(default=24.0, gt=0)
+    sms_incidents_dir: str = "./incidents"
+    sms_operators: UserIds = ()
+    sms_approvers: UserIds = ()
+    sms_timezone: str = "UTC"
+    sms_morning_summary_cron: str = "30 7 * * *"
+
+    # How long one check may take before it is reported as timed out.
+    sms_check_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # The longest log tail a command may ask for.
+    sms_logs_max_lines: int = Field(default=500, ge=1, le=5000)
+    # Active queries older than this are "slow" (runbook: 5 seconds).
+    sms_slow_query_s: float = Field(default=5.0, gt=0)
+
+    # The runbook's baseline table: "WARN,CRIT" (alert and critical thresholds).
+    sms_threshold_p95_ms: ThresholdSetting = Threshold(500, 1000)
+    sms_threshold_p99_ms: ThresholdSetting = Threshold(3000, 5000)
+    sms_threshold_throughput_rps: ThresholdSetting = Threshold(20, 10)
+    sms_threshold_error_rate_pct: ThresholdSetting = Threshold(2, 5)
+    sms_threshold_cpu_pct: ThresholdSetting = Threshold(80, 95)
+    sms_threshold_memory_pct: ThresholdSetting = Threshold(85, 95)
+    sms_threshold_disk_pct: ThresholdSetting = Threshold(80, 90)
+    # PromQL overrides for the baseline metrics, as JSON {"p95_ms": "..."}.
+    sms_promql: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("sms_services", mode="before")
+    @classmethod
+    def _services(cls, value: Any) -> dict[str, str]:
+        return parse_services(value)
+
+    @field_validator("bot_state_url")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        validate_state_url(value)
+        return value
+
+    @field_validator("sms_database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError(f"{value!r} is not a postgresql:// URL")
+        return value
+
+    @field_validator("sms_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not a known time zone (e.g. UTC, Europe/Athens)"
+            ) from None
+        return value
+
+    @field_validator("sms_morning_summary_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a 5-field cron expression: {exc}") from None
+        return value
+
+    @field_validator("bot_log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @field_validator("sms_promql")
+    @classmethod
+    def _promql(cls, value: dict[str, str]) -> dict[str, str]:
+        from bot.baseline import METRIC_KEYS
+
+        unknown = sorted(set(value) - set(METRIC_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRIC_KEYS)}"
+            )
+        return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning a validation report into one clear line per variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {reason}")
+        raise ConfigError("; ".join(lines)) from None

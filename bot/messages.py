@@ -1,0 +1,141 @@
+"""The platform-neutral message model.
+
+Procedures and the engine speak only this; each surface renders it natively
+(Block Kit, Adaptive Card, rich text) with a pure function. Everything is
+frozen so a rendered message can be compared, coalesced and stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "Button",
+    "CodeBlock",
+    "Field",
+    "Message",
+    "Status",
+    "StepView",
+    "Table",
+    "worst",
+]
+
+
+class Status(StrEnum):
+    """State of a step, a check or a whole run.
+
+    ``CRIT`` means a check ran and found a critical condition; ``FAILED``
+    means a step could not do its job (timeout, dependency down). Both make
+    ``sms-bot run`` exit 1; ``WARN`` alone does not.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    OK = "ok"
+    WARN = "warn"
+    CRIT = "crit"
+    FAILED = "failed"
+
+    @property
+    def icon(self) -> str:
+        return _ICONS[self]
+
+    @property
+    def is_done(self) -> bool:
+        return self not in (Status.PENDING, Status.RUNNING)
+
+    @property
+    def is_bad(self) -> bool:
+        return self in (Status.CRIT, Status.FAILED)
+
+
+_ICONS = {
+    Status.PENDING: "○",
+    Status.RUNNING: "◔",
+    Status.OK: "✓",
+    Status.WARN: "!",
+    Status.CRIT: "✗",
+    Status.FAILED: "✗",
+}
+
+# Order used to pick the overall status of several results.
+_SEVERITY = {
+    Status.OK: 0,
+    Status.PENDING: 1,
+    Status.RUNNING: 1,
+    Status.WARN: 2,
+    Status.CRIT: 3,
+    Status.FAILED: 3,
+}
+
+
+def worst(statuses: list[Status] | tuple[Status, ...], default: Status = Status.OK) -> Status:
+    """The most severe status; FAILED wins a tie with CRIT (it says less is known)."""
+    result = default
+    for status in statuses:
+        if _SEVERITY[status] > _SEVERITY[result] or (
+            status is Status.FAILED and result is Status.CRIT
+        ):
+            result = status
+    return result
+
+
+@dataclass(frozen=True)
+class Field:
+    """A label/value pair, optionally judged (a metric against its threshold)."""
+
+    label: str
+    value: str
+    status: Status | None = None
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step as the user reads it in the status message."""
+
+    name: str
+    status: Status
+    duration_s: float | None = None
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """Preformatted text: a log tail, a query. Surfaces truncate, never crash."""
+
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A small table (containers, backups, queries)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button: ``action`` names what a click does, ``value`` is opaque to surfaces."""
+
+    label: str
+    action: str
+    value: str
+    style: str | None = None  # "primary" | "danger" | None
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a surface shows: a status line, steps, fields, details and buttons."""
+
+    title: str
+    status: Status = Status.OK
+    text: str = ""
+    fields: tuple[Field, ...] = ()
+    steps: tuple[StepView, ...] = ()
+    details: tuple[CodeBlock | Table, ...] = field(default_factory=tuple)
+    buttons: tuple[Button, ...] = ()
+    footer: str = ""

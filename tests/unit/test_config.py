@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import Threshold, parse_services
+from bot.errors import ConfigError
+from tests.unit.conftest import make_settings
+
+
+def test_defaults_come_from_the_runbook(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, sms_services="backend=docker-backend-1")
+    assert s.bot_port == 8090
+    assert s.sms_health_url == "http://localhost:8080/health"
+    assert s.sms_threshold_p95_ms == Threshold(500, 1000)
+    assert s.sms_threshold_throughput_rps == Threshold(20, 10)
+    assert not s.sms_threshold_throughput_rps.higher_is_worse
+    assert s.sms_morning_summary_cron == "30 7 * * *"
+
+
+def test_default_service_map() -> None:
+    assert parse_services(
+        "backend=docker-backend-1,postgres=docker-postgres-1,backup=sms-db-backup"
+    ) == {"backend": "docker-backend-1", "postgres": "docker-postgres-1", "backup": "sms-db-backup"}
+
+
+def test_environment_values_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMS_SERVICES", "api=my-api-1, db=my-db-1")
+    monkeypatch.setenv("SMS_THRESHOLD_P95_MS", "400,900")
+    monkeypatch.setenv("SMS_APPROVERS", "U1, U2")
+    monkeypatch.setenv("SMS_PROMQL", '{"cpu_pct": "up"}')
+    from bot.config import load_settings
+
+    s = load_settings(_env_file=None, bot_state_url=f"sqlite:///{tmp_path}/x.db")
+    assert s.sms_services == {"api": "my-api-1", "db": "my-db-1"}
+    assert s.sms_threshold_p95_ms == Threshold(400, 900)
+    assert s.sms_approvers == ("U1", "U2")
+    assert s.sms_promql == {"cpu_pct": "up"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        ({"sms_health_url": "localhost:8080/health"}, "SMS_HEALTH_URL"),
+        ({"sms_prometheus_url": "ftp://x"}, "SMS_PROMETHEUS_URL"),
+        ({"sms_morning_summary_cron": "every morning"}, "SMS_MORNING_SUMMARY_CRON"),
+        ({"sms_morning_summary_cron": "61 7 * * *"}, "SMS_MORNING_SUMMARY_CRON"),
+        ({"sms_services": "backend"}, "SMS_SERVICES"),
+        ({"sms_services": "backend=ok,backend=again"}, "SMS_SERVICES"),
+        ({"sms_services": "Back End=x"}, "SMS_SERVICES"),
+        ({"sms_services": "backend=bad name"}, "SMS_SERVICES"),
+        ({"sms_timezone": "Mars/Olympus"}, "SMS_TIMEZONE"),
+        ({"bot_state_url": "mysql://x"}, "BOT_STATE_URL"),
+        ({"bot_port": 70000}, "BOT_PORT"),
+        ({"sms_threshold_p95_ms": "fast"}, "SMS_THRESHOLD_P95_MS"),
+        ({"sms_database_url": "mysql://db"}, "SMS_DATABASE_URL"),
+        ({"sms_promql": {"latency": "up"}}, "SMS_PROMQL"),
+        ({"bot_log_level": "LOUD"}, "BOT_LOG_LEVEL"),
+    ],
+)
+def test_a_wrong_value_names_the_variable(tmp_path: Path, overrides: dict, names: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, **overrides)
+    message = str(info.value)
+    assert message.startswith(f"{names}: ")
+    assert "\n" not in message

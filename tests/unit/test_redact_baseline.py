@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bot.baseline import classify, format_value
+from bot.config import Threshold
+from bot.messages import Status, worst
+from bot.redact import redact
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("ERROR db timeout password=hunter2", "hunter2"),
+        ('{"api_key": "abc123def"}', "abc123def"),
+        ("DB_PASSWORD: 'p@ss w0rd'", "p@ss"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "eyJhbGci"),
+        ("connecting to postgresql://sms_user:topsecret@db:5432/sms", "topsecret"),
+        ("token xoxb-1234567890-abcdefghij", "xoxb-1234567890"),
+        ("aws AKIAABCDEFGHIJKLMNOP used", "AKIAABCDEFGHIJKLMNOP"),
+        ("SECRET_KEY=django-insecure-123", "django-insecure-123"),
+    ],
+)
+def test_secrets_are_masked(text: str, secret: str) -> None:
+    out = redact(text)
+    assert secret not in out
+    assert "[REDACTED]" in out
+
+
+def test_ordinary_lines_are_untouched() -> None:
+    line = "INFO GET /api/v1/students 200 12ms user=42 tokens_used"
+    assert redact(line) == line
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold", "expected"),
+    [
+        (350, Threshold(500, 1000), Status.OK),
+        (500, Threshold(500, 1000), Status.OK),
+        (501, Threshold(500, 1000), Status.WARN),
+        (1000, Threshold(500, 1000), Status.WARN),
+        (1001, Threshold(500, 1000), Status.CRIT),
+        (30, Threshold(20, 10), Status.OK),
+        (19.9, Threshold(20, 10), Status.WARN),
+        (9, Threshold(20, 10), Status.CRIT),
+        (None, Threshold(2, 5), Status.WARN),
+        (math.nan, Threshold(2, 5), Status.WARN),
+    ],
+)
+def test_classify_against_the_baseline_table(
+    value: float | None, threshold: Threshold, expected: Status
+) -> None:
+    assert classify(value, threshold) is expected
+
+
+def test_format_value() -> None:
+    assert format_value(349.6, "ms") == "350 ms"
+    assert format_value(1.333, "%") == "1.3%"
+    assert format_value(30.22, "req/s") == "30.22 req/s"
+    assert format_value(None, "%") == "no data"
+
+
+def test_worst() -> None:
+    assert worst([]) is Status.OK
+    assert worst([Status.OK, Status.WARN]) is Status.WARN
+    assert worst([Status.CRIT, Status.FAILED, Status.WARN]) is Status.FAILED
+    assert worst([Status.FAILED, Status.CRIT]) is Status.FAILED
