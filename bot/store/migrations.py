@@ -1,0 +1,138 @@
+"""Versioned schema migrations for both store backends.
+
+Why one list with both dialects side by side: a new table (proposals, outbox,
+alerts...) must land in SQLite and PostgreSQL together, and the contract tests
+then hold both to the same behaviour. To add one, append a ``Migration`` with
+the next version number; never edit a migration that has shipped.
+
+Each backend applies pending migrations in version order, each in its own
+transaction, and records it in ``schema_migrations`` in that same transaction,
+so a migration is either fully applied and recorded or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "validate_migrations"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change, written once per dialect."""
+
+    version: int
+    name: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        name="runs, steps and audit",
+        sqlite=(
+            """
+            CREATE TABLE runs (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                command TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                source TEXT NOT NULL,
+                conversation TEXT NOT NULL DEFAULT '',
+                started_at TEXT NOT NULL,
+                status TEXT NOT NULL,
+                finished_at TEXT
+            )
+            """,
+            "CREATE INDEX runs_started_at ON runs (started_at DESC, seq DESC)",
+            """
+            CREATE TABLE steps (
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                idx INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                status TEXT NOT NULL,
+                started_at TEXT,
+                duration_s REAL,
+                summary TEXT NOT NULL,
+                error TEXT,
+                PRIMARY KEY (run_id, idx)
+            )
+            """,
+            """
+            CREATE TABLE audit (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                source TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                conversation TEXT NOT NULL DEFAULT '',
+                detail TEXT NOT NULL DEFAULT '{}'
+            )
+            """,
+            "CREATE INDEX audit_at ON audit (at DESC, seq DESC)",
+        ),
+        postgres=(
+            """
+            CREATE TABLE runs (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY,
+                id TEXT PRIMARY KEY,
+                command TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                source TEXT NOT NULL,
+                conversation TEXT NOT NULL DEFAULT '',
+                started_at TIMESTAMPTZ NOT NULL,
+                status TEXT NOT NULL,
+                finished_at TIMESTAMPTZ
+            )
+            """,
+            "CREATE INDEX runs_started_at ON runs (started_at DESC, seq DESC)",
+            """
+            CREATE TABLE steps (
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                idx INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                status TEXT NOT NULL,
+                started_at TIMESTAMPTZ,
+                duration_s DOUBLE PRECISION,
+                summary TEXT NOT NULL,
+                error TEXT,
+                PRIMARY KEY (run_id, idx)
+            )
+            """,
+            """
+            CREATE TABLE audit (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at TIMESTAMPTZ NOT NULL,
+                actor TEXT NOT NULL,
+                source TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                conversation TEXT NOT NULL DEFAULT '',
+                detail JSONB NOT NULL DEFAULT '{}'::jsonb
+            )
+            """,
+            "CREATE INDEX audit_at ON audit (at DESC, seq DESC)",
+        ),
+    ),
+)
+
+
+def validate_migrations(migrations: Sequence[Migration]) -> None:
+    """Fail fast on a list a backend could apply wrongly (gaps, duplicates, empty SQL)."""
+    for expected, migration in enumerate(migrations, start=1):
+        if migration.version != expected:
+            raise ValueError(
+                f"migration {migration.name!r} has version {migration.version}, "
+                f"expected {expected}: versions must be 1, 2, 3... in order"
+            )
+        if not migration.sqlite or not migration.postgres:
+            raise ValueError(f"migration {migration.version} needs SQL for both backends")
+
+
+validate_migrations(MIGRATIONS)
+LATEST_VERSION = MIGRATIONS[-1].version
