@@ -1,0 +1,377 @@
+"""Docker engine adapter: container state, health, logs and restarts.
+
+The ``docker`` SDK is synchronous, so every call runs in a worker thread and is
+bounded by ``asyncio.wait_for``; the event loop never blocks on the engine.
+Container names come only from the configured service map (``SMS_SERVICES``):
+a user types a short service name, which is looked up before anything reaches
+Docker, and no shell command is ever built. Library failures are re-raised as
+this module's typed errors, chained ``from`` the original.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from bot.errors import AdapterError, UnknownService
+
+__all__ = [
+    "ContainerInfo",
+    "ContainerNotFound",
+    "ContainerOverview",
+    "ContainerState",
+    "DockerAdapter",
+    "DockerError",
+    "DockerUnavailable",
+    "HealthState",
+]
+
+ContainerState = Literal["running", "restarting", "exited", "created", "paused", "dead", "missing"]
+HealthState = Literal["healthy", "unhealthy", "starting"]
+
+_T = TypeVar("_T")
+
+_STATES: frozenset[str] = frozenset(
+    {"running", "restarting", "exited", "created", "paused", "dead", "missing"}
+)
+_HEALTH: frozenset[str] = frozenset({"healthy", "unhealthy", "starting"})
+_LOG_TAIL_MIN = 1
+_LOG_TAIL_MAX = 1000
+# Docker reports "never started" as the zero time of Go.
+_ZERO_TIME_PREFIX = "0001-01-01"
+_ISO_RE = re.compile(
+    r"^(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?(?P<tz>Z|[+-]\d{2}:\d{2})?$"
+)
+
+
+class DockerError(AdapterError):
+    """The Docker engine refused or failed a request."""
+
+
+class DockerUnavailable(DockerError):
+    """The Docker engine could not be reached, or did not answer in time."""
+
+
+class ContainerNotFound(DockerError):
+    """A configured container does not exist on the engine.
+
+    Distinct from ``UnknownService``: the name is valid configuration, the
+    deployment is what is wrong, so it is an operational finding, not a typo.
+    """
+
+    def __init__(self, container: str, *, service: str | None = None) -> None:
+        label = f"{service} ({container})" if service else container
+        super().__init__(f"Container {label} does not exist.")
+        self.container = container
+        self.service = service
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """One container as the runbook's ``docker ps`` would show it.
+
+    ``state`` is ``"missing"`` only for a configured service whose container
+    does not exist; such entries come from ``DockerAdapter.overview``.
+    """
+
+    name: str
+    service: str | None
+    state: ContainerState
+    health: HealthState | None
+    status_text: str
+    started_at: datetime | None
+    restart_count: int
+    image: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def uptime(self, now: datetime) -> float | None:
+        """Seconds since the last start, or None when not running.
+
+        ``now`` is passed in so callers (and tests) control the clock.
+        """
+        if self.state != "running" or self.started_at is None:
+            return None
+        return max(0.0, (now - self.started_at).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerOverview:
+    """Morning Checklist step 1: every container, and how the configured ones fare.
+
+    ``services`` has one entry per configured service (``state="missing"``
+    when its container is absent), so a check can judge the deployment without
+    knowing the engine's other containers.
+    """
+
+    containers: tuple[ContainerInfo, ...]
+    services: Mapping[str, ContainerInfo] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.containers)
+
+    @property
+    def running(self) -> int:
+        return sum(1 for c in self.containers if c.state == "running")
+
+    @property
+    def missing(self) -> list[ContainerInfo]:
+        return [c for c in self.services.values() if c.state == "missing"]
+
+    @property
+    def not_running(self) -> list[ContainerInfo]:
+        """Configured containers that exist but are not running (restarting included)."""
+        return [c for c in self.services.values() if c.state not in ("running", "missing")]
+
+    @property
+    def unhealthy(self) -> list[ContainerInfo]:
+        return [c for c in self.services.values() if c.health == "unhealthy"]
+
+    @property
+    def restarting(self) -> list[ContainerInfo]:
+        return [c for c in self.services.values() if c.state == "restarting"]
+
+
+def _parse_time(value: object) -> datetime | None:
+    """Parse Docker's RFC 3339 nanosecond timestamps into aware UTC datetimes."""
+    if not isinstance(value, str) or not value or value.startswith(_ZERO_TIME_PREFIX):
+        return None
+    match = _ISO_RE.match(value)
+    if match is None:
+        return None
+    frac = (match["frac"] or "")[:6].ljust(6, "0")
+    tz = match["tz"] or "Z"
+    tz = "+00:00" if tz == "Z" else tz
+    return datetime.fromisoformat(f"{match['base']}.{frac}{tz}").astimezone(UTC)
+
+
+def _state_of(raw: object) -> ContainerState:
+    # "removing" is a stopped container on its way out; report it as exited.
+    text = str(raw or "").lower()
+    if text in _STATES:
+        return text  # type: ignore[return-value]
+    return "exited" if text == "removing" else "dead"
+
+
+def _health_of(state: Mapping[str, Any]) -> HealthState | None:
+    health = state.get("Health")
+    if not isinstance(health, Mapping):
+        return None
+    status = str(health.get("Status", "")).lower()
+    return status if status in _HEALTH else None  # type: ignore[return-value]
+
+
+class DockerAdapter:
+    """Async access to the containers named in the service map.
+
+    The SDK client is created on first use (it contacts the engine to agree on
+    an API version), so building the adapter never fails because Docker is down.
+    """
+
+    def __init__(
+        self,
+        services: Mapping[str, str],
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._services: dict[str, str] = dict(services)
+        self._by_container: dict[str, str] = {c: s for s, c in self._services.items()}
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def services(self) -> Mapping[str, str]:
+        return dict(self._services)
+
+    def container_name(self, service: str) -> str:
+        """Resolve a user-typed service name; the only way a name reaches Docker."""
+        try:
+            return self._services[service]
+        except KeyError:
+            raise UnknownService(service, list(self._services)) from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+    async def __aenter__(self) -> DockerAdapter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- public operations -------------------------------------------------
+
+    async def list_containers(self) -> list[ContainerInfo]:
+        return await self._call(self._list_sync)
+
+    async def status(self, service: str) -> ContainerInfo:
+        name = self.container_name(service)
+        return await self._call(lambda: self._info_sync(name), container=name)
+
+    async def overview(self) -> ContainerOverview:
+        containers = await self.list_containers()
+        by_name = {c.name: c for c in containers}
+        services = {
+            service: by_name.get(name) or _missing(name, service)
+            for service, name in self._services.items()
+        }
+        return ContainerOverview(containers=tuple(containers), services=services)
+
+    async def logs(self, service: str, *, tail: int = 100) -> str:
+        """The last ``tail`` lines of stdout and stderr, clamped to 1..1000.
+
+        The bound keeps one chat reply small and the engine call short.
+        """
+        name = self.container_name(service)
+        lines = max(_LOG_TAIL_MIN, min(_LOG_TAIL_MAX, tail))
+
+        def fetch() -> str:
+            raw = self._api().logs(name, stdout=True, stderr=True, timestamps=False, tail=lines)
+            return raw.decode("utf-8", errors="replace")
+
+        return await self._call(fetch, container=name)
+
+    async def restart(self, service: str, *, timeout_s: int = 10) -> ContainerInfo:
+        name = self.container_name(service)
+
+        def run() -> ContainerInfo:
+            self._api().restart(name, timeout=timeout_s)
+            return self._info_sync(name)
+
+        return await self._call(run, container=name, extra_timeout=timeout_s)
+
+    async def stop(self, service: str, *, timeout_s: int = 10) -> ContainerInfo:
+        name = self.container_name(service)
+
+        def run() -> ContainerInfo:
+            self._api().stop(name, timeout=timeout_s)
+            return self._info_sync(name)
+
+        return await self._call(run, container=name, extra_timeout=timeout_s)
+
+    async def start(self, service: str) -> ContainerInfo:
+        name = self.container_name(service)
+
+        def run() -> ContainerInfo:
+            self._api().start(name)
+            return self._info_sync(name)
+
+        return await self._call(run, container=name)
+
+    # -- worker-thread side ------------------------------------------------
+
+    def _api(self) -> docker.APIClient:
+        with self._client_lock:
+            if self._client is None:
+                http_timeout = max(1, int(self._timeout + 0.999))
+                if self._base_url is None:
+                    self._client = docker.from_env(timeout=http_timeout)
+                else:
+                    self._client = docker.DockerClient(
+                        base_url=self._base_url, timeout=http_timeout
+                    )
+            return self._client.api
+
+    def _list_sync(self) -> list[ContainerInfo]:
+        api = self._api()
+        infos: list[ContainerInfo] = []
+        for summary in api.containers(all=True):
+            try:
+                attrs = api.inspect_container(summary["Id"])
+            except docker.errors.NotFound:
+                continue  # removed between listing and inspecting
+            infos.append(self._to_info(attrs, status_text=str(summary.get("Status", ""))))
+        infos.sort(key=lambda c: c.name)
+        return infos
+
+    def _info_sync(self, name: str) -> ContainerInfo:
+        api = self._api()
+        attrs = api.inspect_container(name)
+        if str(attrs.get("Name", "")).lstrip("/") != name:
+            # The engine also resolves ID prefixes; a configured name must match exactly.
+            raise ContainerNotFound(name, service=self._by_container.get(name))
+        # Only the list endpoint carries Docker's human status ("Up 3 minutes (healthy)").
+        summaries = api.containers(all=True, filters={"id": attrs["Id"]})
+        status_text = str(summaries[0].get("Status", "")) if summaries else ""
+        return self._to_info(attrs, status_text=status_text)
+
+    def _to_info(self, attrs: Mapping[str, Any], *, status_text: str) -> ContainerInfo:
+        name = str(attrs.get("Name", "")).lstrip("/")
+        state = attrs.get("State") or {}
+        config = attrs.get("Config") or {}
+        container_state = _state_of(state.get("Status"))
+        return ContainerInfo(
+            name=name,
+            service=self._by_container.get(name),
+            state=container_state,
+            # The engine leaves a stopped container's last health ("unhealthy") in
+            # place; like `docker ps`, only a running container has a health.
+            health=_health_of(state) if container_state == "running" else None,
+            status_text=status_text,
+            started_at=_parse_time(state.get("StartedAt")),
+            restart_count=int(attrs.get("RestartCount") or 0),
+            image=str(config.get("Image") or attrs.get("Image") or ""),
+        )
+
+    async def _call(
+        self,
+        func: Callable[[], _T],
+        *,
+        container: str | None = None,
+        extra_timeout: float = 0.0,
+    ) -> _T:
+        """Run one SDK interaction off the loop and translate its failures."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(func), timeout=self._timeout + extra_timeout
+            )
+        except TimeoutError as exc:
+            raise DockerUnavailable(
+                f"Docker engine did not answer within {self._timeout + extra_timeout:g}s."
+            ) from exc
+        except docker.errors.NotFound as exc:
+            if container is None:
+                raise DockerError(f"Docker engine error: {exc.explanation or exc}") from exc
+            raise ContainerNotFound(container, service=self._by_container.get(container)) from exc
+        except docker.errors.APIError as exc:
+            if exc.is_server_error():
+                raise DockerUnavailable(f"Docker engine error: {exc.explanation or exc}") from exc
+            raise DockerError(f"Docker refused the request: {exc.explanation or exc}") from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailable(f"Docker engine is not reachable: {exc}") from exc
+
+
+def _missing(name: str, service: str) -> ContainerInfo:
+    return ContainerInfo(
+        name=name,
+        service=service,
+        state="missing",
+        health=None,
+        status_text="missing",
+        started_at=None,
+        restart_count=0,
+        image="",
+    )

@@ -1,0 +1,249 @@
+"""The SMS database as a target the bot checks (not the bot's own store).
+
+Why a connection per call: checks run a few times an hour, and a pooled
+connection would sit in the very ``pg_stat_activity`` the bot reports on.
+Every call connects with a bounded timeout, runs with a bounded timeout, and
+turns asyncpg's many exceptions into four typed errors a procedure can show.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from bot.errors import AdapterError
+
+__all__ = [
+    "ActiveQuery",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "DbCheck",
+    "QueryFailed",
+    "QueryTimeout",
+    "SmsDatabase",
+    "UserCount",
+]
+
+NOT_CONFIGURED = "SMS_DATABASE_URL is not set"
+
+# The runbook's daily check, verbatim.
+COUNT_USERS_SQL = "SELECT COUNT(*) FROM users"
+# The runbook's slow-query diagnosis, parameterised on the minimum age.
+ACTIVE_QUERIES_SQL = (
+    "SELECT pid, usename, state, query_start, now() - query_start AS age, query"
+    " FROM pg_stat_activity"
+    " WHERE state = 'active' AND query_start < now() - make_interval(secs => $1)"
+    " AND pid <> pg_backend_pid()"
+    " ORDER BY query_start"
+)
+CHECK_SQL = (
+    "SELECT current_setting('server_version') AS server_version,"
+    " current_database() AS database,"
+    " pg_database_size(current_database()) AS size_bytes,"
+    " (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())"
+    " AS connections,"
+    " current_setting('max_connections')::int AS max_connections"
+)
+
+
+class DatabaseError(AdapterError):
+    """Something went wrong talking to the SMS database."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Cannot connect: not configured, refused, auth failed, database missing, dropped."""
+
+
+class QueryTimeout(DatabaseError):
+    """A query ran past its timeout (and was cancelled)."""
+
+
+class QueryFailed(DatabaseError):
+    """The server answered with an error, e.g. a missing table."""
+
+
+@dataclass(frozen=True)
+class UserCount:
+    """The daily check's answer: how many users, and how long it took."""
+
+    count: int
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class DbCheck:
+    """``db check``: is the database there, how big, how busy."""
+
+    server_version: str
+    database: str
+    size_bytes: int
+    connections: int
+    max_connections: int
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class ActiveQuery:
+    """One row of the slow-query diagnosis."""
+
+    pid: int
+    user: str
+    state: str
+    started_at: datetime | None
+    duration_s: float
+    query: str
+
+
+def _redact(dsn: str) -> str:
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    creds, _, host = rest.rpartition("@")
+    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+
+
+def _elapsed_ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class SmsDatabase:
+    """asyncpg client for the SMS PostgreSQL; ``dsn`` may be empty until it is needed."""
+
+    def __init__(
+        self, dsn: str, *, connect_timeout: float = 5.0, query_timeout: float = 10.0
+    ) -> None:
+        self._dsn = dsn.strip()
+        self._connect_timeout = connect_timeout
+        self._query_timeout = query_timeout
+
+    def __repr__(self) -> str:
+        return f"SmsDatabase({_redact(self._dsn)!r})"
+
+    @property
+    def target(self) -> str:
+        """Where this points, without the password (for messages)."""
+        return _redact(self._dsn) if self._dsn else "(not configured)"
+
+    async def close(self) -> None:
+        """Nothing is held between calls; here so the app can own it like other adapters."""
+
+    @asynccontextmanager
+    async def _connect(self, limit_s: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+        if not self._dsn:
+            raise DatabaseUnavailable(NOT_CONFIGURED)
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ValueError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to the SMS database {self.target}: {exc}"
+            ) from exc
+        except TimeoutError as exc:
+            raise DatabaseUnavailable(
+                f"connecting to the SMS database {self.target} timed out "
+                f"after {self._connect_timeout:g}s"
+            ) from exc
+        limit = self._query_timeout if limit_s is None else limit_s
+        try:
+            yield conn
+        except TimeoutError as exc:
+            raise QueryTimeout(f"query on {self.target} timed out after {limit:g}s") from exc
+        except asyncpg.QueryCanceledError as exc:
+            raise QueryTimeout(f"query on {self.target} was cancelled: {exc}") from exc
+        except asyncpg.UndefinedTableError as exc:
+            raise QueryFailed(
+                f"missing table in the SMS database {self.target}: {exc}. "
+                "Is SMS_DATABASE_URL the right database, and has the schema been created?"
+            ) from exc
+        except (
+            asyncpg.PostgresConnectionError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.InterfaceError,
+            OSError,
+        ) as exc:
+            raise DatabaseUnavailable(
+                f"lost the connection to the SMS database {self.target}: {exc}"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            raise QueryFailed(f"query on {self.target} failed: {exc}") from exc
+        finally:
+            await self._close_quietly(conn)
+
+    async def _close_quietly(self, conn: asyncpg.Connection) -> None:
+        """Close politely, or drop the socket if the server no longer answers."""
+        try:
+            await conn.close(timeout=self._connect_timeout)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            conn.terminate()
+
+    async def ping(self) -> float:
+        """``SELECT 1``; returns the round-trip in milliseconds."""
+        async with self._connect() as conn:
+            start = time.perf_counter()
+            await conn.fetchval("SELECT 1", timeout=self._query_timeout)
+            return _elapsed_ms(start)
+
+    async def count_users(self) -> UserCount:
+        """The runbook's daily database check."""
+        async with self._connect() as conn:
+            start = time.perf_counter()
+            count = await conn.fetchval(COUNT_USERS_SQL, timeout=self._query_timeout)
+            return UserCount(count=int(count), latency_ms=_elapsed_ms(start))
+
+    async def check(self) -> DbCheck:
+        """Version, size and connection headroom, plus a ``SELECT 1`` latency."""
+        async with self._connect() as conn:
+            start = time.perf_counter()
+            await conn.fetchval("SELECT 1", timeout=self._query_timeout)
+            latency = _elapsed_ms(start)
+            row = await conn.fetchrow(CHECK_SQL, timeout=self._query_timeout)
+        assert row is not None  # a SELECT without FROM always returns one row
+        return DbCheck(
+            server_version=str(row["server_version"]),
+            database=str(row["database"]),
+            size_bytes=int(row["size_bytes"]),
+            connections=int(row["connections"]),
+            max_connections=int(row["max_connections"]),
+            latency_ms=latency,
+        )
+
+    async def active_queries(self, *, min_age_s: float = 5.0) -> list[ActiveQuery]:
+        """Queries active for longer than ``min_age_s``, oldest first (runbook, slow API)."""
+        async with self._connect() as conn:
+            rows = await conn.fetch(
+                ACTIVE_QUERIES_SQL, float(min_age_s), timeout=self._query_timeout
+            )
+        return [_active_query(row) for row in rows]
+
+    async def terminate(self, pid: int) -> bool:
+        """``pg_terminate_backend``; False when no such backend exists (already gone)."""
+        async with self._connect() as conn:
+            result = await conn.fetchval(
+                "SELECT pg_terminate_backend($1)", int(pid), timeout=self._query_timeout
+            )
+        return bool(result)
+
+    async def vacuum_analyze(self, *, timeout_s: float = 600.0) -> float:
+        """``VACUUM ANALYZE`` on the whole database; returns how long it took in seconds."""
+        async with self._connect(timeout_s) as conn:
+            start = time.perf_counter()
+            await conn.execute("VACUUM ANALYZE", timeout=timeout_s)
+            return time.perf_counter() - start
+
+
+def _active_query(row: asyncpg.Record) -> ActiveQuery:
+    age = row["age"]
+    duration = age.total_seconds() if isinstance(age, timedelta) else 0.0
+    return ActiveQuery(
+        pid=int(row["pid"]),
+        user=row["usename"] or "",
+        state=row["state"] or "",
+        started_at=row["query_start"],
+        duration_s=duration,
+        query=row["query"] or "",
+    )
