@@ -1,0 +1,27 @@
+"""Inbound events, normalised at the edge: nothing past a surface sees a raw payload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.chat.base import Conversation
+
+__all__ = ["Command"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command as typed (``/sms logs backend 50``), with who typed it and where."""
+
+    text: str
+    user: str
+    source: str  # "console", "cli", "slack", "teams", "scheduler"
+    conversation: Conversation
+
+    @property
+    def words(self) -> list[str]:
+        """The words after an optional leading ``/sms`` or ``sms``."""
+        words = self.text.split()
+        if words and words[0].lower() in {"/sms", "sms"}:
+            words = words[1:]
+        return words

@@ -1,0 +1,196 @@
+"""In-process fakes at the protocol boundaries (surface, Docker, SMS database, Prometheus).
+
+They return the adapters' real result types, so the procedures under test
+see exactly what they would see in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.adapters.docker import ContainerInfo, ContainerNotFound, ContainerOverview
+from bot.adapters.http_health import ComponentHealth, HealthReport
+from bot.adapters.postgres import ActiveQuery, DbCheck, UserCount
+from bot.chat.base import Conversation, MessageRef
+from bot.errors import UnknownService
+from bot.messages import Message
+
+NOW = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
+
+
+@dataclass
+class FakeSurface:
+    """Records every post, update and reply, like a chat that never fails."""
+
+    name: str = "fake"
+    events: list[tuple[str, str, Message]] = field(default_factory=list)
+    _n: int = 0
+
+    async def post(self, where: Conversation, msg: Message) -> MessageRef:
+        self._n += 1
+        ref = MessageRef(where, f"m{self._n}")
+        self.events.append(("post", ref.id, msg))
+        return ref
+
+    async def update(self, ref: MessageRef, msg: Message) -> None:
+        self.events.append(("update", ref.id, msg))
+
+    async def reply(self, ref: MessageRef, msg: Message) -> MessageRef:
+        self._n += 1
+        self.events.append(("reply", ref.id, msg))
+        return MessageRef(ref.conversation, f"m{self._n}")
+
+    def last(self, ref_id: str = "m1") -> Message:
+        """The latest version of a posted message."""
+        versions = [m for kind, rid, m in self.events if rid == ref_id and kind != "reply"]
+        return versions[-1]
+
+    def replies(self) -> list[Message]:
+        return [m for kind, _rid, m in self.events if kind == "reply"]
+
+
+def container(
+    name: str,
+    *,
+    service: str | None = None,
+    state: str = "running",
+    health: str | None = "healthy",
+    started: datetime = NOW - timedelta(hours=5),
+) -> ContainerInfo:
+    return ContainerInfo(
+        name=name,
+        service=service,
+        state=state,  # type: ignore[arg-type]
+        health=health,  # type: ignore[arg-type]
+        status_text=f"Up 5 hours ({health})" if state == "running" else "Exited (1)",
+        started_at=started,
+        restart_count=0,
+        image="sms/backend:1",
+    )
+
+
+class FakeDocker:
+    def __init__(
+        self,
+        services: Mapping[str, str],
+        containers: list[ContainerInfo],
+        *,
+        logs: str = "",
+        delay: float = 0.0,
+        error: Exception | None = None,
+    ) -> None:
+        self._services = dict(services)
+        self.containers = containers
+        self.log_text = logs
+        self.delay = delay
+        self.error = error
+        self.log_calls: list[tuple[str, int]] = []
+
+    @property
+    def services(self) -> Mapping[str, str]:
+        return self._services
+
+    def container_name(self, service: str) -> str:
+        if service not in self._services:
+            raise UnknownService(service, list(self._services))
+        return self._services[service]
+
+    async def overview(self) -> ContainerOverview:
+        await asyncio.sleep(self.delay)
+        if self.error:
+            raise self.error
+        by_name = {c.name: c for c in self.containers}
+        services = {}
+        for svc, name in self._services.items():
+            services[svc] = by_name.get(name) or ContainerInfo(
+                name, svc, "missing", None, "", None, 0, ""
+            )
+        return ContainerOverview(containers=tuple(self.containers), services=services)
+
+    async def logs(self, service: str, *, tail: int = 100) -> str:
+        name = self.container_name(service)
+        if name not in {c.name for c in self.containers}:
+            raise ContainerNotFound(name, service=service)
+        self.log_calls.append((service, tail))
+        lines = self.log_text.splitlines()
+        return "\n".join(lines[-tail:])
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeHealth:
+    def __init__(self, report: HealthReport | None = None, *, delay: float = 0.0) -> None:
+        self.report = report or healthy_report()
+        self.delay = delay
+        self.error: Exception | None = None
+
+    async def fetch(self) -> HealthReport:
+        await asyncio.sleep(self.delay)
+        if self.error:
+            raise self.error
+        return self.report
+
+
+def healthy_report(**failing: str) -> HealthReport:
+    components = tuple(
+        ComponentHealth(name, failing.get(name, "healthy"), name not in failing)
+        for name in ("database", "redis", "disk")
+    )
+    ok = not failing
+    return HealthReport(
+        status="healthy" if ok else "degraded",
+        healthy=ok,
+        components=components,
+        http_status=200 if ok else 503,
+        latency_ms=3.0,
+    )
+
+
+class FakePrometheus:
+    """Answers each query with the value in ``values`` (by metric key, via the query text)."""
+
+    def __init__(self, values: Mapping[str, float | None], queries: Mapping[str, str]) -> None:
+        self.by_query = {queries[key]: value for key, value in values.items()}
+        self.errors: dict[str, Exception] = {}
+        self.unavailable: Exception | None = None
+        self.delay = 0.0
+
+    async def scalar(self, promql: str, **_: Any) -> float | None:
+        await asyncio.sleep(self.delay)
+        if self.unavailable:
+            raise self.unavailable
+        if promql in self.errors:
+            raise self.errors[promql]
+        return self.by_query.get(promql)
+
+
+class FakeDb:
+    def __init__(self) -> None:
+        self.users = 18
+        self.error: Exception | None = None
+        self.queries: list[ActiveQuery] = []
+        self.delay = 0.0
+
+    async def count_users(self) -> UserCount:
+        await asyncio.sleep(self.delay)
+        if self.error:
+            raise self.error
+        return UserCount(self.users, 2.0)
+
+    async def check(self) -> DbCheck:
+        if self.error:
+            raise self.error
+        return DbCheck("15.8", "student_management", 100 * 1024 * 1024, 12, 100, 1.0)
+
+    async def active_queries(self, *, min_age_s: float = 5.0) -> list[ActiveQuery]:
+        if self.error:
+            raise self.error
+        return [q for q in self.queries if q.duration_s >= min_age_s]
+
+    async def close(self) -> None:
+        return None
