@@ -1,0 +1,173 @@
+"""``sms-bot serve | shell | run WORDS... | check-config``.
+
+``run`` exits 0 when every check passed (warnings alone keep 0), 1 when a
+check failed or is critical, 2 on a usage or configuration error, so it can
+be used from cron.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+from rich.console import Console
+
+from bot.app import App, build_app
+from bot.chat.base import Conversation
+from bot.chat.console import ConsoleSurface
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError, SmsBotError
+from bot.events import Command
+from bot.http import build_http_app, serve
+from bot.logs import configure_logging
+from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+__all__ = ["main"]
+
+log = structlog.get_logger(__name__)
+
+_SHELL_HELP = (
+    "Type a command as in chat, e.g. `/sms health`, `status`, `logs backend 50`.\n"
+    "`help` lists every command; `exit` or Ctrl-D leaves."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sms-bot",
+        description="Run the SMS operations runbook from chat or the terminal.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="start the HTTP server (health, readiness, metrics)")
+    sub.add_parser("shell", help="a terminal chat: type /sms commands")
+    run = sub.add_parser("run", help="run one command as typed in chat, e.g. `run health`")
+    run.add_argument("words", nargs="+", metavar="WORDS", help="the command, e.g. logs backend 50")
+    sub.add_parser("check-config", help="validate the configuration and print it")
+    return parser
+
+
+def _local_user(source: str) -> str:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return f"{source}:{name}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"sms-bot: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    interactive = args.action in {"shell", "run"}
+    level = settings.bot_log_level
+    if interactive and level == "INFO":
+        level = "WARNING"
+    configure_logging(level, json=args.action == "serve")
+
+    if args.action == "check-config":
+        return _check_config(settings)
+    try:
+        if args.action == "run":
+            return asyncio.run(_run_once(settings, " ".join(args.words)))
+        if args.action == "shell":
+            return asyncio.run(_shell(settings))
+        return asyncio.run(_serve(settings))
+    except SmsBotError as exc:
+        print(f"sms-bot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check_config(settings: Settings) -> int:
+    console = Console(highlight=False)
+    console.print("Configuration is valid:")
+    for name, value in settings.model_dump().items():
+        shown = value
+        if isinstance(value, str) and "://" in value and "@" in value:
+            from bot.redact import redact
+
+            shown = redact(value)
+        console.print(f"  {name.upper()} = {shown}", markup=False)
+    return EXIT_OK
+
+
+async def _run_once(settings: Settings, text: str) -> int:
+    surface = ConsoleSurface()
+    async with build_app(settings) as app:
+        command = Command(
+            text=text,
+            user=_local_user("cli"),
+            source="cli",
+            conversation=Conversation(surface="console"),
+        )
+        handled = await app.dispatcher.handle(command, surface)
+        return handled.exit_code
+
+
+async def _shell(settings: Settings) -> int:
+    console = Console()
+    surface = ConsoleSurface(console)
+    user = _local_user("console")
+    console.print(f"sms-bot shell as {user}. {_SHELL_HELP}", markup=False, highlight=False)
+    async with build_app(settings) as app:
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "sms> ")
+            except EOFError:
+                console.print()
+                return EXIT_OK
+            line = line.strip()
+            if not line:
+                continue
+            if line.lower() in {"exit", "quit", "/exit", "/quit"}:
+                return EXIT_OK
+            if line.isdigit():
+                await _answer_button(console, surface, int(line))
+                continue
+            await _dispatch_line(app, surface, user, line)
+
+
+async def _answer_button(console: Console, surface: ConsoleSurface, number: int) -> None:
+    buttons = surface.buttons()
+    if not buttons:
+        console.print("There are no buttons to answer; type a command or `help`.")
+        return
+    if not 1 <= number <= len(buttons):
+        console.print(f"Choose a button between 1 and {len(buttons)}.")
+        return
+    console.print(f"No action is wired to {buttons[number - 1].label!r} in this version.")
+
+
+async def _dispatch_line(app: App, surface: ConsoleSurface, user: str, line: str) -> None:
+    command = Command(
+        text=line, user=user, source="console", conversation=Conversation(surface="console")
+    )
+    await app.dispatcher.handle(command, surface)
+
+
+async def _serve(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with build_app(settings) as app:
+        http_app = build_http_app(
+            ready_check=app.deps.store.ping, registry=app.deps.metrics.registry
+        )
+        log.info("serve.listening", host=settings.bot_host, port=settings.bot_port)
+        await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)
+    log.info("serve.stopped")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""The chat commands of this version: parse the words, bind them to a procedure.
+
+Every command here is read-only. A wrong word, an unknown service or a bad
+number raises ``UsageError`` with the command's usage, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from bot.deps import Deps
+from bot.errors import UsageError
+from bot.messages import Message, Status, Table
+from handlers.registry import REGISTRY, Invocation, command
+from procedures.backups import backups
+from procedures.db import db_check, db_slow
+from procedures.health import health
+from procedures.logs import logs
+from procedures.metrics import metrics
+from procedures.runbook import runbook_message
+from procedures.status import status
+
+__all__ = ["DEFAULT_LOG_LINES", "help_message"]
+
+DEFAULT_LOG_LINES = 100
+
+
+def _no_more(args: list[str], usage: str) -> None:
+    if args:
+        raise UsageError(f"Unexpected argument {' '.join(args)!r}.", usage=f"/sms {usage}")
+
+
+def _service(args: list[str], deps: Deps, usage: str) -> str:
+    known = sorted(deps.settings.sms_services)
+    if not args:
+        raise UsageError(
+            f"Which service? Known services: {', '.join(known)}.", usage=f"/sms {usage}"
+        )
+    name = args[0].lower()
+    if name not in deps.settings.sms_services:
+        raise UsageError(
+            f"Unknown service {args[0]!r}. Known services: {', '.join(known)}.",
+            usage=f"/sms {usage}",
+        )
+    return name
+
+
+def _count(raw: str, usage: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{raw!r} is not a number of lines.", usage=f"/sms {usage}") from None
+    if value < 1:
+        raise UsageError("The number of lines must be at least 1.", usage=f"/sms {usage}")
+    return value
+
+
+@command("help", usage="help", summary="Every command with one line each")
+def _help(args: list[str], deps: Deps) -> Invocation:
+    return Invocation(name="help", message=help_message(deps))
+
+
+@command("health", usage="health", summary="The five morning checks, against the baseline")
+def _health(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "health")
+    return Invocation(name="health", title="Health check", procedure=health)
+
+
+@command("status", usage="status", summary="Containers: state, health and uptime")
+def _status(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "status")
+    return Invocation(name="status", title="Container status", procedure=status)
+
+
+@command(
+    "logs",
+    usage="logs SERVICE [N]",
+    summary=f"Last N lines of a service's log (default {DEFAULT_LOG_LINES}), secrets masked",
+)
+def _logs(args: list[str], deps: Deps) -> Invocation:
+    usage = "logs SERVICE [N]"
+    service = _service(args, deps, usage)
+    lines = _count(args[1], usage) if len(args) > 1 else DEFAULT_LOG_LINES
+    _no_more(args[2:], usage)
+    cap = deps.settings.sms_logs_max_lines
+    title = f"Logs of {service}"
+    if lines > cap:
+        title += f" (capped at {cap} lines)"
+        lines = cap
+    return Invocation(
+        name="logs", title=title, procedure=partial(logs, service=service, lines=lines)
+    )
+
+
+@command("db check", usage="db check", summary="Database connectivity and server status")
+def _db_check(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "db check")
+    return Invocation(name="db check", title="Database check", procedure=db_check)
+
+
+@command("db slow", usage="db slow", summary="Active queries running longer than 5 s")
+def _db_slow(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "db slow")
+    return Invocation(name="db slow", title="Slow queries", procedure=db_slow)
+
+
+@command("metrics", usage="metrics", summary="The baseline table with current values")
+def _metrics(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "metrics")
+    return Invocation(name="metrics", title="Performance metrics", procedure=metrics)
+
+
+@command("backups", usage="backups", summary="The five newest backups with age and size")
+def _backups(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "backups")
+    return Invocation(name="backups", title="Backups", procedure=backups)
+
+
+@command("runbook", usage="runbook", summary="The runbook's procedures and what triggers them")
+def _runbook(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "runbook")
+    return Invocation(name="runbook", message=runbook_message())
+
+
+def help_message(deps: Deps) -> Message:
+    table = Table(
+        title="Commands (type them after /sms in chat, or as they are in the shell)",
+        columns=("command", "what it does"),
+        rows=tuple((spec.usage, spec.summary) for spec in REGISTRY.all()),
+    )
+    services = ", ".join(
+        f"{name} ({container})" for name, container in sorted(deps.settings.sms_services.items())
+    )
+    return Message(
+        title="sms-bot commands",
+        status=Status.OK,
+        text=f"Services: {services}.",
+        details=(table,),
+    )

@@ -1,0 +1,107 @@
+"""From a ``Command`` to an answer: match, authorize, audit, run.
+
+Expected failures (usage, unknown service, not allowed) are answered as
+normal replies; the exit code tells ``sms-bot run`` what happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+import handlers.commands  # noqa: F401  (registers the commands)
+from bot.chat.base import ChatSurface
+from bot.deps import Deps
+from bot.engine import Engine, Run
+from bot.errors import NotAllowed, UsageError
+from bot.events import Command
+from bot.messages import Message, Status
+from handlers.auth import authorize
+from handlers.registry import REGISTRY, Registry, match
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Dispatcher", "Handled"]
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of a command: an exit code, and the run or the answer."""
+
+    exit_code: int
+    run: Run | None = None
+    message: Message | None = None
+
+
+class Dispatcher:
+    def __init__(self, deps: Deps, engine: Engine, *, registry: Registry = REGISTRY) -> None:
+        self.deps = deps
+        self.engine = engine
+        self.registry = registry
+
+    async def handle(self, cmd: Command, surface: ChatSurface) -> Handled:
+        name = "unknown"
+        try:
+            spec, args = match(cmd.words, self.registry)
+            name = spec.name
+            authorize(cmd.user, cmd.source, spec.role, self.deps.settings)
+            invocation = spec.parse(args, self.deps)
+        except UsageError as exc:
+            text = str(exc)
+            if exc.usage:
+                text += f"\n\nUsage:\n{exc.usage}"
+            text += "\n\nType /sms help for every command."
+            msg = Message(title="Cannot run that command", status=Status.FAILED, text=text)
+            await self._answer(cmd, surface, msg, name=name, outcome="usage_error")
+            return Handled(EXIT_USAGE, message=msg)
+        except NotAllowed as exc:
+            msg = Message(title="Not allowed", status=Status.FAILED, text=str(exc))
+            await self._answer(cmd, surface, msg, name=name, outcome="refused")
+            return Handled(EXIT_FAILED, message=msg)
+
+        if invocation.message is not None:
+            await self._answer(cmd, surface, invocation.message, name=name, outcome="ok")
+            return Handled(EXIT_OK, message=invocation.message)
+
+        assert invocation.procedure is not None
+        await self._audit(cmd, name=name, outcome="started")
+        run = await self.engine.execute(
+            invocation.procedure,
+            name=invocation.name,
+            title=invocation.title,
+            command=cmd,
+            surface=surface,
+        )
+        status = run.status
+        await self._audit(cmd, name=name, outcome=status.value, run_id=run.id)
+        self.deps.metrics.commands.labels(name, status.value).inc()
+        return Handled(EXIT_FAILED if status.is_bad else EXIT_OK, run=run)
+
+    async def _answer(
+        self, cmd: Command, surface: ChatSurface, msg: Message, *, name: str, outcome: str
+    ) -> None:
+        self.deps.metrics.commands.labels(name, outcome).inc()
+        await self._audit(cmd, name=name, outcome=outcome)
+        await surface.post(cmd.conversation, msg)
+
+    async def _audit(self, cmd: Command, *, name: str, outcome: str, run_id: str = "") -> None:
+        detail = {"command": name}
+        if run_id:
+            detail["run_id"] = run_id
+        await self.deps.audit.record(
+            at=self.deps.clock(),
+            actor=cmd.user,
+            source=cmd.source,
+            action="command",
+            target=cmd.text,
+            outcome=outcome,
+            conversation=":".join(
+                p for p in (cmd.conversation.channel, cmd.conversation.thread or "") if p
+            ),
+            detail=detail,
+        )

@@ -1,0 +1,67 @@
+"""``status``: every container with its state, health and uptime (runbook: docker ps)."""
+
+from __future__ import annotations
+
+from bot.adapters.docker import ContainerInfo
+from bot.deps import Deps
+from bot.engine import Outcome, Run
+from bot.messages import Status, Table
+
+__all__ = ["format_uptime", "status"]
+
+
+def format_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def _row(info: ContainerInfo, deps: Deps) -> tuple[str, str, str, str, str]:
+    uptime = info.uptime(deps.clock()) if info.state == "running" else None
+    return (
+        info.name,
+        info.service or "",
+        info.state,
+        info.health or "-",
+        format_uptime(uptime),
+    )
+
+
+async def _containers(deps: Deps) -> Outcome:
+    overview = await deps.docker.overview()
+    known = {info.name for info in overview.containers}
+    rows = [_row(info, deps) for info in overview.containers]
+    rows += [
+        (info.name, info.service or "", "missing", "-", "-")
+        for info in overview.missing
+        if info.name not in known
+    ]
+    rows.sort(key=lambda r: (r[1] == "", r[0]))
+    bad = [*overview.missing, *overview.not_running, *overview.unhealthy]
+    status = Status.CRIT if bad else Status.OK
+    summary = f"{overview.running} running of {overview.total} containers"
+    if bad:
+        names = sorted(
+            {f"{i.service} {i.state if i.state != 'running' else 'unhealthy'}" for i in bad}
+        )
+        summary += "; " + ", ".join(names)
+    table = Table(
+        title="Containers",
+        columns=("container", "service", "state", "health", "uptime"),
+        rows=tuple(rows),
+    )
+    return Outcome(status, summary, details=(table,))
+
+
+async def status(run: Run) -> None:
+    await run.step("List containers", _containers(run.deps))
