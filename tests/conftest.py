@@ -1,0 +1,7 @@
+"""Shared fixtures. Service harnesses live in tests/harness/ and are plugins here."""
+
+pytest_plugins = [
+    "tests.harness.postgres",
+    "tests.harness.docker",
+    "tests.harness.prometheus",
+]
