@@ -12,7 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -20,7 +20,10 @@ from bot.store import (
     LATEST_VERSION,
     MIGRATIONS,
     AuditEvent,
+    ChatMessage,
     Migration,
+    OutboxItem,
+    Proposal,
     RunRecord,
     StepRecord,
     Store,
@@ -28,7 +31,7 @@ from bot.store import (
     UnknownRun,
 )
 
-__all__ = ["StoreContract", "StoreFactory"]
+__all__ = ["StoreContract", "StoreFactory", "make_proposal", "make_run"]
 
 T0 = datetime(2024, 5, 1, 7, 30, 0, 123456, tzinfo=UTC)
 
@@ -48,6 +51,52 @@ def make_run(*, started_at: datetime = T0, command: str = "logs backend 50") -> 
         conversation="C1/1700000000.0001",
         started_at=started_at,
     )
+
+
+def make_proposal(
+    *,
+    created_at: datetime = T0,
+    ttl: timedelta = timedelta(minutes=15),
+    action: str = "restart",
+) -> Proposal:
+    return Proposal(
+        id=uuid.uuid4().hex,
+        action=action,
+        args={"service": "backend", "container": "docker-backend-1", "opts": {"wait_s": 30}},
+        summary="Restart docker-backend-1 and wait for /health",
+        run_id=uuid.uuid4().hex,
+        conversation="slack:C123:1700000000.000100",
+        message_key="msg-" + uuid.uuid4().hex[:8],
+        requested_by="U_OPERATOR",
+        approver_role="approver",
+        created_at=created_at,
+        expires_at=created_at + ttl,
+    )
+
+
+async def add(
+    store: Store,
+    key: str,
+    op: str = "post",
+    *,
+    parent: str | None = None,
+    payload: dict[str, Any] | None = None,
+    now: datetime = T0,
+) -> int:
+    """Queue one outbox item with defaults that do not matter to the test at hand."""
+    return await store.outbox_add(
+        message_key=key,
+        op=op,
+        surface="slack",
+        channel="C123",
+        parent_key=parent,
+        payload=payload if payload is not None else {"text": f"{op} {key}"},
+        now=now,
+    )
+
+
+def ids(items: Sequence[OutboxItem]) -> list[int]:
+    return [item.id for item in items]
 
 
 def extra_migration(version: int, *statements: str) -> Migration:
@@ -139,6 +188,29 @@ class StoreContract:
         await store.open()
         try:
             assert await store.schema_version() == LATEST_VERSION + 1
+        finally:
+            await store.close()
+
+    async def test_version_1_database_upgrades_on_open(self, make_store: StoreFactory) -> None:
+        old = make_store(MIGRATIONS[:1])
+        await old.open()
+        run = make_run()
+        try:
+            assert await old.schema_version() == 1
+            await old.start_run(run)
+        finally:
+            await old.close()
+        store = make_store()
+        await store.open()
+        try:
+            assert LATEST_VERSION >= 2
+            assert await store.schema_version() == LATEST_VERSION
+            assert await store.get_run(run.id) == run
+            p = make_proposal()
+            await store.proposal_add(p)
+            assert await store.proposal_get(p.id) == p
+            item_id = await add(store, "k")
+            assert ids(await store.outbox_claim(now=T0)) == [item_id]
         finally:
             await store.close()
 
@@ -276,6 +348,410 @@ class StoreContract:
                 AuditEvent(T0 + timedelta(seconds=i), "U1", "slack", "click", f"t{i}", "ok")
             )
         assert [e.target for e in await store.recent_audit(3)] == ["t3", "t2", "t1"]
+
+    async def test_count_audit_by_action_target_since_and_outcome(self, store: Store) -> None:
+        since = T0 - timedelta(hours=1)
+        for at, action, target, outcome in [
+            (since - timedelta(microseconds=1), "restart", "docker-backend-1", "ok"),
+            (since, "restart", "docker-backend-1", "ok"),
+            (T0, "restart", "docker-backend-1", "failed"),
+            (T0 + timedelta(minutes=1), "restart", "docker-backend-1", "ok"),
+            (T0, "restart", "docker-postgres-1", "ok"),
+            (T0, "logs", "docker-backend-1", "ok"),
+        ]:
+            await store.audit(AuditEvent(at, "U9", "slack", action, target, outcome))
+
+        async def count(**kw: Any) -> int:
+            return await store.count_audit(
+                action="restart", target="docker-backend-1", since=since, **kw
+            )
+
+        assert await count() == 3
+        assert await count(outcomes={"ok"}) == 2
+        assert await count(outcomes=["ok", "failed"]) == 3
+        assert await count(outcomes=()) == 0
+        assert await store.count_audit(action="restart", target="nope", since=since) == 0
+        assert (
+            await store.count_audit(
+                action="restart",
+                target="docker-backend-1",
+                # The same instant in another zone counts the same events.
+                since=since.astimezone(timezone(timedelta(hours=-5))),
+            )
+            == 3
+        )
+        with pytest.raises(TypeError):
+            await count(outcomes="ok")
+        with pytest.raises(ValueError, match="naive"):
+            await store.count_audit(action="restart", target="x", since=datetime(2024, 5, 1))
+
+    # --- outbox -----------------------------------------------------------
+
+    @pytest.fixture
+    async def other(self, make_store: StoreFactory) -> AsyncIterator[Store]:
+        """A second store on the same database: another replica, or another process."""
+        store = make_store()
+        await store.open()
+        yield store
+        await store.close()
+
+    async def test_outbox_round_trip(self, store: Store) -> None:
+        cest = timezone(timedelta(hours=2))
+        now = T0.astimezone(cest)
+        payload = {"title": "BackendDown", "fields": [["a", 1]], "nested": {"ok": True, "n": None}}
+        item_id = await store.outbox_add(
+            message_key="m1",
+            op="post",
+            surface="slack",
+            channel="C123",
+            parent_key=None,
+            payload=payload,
+            now=now,
+        )
+        expected = OutboxItem(
+            id=item_id,
+            message_key="m1",
+            op="post",
+            surface="slack",
+            channel="C123",
+            parent_key=None,
+            payload=payload,
+            attempts=0,
+            created_at=T0,
+            next_attempt_at=T0,
+        )
+        assert await store.outbox_pending() == 1
+        assert await store.outbox_items() == [expected]
+        (claimed,) = await store.outbox_claim(now=T0)
+        assert claimed == expected
+        assert claimed.created_at.utcoffset() == timedelta(0)
+        assert await store.outbox_claim(now=T0) == []  # leased
+
+        await store.outbox_done(item_id)
+        assert await store.outbox_pending() == 0
+        assert await store.outbox_items() == []
+        assert await store.outbox_items(include_done=True) == [expected]
+        assert await store.outbox_claim(now=T0 + timedelta(days=1)) == []
+        await store.outbox_done(item_id)  # a second delivery report is harmless
+        assert await store.outbox_pending() == 0
+
+    async def test_outbox_item_is_not_claimed_before_it_is_due(self, store: Store) -> None:
+        item_id = await add(store, "m1", now=T0)
+        assert await store.outbox_claim(now=T0 - timedelta(microseconds=1)) == []
+        assert ids(await store.outbox_claim(now=T0)) == [item_id]
+
+    async def test_outbox_claim_respects_limit_and_id_order(self, store: Store) -> None:
+        added = [await add(store, f"m{i}") for i in range(5)]
+        assert ids(await store.outbox_claim(now=T0, limit=2)) == added[:2]
+        assert await store.outbox_claim(now=T0, limit=0) == []
+        assert ids(await store.outbox_claim(now=T0)) == added[2:]
+
+    async def test_outbox_update_coalesces_into_a_pending_update(self, store: Store) -> None:
+        post = await add(store, "m1", "post")
+        first = await add(store, "m1", "update", payload={"step": 1})
+        assert first != post  # never merged into the post that creates the message
+        assert await add(store, "m1", "update", payload={"step": 2}) == first
+        assert await add(store, "m1", "update", payload={"step": 3}) == first
+        other = await add(store, "m2", "update", payload={"step": 1})
+        assert other != first
+        items = await store.outbox_items()
+        assert ids(items) == [post, first, other]
+        assert dict(items[1].payload) == {"step": 3}
+        assert dict(items[2].payload) == {"step": 1}
+
+    async def test_outbox_update_does_not_coalesce_into_a_leased_one(self, store: Store) -> None:
+        first = await add(store, "m1", "update", payload={"step": 1})
+        assert ids(await store.outbox_claim(now=T0)) == [first]
+        second = await add(store, "m1", "update", payload={"step": 2})
+        assert second != first
+        # A third coalesces into the waiting second one, not the one being sent.
+        assert await add(store, "m1", "update", payload={"step": 3}) == second
+        assert [dict(i.payload) for i in await store.outbox_items()] == [
+            {"step": 1},
+            {"step": 3},
+        ]
+        assert await store.outbox_claim(now=T0) == []  # waits behind the leased one
+        await store.outbox_done(first)
+        (item,) = await store.outbox_claim(now=T0)
+        assert (item.id, dict(item.payload)) == (second, {"step": 3})
+
+    async def test_outbox_update_coalesces_into_one_whose_lease_expired(self, store: Store) -> None:
+        first = await add(store, "m1", "update", payload={"step": 1})
+        await store.outbox_claim(now=T0, lease_s=30)
+        later = T0 + timedelta(seconds=30)
+        assert await add(store, "m1", "update", payload={"step": 2}, now=later) == first
+        (item,) = await store.outbox_claim(now=later)
+        assert (item.id, dict(item.payload)) == (first, {"step": 2})
+
+    async def test_outbox_post_goes_before_its_updates_and_replies(self, store: Store) -> None:
+        post_a = await add(store, "A", "post")
+        update_a = await add(store, "A", "update")
+        reply = await add(store, "R1", "reply", parent="A")
+        update_b = await add(store, "B", "update")  # another message: not held back
+        assert ids(await store.outbox_claim(now=T0)) == [post_a, update_b]
+        assert await store.outbox_claim(now=T0) == []
+        await store.outbox_done(update_b)
+        assert await store.outbox_claim(now=T0) == []
+        await store.outbox_done(post_a)
+        assert ids(await store.outbox_claim(now=T0)) == [update_a]
+        await store.outbox_done(update_a)
+        (item,) = await store.outbox_claim(now=T0)
+        assert (item.id, item.op, item.parent_key) == (reply, "reply", "A")
+
+    async def test_outbox_retry_waits_counts_and_releases(self, store: Store) -> None:
+        item_id = await add(store, "m1")
+        await store.outbox_claim(now=T0)
+        at = T0 + timedelta(seconds=60)
+        await store.outbox_retry(item_id, at=at, error="ratelimited (retry after 60s)")
+        (item,) = await store.outbox_items()
+        assert (item.attempts, item.next_attempt_at, item.last_error) == (
+            1,
+            at,
+            "ratelimited (retry after 60s)",
+        )
+        assert await store.outbox_claim(now=at - timedelta(microseconds=1)) == []
+        assert await store.outbox_claim(now=at) == [item]
+        # Retrying now releases the lease at once (the first lease ran to at + 30s).
+        await store.outbox_retry(item_id, at=at, error="timeout")
+        (again,) = await store.outbox_claim(now=at)
+        assert (again.id, again.attempts, again.last_error) == (item_id, 2, "timeout")
+
+    async def test_outbox_retry_blocks_later_items_of_the_message(self, store: Store) -> None:
+        post = await add(store, "m1", "post")
+        update = await add(store, "m1", "update")
+        await store.outbox_claim(now=T0)
+        await store.outbox_retry(post, at=T0 + timedelta(seconds=5), error="503")
+        assert await store.outbox_claim(now=T0 + timedelta(seconds=1)) == []
+        assert ids(await store.outbox_claim(now=T0 + timedelta(seconds=5))) == [post]
+        await store.outbox_done(post)
+        assert ids(await store.outbox_claim(now=T0 + timedelta(seconds=5))) == [update]
+
+    async def test_outbox_lease_expiry_makes_an_item_claimable_again(self, store: Store) -> None:
+        item_id = await add(store, "m1")
+        assert ids(await store.outbox_claim(now=T0, lease_s=30)) == [item_id]
+        assert await store.outbox_claim(now=T0 + timedelta(seconds=29.9)) == []
+        assert ids(await store.outbox_claim(now=T0 + timedelta(seconds=30))) == [item_id]
+
+    async def test_outbox_dead_item_is_kept_never_claimed_and_blocks_nothing(
+        self, store: Store
+    ) -> None:
+        post = await add(store, "m1", "post")
+        update = await add(store, "m1", "update")
+        await store.outbox_claim(now=T0)
+        await store.outbox_dead(post, error="channel_not_found")
+        assert await store.outbox_pending() == 1
+        items = await store.outbox_items()
+        assert ids(items) == [post, update]
+        assert (items[0].attempts, items[0].last_error) == (1, "channel_not_found")
+        assert ids(await store.outbox_claim(now=T0)) == [update]
+        await store.outbox_done(update)
+        assert await store.outbox_claim(now=T0 + timedelta(days=7)) == []
+        # Reports arriving late for a dead item do not revive it.
+        await store.outbox_retry(post, at=T0, error="late")
+        await store.outbox_done(post)
+        assert await store.outbox_claim(now=T0 + timedelta(days=7)) == []
+        assert ids(await store.outbox_items()) == [post]
+        assert await store.outbox_pending() == 0
+
+    async def test_outbox_concurrent_claims_never_share_an_item(
+        self, store: Store, other: Store
+    ) -> None:
+        posts, updates = [], []
+        for i in range(20):
+            posts.append(await add(store, f"m{i}", "post"))
+            updates.append(await add(other, f"m{i}", "update"))
+        replicas = (store, other)
+        batches = await asyncio.gather(
+            *(replicas[n % 2].outbox_claim(now=T0, limit=4) for n in range(8))
+        )
+        claimed = [item_id for batch in batches for item_id in ids(batch)]
+        assert len(claimed) == len(set(claimed))
+        # No update went out while its post was still undelivered.
+        assert set(claimed) <= set(posts)
+        rest = ids(await store.outbox_claim(now=T0, limit=100))
+        assert sorted(claimed + rest) == posts
+
+        for item_id in posts:
+            await replicas[item_id % 2].outbox_done(item_id)
+        batches = await asyncio.gather(
+            *(replicas[n % 2].outbox_claim(now=T0, limit=3) for n in range(8))
+        )
+        claimed = [item_id for batch in batches for item_id in ids(batch)]
+        assert len(claimed) == len(set(claimed))
+        rest = ids(await other.outbox_claim(now=T0, limit=100))
+        assert sorted(claimed + rest) == updates
+
+    async def test_outbox_items_survive_close_and_reopen(
+        self, store: Store, make_store: StoreFactory
+    ) -> None:
+        leased = await add(store, "m1", payload={"text": "sent just before the crash"})
+        waiting = await add(store, "m2", "reply", parent="root")
+        assert ids(await store.outbox_claim(now=T0, limit=1, lease_s=30)) == [leased]
+        before = await store.outbox_items()
+        await store.close()
+        again = make_store()
+        await again.open()
+        try:
+            assert await again.outbox_items() == before
+            assert await again.outbox_pending() == 2
+            # The lease outlives the restart; the unleased item is delivered at once.
+            assert ids(await again.outbox_claim(now=T0, lease_s=60)) == [waiting]
+            later = T0 + timedelta(seconds=30)
+            assert ids(await again.outbox_claim(now=later)) == [leased]
+        finally:
+            await again.close()
+
+    async def test_outbox_refuses_bad_input(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="op"):
+            await add(store, "m1", "delete")
+        with pytest.raises(ValueError, match="parent_key"):
+            await add(store, "m1", "reply")
+        with pytest.raises(ValueError, match="naive"):
+            await add(store, "m1", now=datetime(2024, 5, 1, 7, 30))
+        with pytest.raises(ValueError, match="JSON"):
+            await add(store, "m1", payload={"when": T0})
+        with pytest.raises(ValueError, match="lease_s"):
+            await store.outbox_claim(now=T0, lease_s=0)
+        with pytest.raises(ValueError, match="naive"):
+            await store.outbox_claim(now=datetime(2024, 5, 1, 7, 30))
+        assert await store.outbox_pending() == 0
+
+    # --- chat messages ----------------------------------------------------
+
+    async def test_chat_message_upsert_and_get(self, store: Store) -> None:
+        assert await store.chat_message_get("m1") is None
+        queued = ChatMessage(key="m1", surface="slack", channel="C123", ts=None)
+        await store.chat_message_put(queued)
+        assert await store.chat_message_get("m1") == queued
+        sent = ChatMessage("m1", "slack", "C123", "1700000000.000100", "1700000000.000001")
+        await store.chat_message_put(sent)
+        assert await store.chat_message_get("m1") == sent
+        assert await store.chat_message_get("m2") is None
+
+    # --- proposals --------------------------------------------------------
+
+    async def test_proposal_round_trip(self, store: Store) -> None:
+        p = make_proposal()
+        await store.proposal_add(p)
+        got = await store.proposal_get(p.id)
+        assert got == p
+        assert got is not None and got.expires_at.utcoffset() == timedelta(0)
+        assert await store.proposal_get("nope") is None
+        with pytest.raises(StoreUnavailable):
+            await store.proposal_add(p)
+
+    async def test_proposal_refuses_bad_input(self, store: Store) -> None:
+        p = make_proposal()
+        with pytest.raises(ValueError, match="status"):
+            await store.proposal_add(Proposal(**{**p.__dict__, "status": "maybe"}))
+        with pytest.raises(ValueError, match="naive"):
+            await store.proposal_add(
+                Proposal(**{**p.__dict__, "expires_at": datetime(2024, 5, 1, 8, 0)})
+            )
+        await store.proposal_add(p)
+        with pytest.raises(ValueError, match="naive"):
+            await store.proposal_claim(p.id, by="U1", now=datetime(2024, 5, 1, 7, 31))
+        assert await store.proposal_get(p.id) == p
+
+    async def test_proposal_is_claimed_exactly_once(self, store: Store, other: Store) -> None:
+        p = make_proposal()
+        await store.proposal_add(p)
+        now = T0 + timedelta(minutes=1)
+        replicas = (store, other)
+        results = await asyncio.gather(
+            *(replicas[n % 2].proposal_claim(p.id, by=f"U{n}", now=now) for n in range(20))
+        )
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1
+        (won,) = winners
+        assert won.status == "approved"
+        assert won.decided_by in {f"U{n}" for n in range(20)}
+        assert won.decided_at == now
+        assert won == Proposal(
+            **{**p.__dict__, "status": "approved", "decided_by": won.decided_by, "decided_at": now}
+        )
+        assert await other.proposal_get(p.id) == won
+        assert await store.proposal_claim(p.id, by="U99", now=now) is None
+
+    async def test_proposal_claim_after_expiry_is_refused(self, store: Store) -> None:
+        p = make_proposal(ttl=timedelta(minutes=15))
+        await store.proposal_add(p)
+        assert await store.proposal_claim(p.id, by="U1", now=p.expires_at) is None
+        assert await store.proposal_get(p.id) == p  # still pending until expired
+        q = make_proposal(ttl=timedelta(minutes=15))
+        await store.proposal_add(q)
+        just_in_time = q.expires_at - timedelta(microseconds=1)
+        won = await store.proposal_claim(q.id, by="U1", now=just_in_time)
+        assert won is not None and won.status == "approved"
+        assert await store.proposal_claim("nope", by="U1", now=T0) is None
+
+    async def test_proposal_cancel_then_claim(self, store: Store) -> None:
+        p = make_proposal()
+        await store.proposal_add(p)
+        now = T0 + timedelta(minutes=2)
+        cancelled = await store.proposal_cancel(p.id, by="U2", now=now)
+        assert cancelled is not None
+        assert (cancelled.status, cancelled.decided_by, cancelled.decided_at) == (
+            "cancelled",
+            "U2",
+            now,
+        )
+        assert await store.proposal_get(p.id) == cancelled
+        assert await store.proposal_claim(p.id, by="U1", now=now) is None
+        assert await store.proposal_cancel(p.id, by="U3", now=now) is None
+        q = make_proposal()
+        await store.proposal_add(q)
+        assert await store.proposal_claim(q.id, by="U1", now=now) is not None
+        assert await store.proposal_cancel(q.id, by="U2", now=now) is None
+        assert await store.proposal_cancel("nope", by="U2", now=now) is None
+
+    async def test_proposal_expire_due_marks_only_the_due_pending_ones(self, store: Store) -> None:
+        now = T0 + timedelta(minutes=10)
+        early = make_proposal(ttl=timedelta(minutes=1))
+        exact = make_proposal(ttl=timedelta(minutes=10))
+        later = make_proposal(ttl=timedelta(minutes=20))
+        approved = make_proposal(ttl=timedelta(minutes=5))
+        for p in (later, exact, approved, early):
+            await store.proposal_add(p)
+        await store.proposal_claim(approved.id, by="U1", now=T0)
+
+        expired = await store.proposal_expire_due(now=now)
+        assert [p.id for p in expired] == [early.id, exact.id]
+        assert all(p.status == "expired" for p in expired)
+        for p in expired:
+            assert await store.proposal_get(p.id) == p
+        assert await store.proposal_expire_due(now=now) == []
+        got_approved = await store.proposal_get(approved.id)
+        assert got_approved is not None and got_approved.status == "approved"
+        assert await store.proposal_claim(exact.id, by="U1", now=T0) is None
+        won = await store.proposal_claim(later.id, by="U1", now=now)
+        assert won is not None and won.status == "approved"
+
+    async def test_proposal_finish(self, store: Store) -> None:
+        p = make_proposal()
+        await store.proposal_add(p)
+        # Not approved yet: finishing changes nothing.
+        await store.proposal_finish(p.id, status="done", result="restarted")
+        assert await store.proposal_get(p.id) == p
+        won = await store.proposal_claim(p.id, by="U1", now=T0)
+        assert won is not None
+        await store.proposal_finish(p.id, status="done", result="restarted in 4.2s, healthy")
+        done = await store.proposal_get(p.id)
+        assert done == Proposal(
+            **{**won.__dict__, "status": "done", "result": "restarted in 4.2s, healthy"}
+        )
+        # A finished proposal stays as it ended.
+        await store.proposal_finish(p.id, status="failed", result="late report")
+        assert await store.proposal_get(p.id) == done
+        with pytest.raises(ValueError, match="status"):
+            await store.proposal_finish(p.id, status="approved", result="x")
+
+        q = make_proposal()
+        await store.proposal_add(q)
+        await store.proposal_claim(q.id, by="U1", now=T0)
+        await store.proposal_finish(q.id, status="failed", result="ContainerNotFound")
+        got = await store.proposal_get(q.id)
+        assert got is not None and (got.status, got.result) == ("failed", "ContainerNotFound")
 
     # --- availability -----------------------------------------------------
 

@@ -10,6 +10,9 @@ from urllib.parse import urlsplit
 
 from bot.store.base import (
     AuditEvent,
+    ChatMessage,
+    OutboxItem,
+    Proposal,
     RunRecord,
     StepRecord,
     Store,
@@ -24,8 +27,11 @@ __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
     "AuditEvent",
+    "ChatMessage",
     "Migration",
+    "OutboxItem",
     "PostgresStore",
+    "Proposal",
     "RunRecord",
     "SqliteStore",
     "StepRecord",

@@ -8,7 +8,7 @@ interchangeable; one contract test suite holds both to the same behaviour.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -17,17 +17,28 @@ from bot.errors import AdapterError
 
 __all__ = [
     "AUDIT_SOURCES",
+    "FINISHED_PROPOSAL_STATUSES",
+    "OUTBOX_OPS",
+    "PROPOSAL_STATUSES",
     "RUN_STATUSES",
     "STEP_STATUSES",
     "AuditEvent",
+    "ChatMessage",
+    "OutboxItem",
+    "Proposal",
     "RunRecord",
     "StepRecord",
     "Store",
     "StoreUnavailable",
     "UnknownRun",
+    "check_lease",
+    "check_outbox_op",
+    "check_outcomes",
     "check_status",
     "decode_detail",
+    "decode_object",
     "encode_detail",
+    "encode_object",
     "to_utc",
 ]
 
@@ -36,6 +47,9 @@ STEP_STATUSES = frozenset({"pending", "running", "ok", "warn", "crit", "failed"}
 # reports "pending" (the engine's worst-of), which must not make saving it fail.
 RUN_STATUSES = STEP_STATUSES
 AUDIT_SOURCES = frozenset({"console", "slack", "teams", "cli", "scheduler", "alertmanager"})
+OUTBOX_OPS = frozenset({"post", "update", "reply", "ephemeral"})
+PROPOSAL_STATUSES = frozenset({"pending", "approved", "cancelled", "expired", "done", "failed"})
+FINISHED_PROPOSAL_STATUSES = frozenset({"done", "failed"})
 
 
 class StoreUnavailable(AdapterError):
@@ -96,6 +110,59 @@ class AuditEvent:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OutboxItem:
+    """One chat operation waiting for (or past) delivery by the outbox worker.
+
+    Why an outbox: a Slack outage or a bot restart must delay a message, never
+    lose it, so every post/update is a row first and a platform call second.
+    """
+
+    id: int
+    message_key: str  # local id of the chat message this op creates or changes
+    op: str  # "post" | "update" | "reply" | "ephemeral"
+    surface: str  # "slack" (later "teams")
+    channel: str
+    parent_key: str | None  # for "reply": the message_key of the thread's root message
+    payload: Mapping[str, Any]  # JSON object: the neutral message and extras
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """Where a local message key landed on a platform, once the outbox delivered it."""
+
+    key: str
+    surface: str
+    channel: str  # the platform's channel id once known
+    ts: str | None  # the platform's message id (Slack ts) once delivered
+    thread_ts: str | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A stored approval request; a button carries only ``id``, the store holds the rest."""
+
+    id: str
+    action: str
+    args: Mapping[str, Any]
+    summary: str  # exactly what will be done, as shown to the user
+    run_id: str
+    conversation: str
+    message_key: str  # the chat message carrying the buttons
+    requested_by: str
+    approver_role: str
+    created_at: datetime
+    expires_at: datetime
+    status: str = "pending"
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    result: str | None = None  # one line on the outcome once done/failed
+
+
 class Store(Protocol):
     """The bot's own state. Every method raises ``StoreUnavailable`` on backend failure."""
 
@@ -135,6 +202,92 @@ class Store(Protocol):
     async def schema_version(self) -> int:
         """Highest applied migration version, 0 for an empty database."""
 
+    async def count_audit(
+        self,
+        *,
+        action: str,
+        target: str,
+        since: datetime,
+        outcomes: Collection[str] | None = None,
+    ) -> int:
+        """Audit events with this action and target at or after ``since``.
+
+        ``outcomes`` narrows to those outcomes (an empty collection counts nothing).
+        """
+
+    # --- outbox -----------------------------------------------------------
+
+    async def outbox_add(
+        self,
+        *,
+        message_key: str,
+        op: str,
+        surface: str,
+        channel: str,
+        parent_key: str | None,
+        payload: Mapping[str, Any],
+        now: datetime,
+    ) -> int:
+        """Queue a chat operation due ``now``; return its id.
+
+        An ``update`` replaces the payload of the newest pending, unleased
+        ``update`` of the same message instead (latest state wins) and returns
+        that item's id.
+        """
+
+    async def outbox_claim(
+        self, *, now: datetime, limit: int = 20, lease_s: float = 30.0
+    ) -> list[OutboxItem]:
+        """Lease up to ``limit`` due items until ``now + lease_s``, oldest first.
+
+        An item waits while an earlier undelivered item has its message key or,
+        for one with a ``parent_key``, has the parent's key (a post goes before
+        its updates and its thread replies). Two claimers never get one item.
+        """
+
+    async def outbox_done(self, item_id: int) -> None:
+        """Delivered; a no-op for an item already done or dead."""
+
+    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None:
+        """A failed attempt: count it, release the lease, try again at ``at``."""
+
+    async def outbox_dead(self, item_id: int, *, error: str) -> None:
+        """Give up on an item (counted as a failed attempt); kept for inspection."""
+
+    async def outbox_pending(self) -> int:
+        """Items neither done nor dead."""
+
+    async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]:
+        """Items in id order: pending and dead ones, and done ones if asked."""
+
+    # --- chat messages ----------------------------------------------------
+
+    async def chat_message_put(self, msg: ChatMessage) -> None:
+        """Insert or replace the message with this key."""
+
+    async def chat_message_get(self, key: str) -> ChatMessage | None:
+        """The message, or None."""
+
+    # --- proposals --------------------------------------------------------
+
+    async def proposal_add(self, p: Proposal) -> None:
+        """Store a new proposal; a duplicate id is refused (``StoreUnavailable``)."""
+
+    async def proposal_get(self, id: str) -> Proposal | None:
+        """The proposal, or None."""
+
+    async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        """``pending -> approved`` if pending and unexpired, exactly once; else None."""
+
+    async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        """``pending -> cancelled`` if pending; else None."""
+
+    async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]:
+        """Mark pending proposals with ``expires_at <= now`` expired; return them."""
+
+    async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
+        """``approved -> done|failed`` with a result line; other states are left as is."""
+
 
 def to_utc(value: datetime) -> datetime:
     """Normalise to aware UTC; naive datetimes are refused because their zone is a guess."""
@@ -160,3 +313,47 @@ def decode_detail(raw: str | None) -> dict[str, Any]:
         return {}
     value = json.loads(raw)
     return value if isinstance(value, dict) else {"value": value}
+
+
+def check_outbox_op(op: str, parent_key: str | None) -> None:
+    """Refuse unknown ops, and a reply that does not say which thread it belongs to."""
+    if op not in OUTBOX_OPS:
+        raise ValueError(f"invalid outbox op {op!r}; expected one of {sorted(OUTBOX_OPS)}")
+    if op == "reply" and not parent_key:
+        raise ValueError("an outbox 'reply' needs the parent_key of its thread's root message")
+
+
+def check_lease(lease_s: float) -> None:
+    if not lease_s > 0:
+        raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+
+
+def check_outcomes(outcomes: Collection[str] | None) -> list[str] | None:
+    """The outcomes filter as a list; a bare string would silently match per character."""
+    if outcomes is None:
+        return None
+    if isinstance(outcomes, str):
+        raise TypeError("outcomes must be a collection of strings, not one string")
+    return list(outcomes)
+
+
+def encode_object(value: Mapping[str, Any], *, what: str) -> str:
+    """Strict JSON for an outbox payload or proposal args.
+
+    Unlike ``encode_detail`` nothing is stringified: these values are read back
+    and acted on, so a value that does not round-trip is a bug to fail on now.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a JSON object (a mapping), got {type(value).__name__}")
+    try:
+        return json.dumps(dict(value), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def decode_object(raw: str) -> dict[str, Any]:
+    """Inverse of ``encode_object``."""
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError(f"stored JSON is not an object: {raw[:80]!r}")
+    return value

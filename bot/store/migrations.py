@@ -119,6 +119,118 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_at ON audit (at DESC, seq DESC)",
         ),
     ),
+    Migration(
+        version=2,
+        name="outbox, chat messages and proposals",
+        # state: pending | done | dead. The partial indexes cover the claim query
+        # (due pending items, oldest first) and its "earlier item for the same
+        # message" check, which also finds an update to coalesce into. No foreign
+        # key from proposals to runs: a proposal stands on its own once rendered.
+        sqlite=(
+            """
+            CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                message_key TEXT NOT NULL,
+                op TEXT NOT NULL,
+                surface TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                parent_key TEXT,
+                payload TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at TEXT NOT NULL,
+                next_attempt_at TEXT NOT NULL,
+                leased_until TEXT,
+                state TEXT NOT NULL DEFAULT 'pending',
+                last_error TEXT,
+                finished_at TEXT
+            )
+            """,
+            "CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending'",
+            "CREATE INDEX outbox_key ON outbox (message_key, id) WHERE state = 'pending'",
+            """
+            CREATE TABLE chat_messages (
+                key TEXT PRIMARY KEY,
+                surface TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                ts TEXT,
+                thread_ts TEXT
+            )
+            """,
+            """
+            CREATE TABLE proposals (
+                id TEXT PRIMARY KEY,
+                action TEXT NOT NULL,
+                args TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                conversation TEXT NOT NULL,
+                message_key TEXT NOT NULL,
+                requested_by TEXT NOT NULL,
+                approver_role TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                status TEXT NOT NULL,
+                decided_by TEXT,
+                decided_at TEXT,
+                result TEXT
+            )
+            """,
+            "CREATE INDEX proposals_due ON proposals (expires_at) WHERE status = 'pending'",
+            "CREATE INDEX audit_action_target_at ON audit (action, target, at)",
+        ),
+        postgres=(
+            """
+            CREATE TABLE outbox (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                message_key TEXT NOT NULL,
+                op TEXT NOT NULL,
+                surface TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                parent_key TEXT,
+                payload JSONB NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at TIMESTAMPTZ NOT NULL,
+                next_attempt_at TIMESTAMPTZ NOT NULL,
+                leased_until TIMESTAMPTZ,
+                state TEXT NOT NULL DEFAULT 'pending',
+                last_error TEXT,
+                finished_at TIMESTAMPTZ
+            )
+            """,
+            "CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending'",
+            "CREATE INDEX outbox_key ON outbox (message_key, id) WHERE state = 'pending'",
+            """
+            CREATE TABLE chat_messages (
+                key TEXT PRIMARY KEY,
+                surface TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                ts TEXT,
+                thread_ts TEXT
+            )
+            """,
+            """
+            CREATE TABLE proposals (
+                id TEXT PRIMARY KEY,
+                action TEXT NOT NULL,
+                args JSONB NOT NULL,
+                summary TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                conversation TEXT NOT NULL,
+                message_key TEXT NOT NULL,
+                requested_by TEXT NOT NULL,
+                approver_role TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL,
+                status TEXT NOT NULL,
+                decided_by TEXT,
+                decided_at TIMESTAMPTZ,
+                result TEXT
+            )
+            """,
+            "CREATE INDEX proposals_due ON proposals (expires_at) WHERE status = 'pending'",
+            "CREATE INDEX audit_action_target_at ON audit (action, target, at)",
+        ),
+    ),
 )
 
 

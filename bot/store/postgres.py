@@ -9,24 +9,34 @@ database turns ``/readyz`` red instead of hanging a handler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from bot.store.base import (
+    FINISHED_PROPOSAL_STATUSES,
+    PROPOSAL_STATUSES,
     RUN_STATUSES,
     STEP_STATUSES,
     AuditEvent,
+    ChatMessage,
+    OutboxItem,
+    Proposal,
     RunRecord,
     StepRecord,
     StoreUnavailable,
     UnknownRun,
+    check_lease,
+    check_outbox_op,
+    check_outcomes,
     check_status,
     decode_detail,
+    decode_object,
     encode_detail,
+    encode_object,
     to_utc,
 )
 from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
@@ -67,6 +77,95 @@ _INSERT_AUDIT = (
 _RECENT_AUDIT = (
     "SELECT at, actor, source, action, target, outcome, conversation, detail::text AS detail"
     " FROM audit ORDER BY at DESC, seq DESC LIMIT $1"
+)
+_COUNT_AUDIT = (
+    "SELECT COUNT(*) FROM audit WHERE action = $1 AND target = $2 AND at >= $3"
+    " AND ($4::text[] IS NULL OR outcome = ANY($4::text[]))"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (message_key, op, surface, channel, parent_key, payload, created_at,"
+    " next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $7) RETURNING id"
+)
+# Coalesce into the newest undelivered item of the message if it is an unleased
+# update. The lease test sits in the outer WHERE, which PostgreSQL re-checks on
+# the row's latest version after a concurrent claim commits: a payload is never
+# replaced under a worker that is already sending the old one.
+_COALESCE_UPDATE = (
+    "UPDATE outbox SET payload = $2::jsonb"
+    " WHERE id = (SELECT max(id) FROM outbox WHERE message_key = $1 AND state = 'pending')"
+    " AND op = 'update' AND state = 'pending'"
+    " AND (leased_until IS NULL OR leased_until <= $3) RETURNING id"
+)
+# Due, unleased, and no earlier undelivered item for its message or its thread's
+# root; SKIP LOCKED lets concurrent claimers (other replicas) pass each other's rows.
+_CLAIM_OUTBOX = (
+    "UPDATE outbox SET leased_until = $3 WHERE id IN ("
+    " SELECT o.id FROM outbox o"
+    " WHERE o.state = 'pending' AND o.next_attempt_at <= $1"
+    " AND (o.leased_until IS NULL OR o.leased_until <= $1)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.state = 'pending' AND b.id < o.id"
+    " AND (b.message_key = o.message_key OR b.message_key = o.parent_key))"
+    " ORDER BY o.id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, message_key, op, surface, channel, parent_key, payload::text AS payload,"
+    " attempts, created_at, next_attempt_at, last_error"
+)
+_OUTBOX_ITEMS = (
+    "SELECT id, message_key, op, surface, channel, parent_key, payload::text AS payload,"
+    " attempts, created_at, next_attempt_at, last_error FROM outbox"
+    " WHERE $1 OR state != 'done' ORDER BY id"
+)
+_OUTBOX_DONE = (
+    "UPDATE outbox SET state = 'done', leased_until = NULL, finished_at = now()"
+    " WHERE id = $1 AND state = 'pending'"
+)
+_OUTBOX_RETRY = (
+    "UPDATE outbox SET attempts = attempts + 1, leased_until = NULL,"
+    " next_attempt_at = $2, last_error = $3 WHERE id = $1 AND state = 'pending'"
+)
+_OUTBOX_DEAD = (
+    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, leased_until = NULL,"
+    " last_error = $2, finished_at = now() WHERE id = $1 AND state = 'pending'"
+)
+_UPSERT_CHAT_MESSAGE = (
+    "INSERT INTO chat_messages (key, surface, channel, ts, thread_ts) VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT (key) DO UPDATE SET surface = excluded.surface,"
+    " channel = excluded.channel, ts = excluded.ts, thread_ts = excluded.thread_ts"
+)
+_INSERT_PROPOSAL = (
+    "INSERT INTO proposals (id, action, args, summary, run_id, conversation, message_key,"
+    " requested_by, approver_role, created_at, expires_at, status, decided_by, decided_at,"
+    " result) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+)
+_SELECT_PROPOSAL = (
+    "SELECT id, action, args::text AS args, summary, run_id, conversation, message_key,"
+    " requested_by, approver_role, created_at, expires_at, status, decided_by, decided_at,"
+    " result FROM proposals WHERE id = $1"
+)
+# One statement each: the row lock plus the re-checked WHERE make the
+# pending -> approved transition happen once however many replicas race for it.
+_CLAIM_PROPOSAL = (
+    "UPDATE proposals SET status = 'approved', decided_by = $2, decided_at = $3"
+    " WHERE id = $1 AND status = 'pending' AND expires_at > $3"
+    " RETURNING id, action, args::text AS args, summary, run_id, conversation, message_key,"
+    " requested_by, approver_role, created_at, expires_at, status, decided_by, decided_at,"
+    " result"
+)
+_CANCEL_PROPOSAL = (
+    "UPDATE proposals SET status = 'cancelled', decided_by = $2, decided_at = $3"
+    " WHERE id = $1 AND status = 'pending'"
+    " RETURNING id, action, args::text AS args, summary, run_id, conversation, message_key,"
+    " requested_by, approver_role, created_at, expires_at, status, decided_by, decided_at,"
+    " result"
+)
+_EXPIRE_PROPOSALS = (
+    "UPDATE proposals SET status = 'expired', decided_at = $1"
+    " WHERE status = 'pending' AND expires_at <= $1"
+    " RETURNING id, action, args::text AS args, summary, run_id, conversation, message_key,"
+    " requested_by, approver_role, created_at, expires_at, status, decided_by, decided_at,"
+    " result"
+)
+_FINISH_PROPOSAL = (
+    "UPDATE proposals SET status = $2, result = $3 WHERE id = $1 AND status = 'approved'"
 )
 
 # What asyncpg and the socket layer raise when the server is gone or a query fails.
@@ -131,6 +230,52 @@ def _audit(row: asyncpg.Record) -> AuditEvent:
         outcome=row["outcome"],
         conversation=row["conversation"],
         detail=decode_detail(row["detail"]),
+    )
+
+
+def _outbox_item(row: asyncpg.Record) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        message_key=row["message_key"],
+        op=row["op"],
+        surface=row["surface"],
+        channel=row["channel"],
+        parent_key=row["parent_key"],
+        payload=decode_object(row["payload"]),
+        attempts=row["attempts"],
+        created_at=to_utc(row["created_at"]),
+        next_attempt_at=to_utc(row["next_attempt_at"]),
+        last_error=row["last_error"],
+    )
+
+
+def _chat_message(row: asyncpg.Record) -> ChatMessage:
+    return ChatMessage(
+        key=row["key"],
+        surface=row["surface"],
+        channel=row["channel"],
+        ts=row["ts"],
+        thread_ts=row["thread_ts"],
+    )
+
+
+def _proposal(row: asyncpg.Record) -> Proposal:
+    return Proposal(
+        id=row["id"],
+        action=row["action"],
+        args=decode_object(row["args"]),
+        summary=row["summary"],
+        run_id=row["run_id"],
+        conversation=row["conversation"],
+        message_key=row["message_key"],
+        requested_by=row["requested_by"],
+        approver_role=row["approver_role"],
+        created_at=to_utc(row["created_at"]),
+        expires_at=to_utc(row["expires_at"]),
+        status=row["status"],
+        decided_by=row["decided_by"],
+        decided_at=_dt(row["decided_at"]),
+        result=row["result"],
     )
 
 
@@ -345,3 +490,171 @@ class PostgresStore:
                 timeout=self._timeout,
             )
         return [_audit(row) for row in rows]
+
+    async def count_audit(
+        self,
+        *,
+        action: str,
+        target: str,
+        since: datetime,
+        outcomes: Collection[str] | None = None,
+    ) -> int:
+        wanted = check_outcomes(outcomes)
+        when = to_utc(since)
+        async with self._conn() as conn:
+            value = await conn.fetchval(
+                _COUNT_AUDIT, action, target, when, wanted, timeout=self._timeout
+            )
+        return int(value)
+
+    # --- outbox -----------------------------------------------------------
+
+    async def outbox_add(
+        self,
+        *,
+        message_key: str,
+        op: str,
+        surface: str,
+        channel: str,
+        parent_key: str | None,
+        payload: Mapping[str, Any],
+        now: datetime,
+    ) -> int:
+        check_outbox_op(op, parent_key)
+        body = encode_object(payload, what="outbox payload")
+        at = to_utc(now)
+        t = self._timeout
+        async with self._conn() as conn:
+            if op == "update":
+                coalesced = await conn.fetchval(_COALESCE_UPDATE, message_key, body, at, timeout=t)
+                if coalesced is not None:
+                    return int(coalesced)
+            item_id = await conn.fetchval(
+                _INSERT_OUTBOX,
+                message_key,
+                op,
+                surface,
+                channel,
+                parent_key,
+                body,
+                at,
+                timeout=t,
+            )
+        return int(item_id)
+
+    async def outbox_claim(
+        self, *, now: datetime, limit: int = 20, lease_s: float = 30.0
+    ) -> list[OutboxItem]:
+        check_lease(lease_s)
+        at = to_utc(now)
+        if limit <= 0:
+            return []
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                _CLAIM_OUTBOX,
+                at,
+                limit,
+                at + timedelta(seconds=lease_s),
+                timeout=self._timeout,
+            )
+        return sorted((_outbox_item(row) for row in rows), key=lambda item: item.id)
+
+    async def outbox_done(self, item_id: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_OUTBOX_DONE, item_id, timeout=self._timeout)
+
+    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None:
+        when = to_utc(at)
+        async with self._conn() as conn:
+            await conn.execute(_OUTBOX_RETRY, item_id, when, error, timeout=self._timeout)
+
+    async def outbox_dead(self, item_id: int, *, error: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_OUTBOX_DEAD, item_id, error, timeout=self._timeout)
+
+    async def outbox_pending(self) -> int:
+        async with self._conn() as conn:
+            value = await conn.fetchval(
+                "SELECT COUNT(*) FROM outbox WHERE state = 'pending'", timeout=self._timeout
+            )
+        return int(value)
+
+    async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_OUTBOX_ITEMS, include_done, timeout=self._timeout)
+        return [_outbox_item(row) for row in rows]
+
+    # --- chat messages ----------------------------------------------------
+
+    async def chat_message_put(self, msg: ChatMessage) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                _UPSERT_CHAT_MESSAGE,
+                msg.key,
+                msg.surface,
+                msg.channel,
+                msg.ts,
+                msg.thread_ts,
+                timeout=self._timeout,
+            )
+
+    async def chat_message_get(self, key: str) -> ChatMessage | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT key, surface, channel, ts, thread_ts FROM chat_messages WHERE key = $1",
+                key,
+                timeout=self._timeout,
+            )
+        return None if row is None else _chat_message(row)
+
+    # --- proposals --------------------------------------------------------
+
+    async def proposal_add(self, p: Proposal) -> None:
+        check_status(p.status, PROPOSAL_STATUSES, what="proposal")
+        args = (
+            p.id,
+            p.action,
+            encode_object(p.args, what="proposal args"),
+            p.summary,
+            p.run_id,
+            p.conversation,
+            p.message_key,
+            p.requested_by,
+            p.approver_role,
+            to_utc(p.created_at),
+            to_utc(p.expires_at),
+            p.status,
+            p.decided_by,
+            _dt(p.decided_at),
+            p.result,
+        )
+        async with self._conn() as conn:
+            await conn.execute(_INSERT_PROPOSAL, *args, timeout=self._timeout)
+
+    async def proposal_get(self, id: str) -> Proposal | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(_SELECT_PROPOSAL, id, timeout=self._timeout)
+        return None if row is None else _proposal(row)
+
+    async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        at = to_utc(now)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(_CLAIM_PROPOSAL, id, by, at, timeout=self._timeout)
+        return None if row is None else _proposal(row)
+
+    async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        at = to_utc(now)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(_CANCEL_PROPOSAL, id, by, at, timeout=self._timeout)
+        return None if row is None else _proposal(row)
+
+    async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]:
+        at = to_utc(now)
+        async with self._conn() as conn:
+            rows = await conn.fetch(_EXPIRE_PROPOSALS, at, timeout=self._timeout)
+        return sorted((_proposal(row) for row in rows), key=lambda p: (p.expires_at, p.id))
+
+    async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
+        check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
+        async with self._conn() as conn:
+            await conn.execute(_FINISH_PROPOSAL, id, status, result, timeout=self._timeout)

@@ -12,25 +12,36 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from bot.store.base import (
+    FINISHED_PROPOSAL_STATUSES,
+    PROPOSAL_STATUSES,
     RUN_STATUSES,
     STEP_STATUSES,
     AuditEvent,
+    ChatMessage,
+    OutboxItem,
+    Proposal,
     RunRecord,
     StepRecord,
     StoreUnavailable,
     UnknownRun,
+    check_lease,
+    check_outbox_op,
+    check_outcomes,
     check_status,
     decode_detail,
+    decode_object,
     encode_detail,
+    encode_object,
     to_utc,
 )
 from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
@@ -72,12 +83,96 @@ _RECENT_AUDIT = (
     "SELECT at, actor, source, action, target, outcome, conversation, detail"
     " FROM audit ORDER BY at DESC, seq DESC LIMIT ?"
 )
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (message_key, op, surface, channel, parent_key, payload, created_at,"
+    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The newest undelivered item of a message: an unleased update there is coalesced into.
+_LATEST_PENDING_OF_KEY = (
+    "SELECT id, op, leased_until FROM outbox WHERE message_key = ? AND state = 'pending'"
+    " ORDER BY id DESC LIMIT 1"
+)
+# Due, unleased, and no earlier undelivered item for its message or its thread's root.
+_CLAIMABLE = (
+    "SELECT id, message_key, op, surface, channel, parent_key, payload, attempts, created_at,"
+    " next_attempt_at, last_error FROM outbox o"
+    " WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
+    " AND (o.leased_until IS NULL OR o.leased_until <= ?)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.state = 'pending' AND b.id < o.id"
+    " AND (b.message_key = o.message_key OR b.message_key = o.parent_key))"
+    " ORDER BY o.id LIMIT ?"
+)
+_OUTBOX_NOT_DONE = (
+    "SELECT id, message_key, op, surface, channel, parent_key, payload, attempts, created_at,"
+    " next_attempt_at, last_error FROM outbox WHERE state != 'done' ORDER BY id"
+)
+_OUTBOX_ALL = (
+    "SELECT id, message_key, op, surface, channel, parent_key, payload, attempts, created_at,"
+    " next_attempt_at, last_error FROM outbox ORDER BY id"
+)
+_OUTBOX_DONE = (
+    "UPDATE outbox SET state = 'done', leased_until = NULL,"
+    " finished_at = strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+    " WHERE id = ? AND state = 'pending'"
+)
+_OUTBOX_RETRY = (
+    "UPDATE outbox SET attempts = attempts + 1, leased_until = NULL,"
+    " next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'"
+)
+_OUTBOX_DEAD = (
+    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, leased_until = NULL,"
+    " last_error = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+    " WHERE id = ? AND state = 'pending'"
+)
+_COUNT_AUDIT_BY_OUTCOME = (
+    "SELECT outcome, COUNT(*) FROM audit WHERE action = ? AND target = ? AND at >= ?"
+    " GROUP BY outcome"
+)
+_UPSERT_CHAT_MESSAGE = (
+    "INSERT INTO chat_messages (key, surface, channel, ts, thread_ts) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET surface = excluded.surface,"
+    " channel = excluded.channel, ts = excluded.ts, thread_ts = excluded.thread_ts"
+)
+_INSERT_PROPOSAL = (
+    "INSERT INTO proposals (id, action, args, summary, run_id, conversation, message_key,"
+    " requested_by, approver_role, created_at, expires_at, status, decided_by, decided_at,"
+    " result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_PROPOSAL = (
+    "SELECT id, action, args, summary, run_id, conversation, message_key, requested_by,"
+    " approver_role, created_at, expires_at, status, decided_by, decided_at, result"
+    " FROM proposals WHERE id = ?"
+)
+_DUE_PROPOSALS = (
+    "SELECT id, action, args, summary, run_id, conversation, message_key, requested_by,"
+    " approver_role, created_at, expires_at, status, decided_by, decided_at, result"
+    " FROM proposals WHERE status = 'pending' AND expires_at <= ? ORDER BY expires_at, id"
+)
+_EXPIRE_PROPOSALS = (
+    "UPDATE proposals SET status = 'expired', decided_at = ?"
+    " WHERE status = 'pending' AND expires_at <= ?"
+)
+_CLAIM_PROPOSAL = (
+    "UPDATE proposals SET status = 'approved', decided_by = ?, decided_at = ?"
+    " WHERE id = ? AND status = 'pending' AND expires_at > ?"
+)
+_CANCEL_PROPOSAL = (
+    "UPDATE proposals SET status = 'cancelled', decided_by = ?, decided_at = ?"
+    " WHERE id = ? AND status = 'pending'"
+)
+_FINISH_PROPOSAL = (
+    "UPDATE proposals SET status = ?, result = ? WHERE id = ? AND status = 'approved'"
+)
 
 
 def _dt_out(value: datetime | None) -> str | None:
     """Fixed-width ISO text in UTC, so text order is time order."""
     if value is None:
         return None
+    return to_utc(value).isoformat(timespec="microseconds")
+
+
+def _dt_required_out(value: datetime) -> str:
     return to_utc(value).isoformat(timespec="microseconds")
 
 
@@ -128,6 +223,57 @@ def _audit(row: Sequence[Any]) -> AuditEvent:
     )
 
 
+def _outbox_item(row: Sequence[Any]) -> OutboxItem:
+    return OutboxItem(
+        id=row[0],
+        message_key=row[1],
+        op=row[2],
+        surface=row[3],
+        channel=row[4],
+        parent_key=row[5],
+        payload=decode_object(row[6]),
+        attempts=row[7],
+        created_at=_dt_required(row[8]),
+        next_attempt_at=_dt_required(row[9]),
+        last_error=row[10],
+    )
+
+
+def _proposal(row: Sequence[Any]) -> Proposal:
+    return Proposal(
+        id=row[0],
+        action=row[1],
+        args=decode_object(row[2]),
+        summary=row[3],
+        run_id=row[4],
+        conversation=row[5],
+        message_key=row[6],
+        requested_by=row[7],
+        approver_role=row[8],
+        created_at=_dt_required(row[9]),
+        expires_at=_dt_required(row[10]),
+        status=row[11],
+        decided_by=row[12],
+        decided_at=_dt_in(row[13]),
+        result=row[14],
+    )
+
+
+async def _fetchone(
+    conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+) -> sqlite3.Row | None:
+    """The first row, with the statement closed at once.
+
+    Why not ``(await conn.execute(...)).fetchone()``: a statement stepped to a
+    row but not to its end keeps a read snapshot open on the connection. The
+    next ``BEGIN IMMEDIATE`` after another connection committed then fails
+    with "database is locked" at once, without waiting for busy_timeout.
+    """
+    async with conn.execute(sql, params) as cursor:
+        row: sqlite3.Row | None = await cursor.fetchone()
+    return row
+
+
 class SqliteStore:
     """``Store`` over one SQLite file (or ``:memory:``)."""
 
@@ -165,14 +311,16 @@ class SqliteStore:
         few cases (switching to WAL, or when waiting could deadlock), so processes
         starting together retry here, bounded; every step is safe to repeat.
         """
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await _fetchone(conn, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await conn.execute("PRAGMA foreign_keys = ON")
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         delay = 0.01
         while True:
             try:
                 if self.path != MEMORY:
-                    await conn.execute("PRAGMA journal_mode = WAL")
+                    # Closed at once: left open, it holds a read snapshot that makes
+                    # the next BEGIN IMMEDIATE fail without waiting (see _fetchone).
+                    await _fetchone(conn, "PRAGMA journal_mode = WAL")
                 await self._migrate(conn)
                 return
             except sqlite3.OperationalError as exc:
@@ -201,6 +349,25 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection inside ``BEGIN IMMEDIATE ... COMMIT``.
+
+        Why IMMEDIATE: it takes the file's write lock before the first read, so
+        a read-then-write (claim, coalesce) cannot interleave with another
+        connection's, even from another process or a second store on the file.
+        One code path for every SQLite version, instead of ``RETURNING`` (3.35+).
+        """
+        async with self._conn() as conn:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         for migration in self._migrations:
             # IMMEDIATE takes the write lock up front: a second process opening the
@@ -211,10 +378,10 @@ class SqliteStore:
                     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                     " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
                 )
-                cursor = await conn.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+                done = await _fetchone(
+                    conn, "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
                 )
-                if await cursor.fetchone() is None:
+                if done is None:
                     for statement in migration.sqlite:
                         await conn.execute(statement)
                     await conn.execute(
@@ -230,13 +397,11 @@ class SqliteStore:
 
     async def ping(self) -> None:
         async with self._conn() as conn:
-            cursor = await conn.execute("SELECT 1")
-            await cursor.fetchone()
+            await _fetchone(conn, "SELECT 1")
 
     async def schema_version(self) -> int:
         async with self._conn() as conn:
-            cursor = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            row = await cursor.fetchone()
+            row = await _fetchone(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
         return int(row[0]) if row else 0
 
     async def start_run(self, run: RunRecord) -> None:
@@ -286,8 +451,7 @@ class SqliteStore:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self._conn() as conn:
-            cursor = await conn.execute(_SELECT_RUN, (run_id,))
-            row = await cursor.fetchone()
+            row = await _fetchone(conn, _SELECT_RUN, (run_id,))
         return None if row is None else _run(row)
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
@@ -329,3 +493,171 @@ class SqliteStore:
             )
             rows = await cursor.fetchall()
         return [_audit(row) for row in rows]
+
+    async def count_audit(
+        self,
+        *,
+        action: str,
+        target: str,
+        since: datetime,
+        outcomes: Collection[str] | None = None,
+    ) -> int:
+        wanted = check_outcomes(outcomes)
+        async with self._conn() as conn:
+            cursor = await conn.execute(_COUNT_AUDIT_BY_OUTCOME, (action, target, _dt_out(since)))
+            rows = await cursor.fetchall()
+        return sum(int(n) for outcome, n in rows if wanted is None or outcome in wanted)
+
+    # --- outbox -----------------------------------------------------------
+
+    async def outbox_add(
+        self,
+        *,
+        message_key: str,
+        op: str,
+        surface: str,
+        channel: str,
+        parent_key: str | None,
+        payload: Mapping[str, Any],
+        now: datetime,
+    ) -> int:
+        check_outbox_op(op, parent_key)
+        body = encode_object(payload, what="outbox payload")
+        at = _dt_required_out(now)
+        async with self._write() as conn:
+            if op == "update":
+                latest = await _fetchone(conn, _LATEST_PENDING_OF_KEY, (message_key,))
+                if latest is not None and latest[1] == "update":
+                    leased_until = latest[2]
+                    if leased_until is None or leased_until <= at:
+                        await conn.execute(
+                            "UPDATE outbox SET payload = ? WHERE id = ?", (body, latest[0])
+                        )
+                        return int(latest[0])
+            cursor = await conn.execute(
+                _INSERT_OUTBOX,
+                (message_key, op, surface, channel, parent_key, body, at, at),
+            )
+            item_id = cursor.lastrowid
+        if item_id is None:
+            raise StoreUnavailable(f"SQLite store {self.path}: outbox insert returned no id")
+        return item_id
+
+    async def outbox_claim(
+        self, *, now: datetime, limit: int = 20, lease_s: float = 30.0
+    ) -> list[OutboxItem]:
+        check_lease(lease_s)
+        at = _dt_required_out(now)
+        until = _dt_required_out(to_utc(now) + timedelta(seconds=lease_s))
+        if limit <= 0:
+            return []
+        async with self._write() as conn:
+            cursor = await conn.execute(_CLAIMABLE, (at, at, limit))
+            items = [_outbox_item(row) for row in await cursor.fetchall()]
+            await conn.executemany(
+                "UPDATE outbox SET leased_until = ? WHERE id = ?",
+                [(until, item.id) for item in items],
+            )
+        return items
+
+    async def outbox_done(self, item_id: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_OUTBOX_DONE, (item_id,))
+
+    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None:
+        when = _dt_required_out(at)
+        async with self._conn() as conn:
+            await conn.execute(_OUTBOX_RETRY, (when, error, item_id))
+
+    async def outbox_dead(self, item_id: int, *, error: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_OUTBOX_DEAD, (error, item_id))
+
+    async def outbox_pending(self) -> int:
+        async with self._conn() as conn:
+            row = await _fetchone(conn, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+        return int(row[0]) if row else 0
+
+    async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(_OUTBOX_ALL if include_done else _OUTBOX_NOT_DONE)
+            rows = await cursor.fetchall()
+        return [_outbox_item(row) for row in rows]
+
+    # --- chat messages ----------------------------------------------------
+
+    async def chat_message_put(self, msg: ChatMessage) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                _UPSERT_CHAT_MESSAGE, (msg.key, msg.surface, msg.channel, msg.ts, msg.thread_ts)
+            )
+
+    async def chat_message_get(self, key: str) -> ChatMessage | None:
+        async with self._conn() as conn:
+            row = await _fetchone(
+                conn,
+                "SELECT key, surface, channel, ts, thread_ts FROM chat_messages WHERE key = ?",
+                (key,),
+            )
+        if row is None:
+            return None
+        return ChatMessage(key=row[0], surface=row[1], channel=row[2], ts=row[3], thread_ts=row[4])
+
+    # --- proposals --------------------------------------------------------
+
+    async def proposal_add(self, p: Proposal) -> None:
+        check_status(p.status, PROPOSAL_STATUSES, what="proposal")
+        args = (
+            p.id,
+            p.action,
+            encode_object(p.args, what="proposal args"),
+            p.summary,
+            p.run_id,
+            p.conversation,
+            p.message_key,
+            p.requested_by,
+            p.approver_role,
+            _dt_out(p.created_at),
+            _dt_out(p.expires_at),
+            p.status,
+            p.decided_by,
+            _dt_out(p.decided_at),
+            p.result,
+        )
+        async with self._conn() as conn:
+            await conn.execute(_INSERT_PROPOSAL, args)
+
+    async def proposal_get(self, id: str) -> Proposal | None:
+        async with self._conn() as conn:
+            row = await _fetchone(conn, _SELECT_PROPOSAL, (id,))
+        return None if row is None else _proposal(row)
+
+    async def _decide(self, id: str, sql: str, params: Sequence[Any]) -> Proposal | None:
+        """Run one ``pending -> ...`` update and read the proposal back in one transaction."""
+        async with self._write() as conn:
+            cursor = await conn.execute(sql, params)
+            if cursor.rowcount != 1:
+                return None
+            row = await _fetchone(conn, _SELECT_PROPOSAL, (id,))
+        return None if row is None else _proposal(row)
+
+    async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        at = _dt_required_out(now)
+        return await self._decide(id, _CLAIM_PROPOSAL, (by, at, id, at))
+
+    async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        at = _dt_required_out(now)
+        return await self._decide(id, _CANCEL_PROPOSAL, (by, at, id))
+
+    async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]:
+        at = _dt_required_out(now)
+        async with self._write() as conn:
+            cursor = await conn.execute(_DUE_PROPOSALS, (at,))
+            due = [_proposal(row) for row in await cursor.fetchall()]
+            await conn.execute(_EXPIRE_PROPOSALS, (at, at))
+        return [replace(p, status="expired", decided_at=to_utc(now)) for p in due]
+
+    async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
+        check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
+        async with self._conn() as conn:
+            await conn.execute(_FINISH_PROPOSAL, (status, result, id))
