@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.postgres",
     "tests.harness.docker",
     "tests.harness.prometheus",
+    "tests.harness.fake_slack",
 ]
