@@ -1,0 +1,199 @@
+"""The outbox: posts, updates and replies reach a fake Slack in order, whatever Slack does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.chat.base import Conversation
+from bot.chat.slack import SlackDelivery, slack_client, slack_surface
+from bot.deps import utc_now
+from bot.messages import Message, Status, StepView
+from bot.outbox import OutboxSurface, OutboxWorker
+from bot.store import open_store
+from bot.store.base import Store
+from tests.fakes import NOW
+from tests.harness.fake_slack import FakeSlack
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path}/state.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+class Parts:
+    def __init__(self, store: Store, slack: FakeSlack, session: aiohttp.ClientSession) -> None:
+        self.client = slack_client(token="xoxb-test-token", base_url=slack.api_url)
+        self.worker = OutboxWorker(
+            store,
+            {"slack": SlackDelivery(self.client, session, store)},
+            clock=utc_now,
+            min_update_interval_s=0.0,
+            max_backoff_s=0.05,
+        )
+        self.surface: OutboxSurface = slack_surface(
+            store=store, clock=utc_now, wake=self.worker.wake
+        )
+
+    async def drain(self, store: Store, *, timeout: float = 15.0) -> None:
+        """Deliver until the outbox is empty (retries back off 50 ms at most here)."""
+        deadline = time.monotonic() + timeout
+        while await store.outbox_pending():
+            assert time.monotonic() < deadline, await store.outbox_items()
+            if not await self.worker.drain_once():
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def parts(store: Store, fake_slack: FakeSlack) -> AsyncIterator[Parts]:
+    async with aiohttp.ClientSession() as session:
+        yield Parts(store, fake_slack, session)
+
+
+def _msg(title: str, status: Status = Status.RUNNING, *steps: StepView) -> Message:
+    return Message(title=title, status=status, steps=steps)
+
+
+WHERE = Conversation("slack", channel="C0ALERTS")
+
+
+def _roots(fake: FakeSlack) -> list:
+    return [m for m in fake.messages("C0ALERTS") if not m.is_reply]
+
+
+async def test_post_update_and_reply_arrive_in_order(
+    parts: Parts, store: Store, fake_slack: FakeSlack
+) -> None:
+    ref = await parts.surface.post(WHERE, _msg("Health check"))
+    for i in range(5):
+        await parts.surface.update(
+            ref, _msg("Health check", Status.RUNNING, StepView(f"step {i}", Status.OK))
+        )
+    await parts.surface.reply(ref, _msg("Details", Status.OK))
+    await parts.surface.update(ref, _msg("Health check", Status.OK))
+    await parts.drain(store)
+
+    [root] = _roots(fake_slack)
+    assert "Health check" in root.text
+    assert "OK" in root.text.upper()
+    # Five quick updates coalesced: Slack saw fewer chat.update calls than changes.
+    assert 1 <= len(fake_slack.calls_to("chat.update")) < 6
+    [reply] = fake_slack.replies(root.ts)
+    assert "Details" in reply.text
+    assert reply.thread_ts == root.ts
+
+
+async def test_an_outage_delays_but_loses_nothing(
+    parts: Parts, store: Store, fake_slack: FakeSlack
+) -> None:
+    fake_slack.down()
+    ref = await parts.surface.post(WHERE, _msg("During the outage"))
+    await parts.surface.reply(ref, _msg("A detail", Status.OK))
+    await parts.surface.update(ref, _msg("During the outage", Status.OK))
+    for _ in range(3):
+        await parts.worker.drain_once()
+    assert _roots(fake_slack) == []
+    assert await store.outbox_pending() == 3
+    items = await store.outbox_items()
+    assert items[0].attempts >= 1 and items[0].last_error
+
+    fake_slack.up()
+    fake_slack.fail_next(2, status=500)
+    await parts.drain(store)
+    [root] = _roots(fake_slack)
+    assert "During the outage" in root.text and "OK" in root.text.upper()
+    assert len(fake_slack.replies(root.ts)) == 1
+
+
+async def test_429_waits_for_retry_after(store: Store, fake_slack: FakeSlack) -> None:
+    clock = [NOW]
+    async with aiohttp.ClientSession() as session:
+        client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+        worker = OutboxWorker(
+            store, {"slack": SlackDelivery(client, session, store)}, clock=lambda: clock[0]
+        )
+        surface = slack_surface(store=store, clock=lambda: clock[0], wake=worker.wake)
+        fake_slack.rate_limit_next(1, retry_after=7)
+        await surface.post(WHERE, _msg("Rate limited"))
+        await worker.drain_once()
+        [item] = await store.outbox_items()
+        assert (item.next_attempt_at - NOW).total_seconds() == pytest.approx(7, abs=0.01)
+        assert await worker.drain_once() == 0  # not due before Retry-After
+        from datetime import timedelta
+
+        clock[0] = NOW + timedelta(seconds=7)
+        assert await worker.drain_once() == 1
+    assert len(_roots(fake_slack)) == 1
+
+
+async def test_delivery_resumes_after_a_restart(
+    store: Store, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        first = Parts(store, fake_slack, session)
+        fake_slack.down()
+        ref = await first.surface.post(WHERE, _msg("Before the restart"))
+        await first.surface.update(ref, _msg("Before the restart", Status.OK))
+        await first.worker.drain_once()
+    await store.close()
+
+    reopened = open_store(f"sqlite:///{tmp_path}/state.db")
+    await reopened.open()
+    try:
+        fake_slack.up()
+        async with aiohttp.ClientSession() as session:
+            second = Parts(reopened, fake_slack, session)
+            await second.drain(reopened)
+    finally:
+        await reopened.close()
+    [root] = _roots(fake_slack)
+    assert "Before the restart" in root.text and "OK" in root.text.upper()
+
+
+async def test_not_in_channel_falls_back_to_the_response_url(
+    parts: Parts, store: Store, fake_slack: FakeSlack
+) -> None:
+    fake_slack.add_channel("#ops", "C0OPS", member=False)
+    url = fake_slack.response_url("C0OPS")
+    where = Conversation("slack", channel="C0OPS", reply_url=url)
+    ref = await parts.surface.post(where, _msg("Status"))
+    await parts.surface.update(ref, _msg("Status", Status.RUNNING, StepView("a", Status.OK)))
+    await parts.surface.reply(ref, _msg("Detail", Status.OK))
+    await parts.surface.update(ref, _msg("Status", Status.OK))
+    await parts.drain(store)
+    posted = [r for r in fake_slack.responses if r.response_type == "in_channel"]
+    # The first state, the detail and the final state; intermediate updates are skipped.
+    assert len(posted) == 3
+    assert await store.outbox_pending() == 0
+
+
+async def test_ephemeral_answers_go_to_the_user_only(
+    parts: Parts, store: Store, fake_slack: FakeSlack
+) -> None:
+    url = fake_slack.response_url("C0ALERTS", user="U42")
+    await parts.surface.ephemeral(
+        Conversation("slack", channel="C0ALERTS", reply_url=url), "U42", _msg("Not allowed")
+    )
+    await parts.surface.ephemeral(WHERE, "U42", _msg("No response url"))
+    await parts.drain(store)
+    assert _roots(fake_slack) == []
+    assert len(fake_slack.ephemerals) == 2
+
+
+async def test_permanent_errors_are_given_up_not_retried(
+    parts: Parts, store: Store, fake_slack: FakeSlack
+) -> None:
+    await parts.surface.post(Conversation("slack", channel="#nowhere"), _msg("Lost channel"))
+    await parts.drain(store)
+    [item] = await store.outbox_items(include_done=True)
+    assert item.last_error is None or "channel_not_found" in (item.last_error or "")
+    assert await store.outbox_pending() == 0
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
