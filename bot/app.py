@@ -2,16 +2,18 @@
 
 Resources are opened in one ``AsyncExitStack`` and closed in reverse order:
 the HTTP session, the state store, the Docker client, the SMS database pool,
-and last (first to close) the engine's running tasks.
+the Slack client, and last (first to close) the engine's running tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.backups import BackupStore
 from bot.adapters.docker import DockerAdapter
@@ -19,14 +21,25 @@ from bot.adapters.http_health import HealthClient
 from bot.adapters.postgres import SmsDatabase
 from bot.adapters.prometheus import PrometheusClient
 from bot.audit import AuditLog
+from bot.chat.base import ChatSurface
+from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
 from bot.config import Settings
 from bot.deps import Clock, Deps, utc_now
 from bot.engine import Engine
+from bot.events import Click, Command
+from bot.outbox import OutboxWorker
 from bot.store import open_store
 from bot.telemetry import BotMetrics
+from handlers.actions import ClickHandler
 from handlers.dispatch import Dispatcher
 
-__all__ = ["App", "build_app"]
+__all__ = ["App", "SlackParts", "build_app"]
+
+
+@dataclass(frozen=True)
+class SlackParts:
+    app: AsyncApp
+    surface: ChatSurface
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,9 @@ class App:
     deps: Deps
     engine: Engine
     dispatcher: Dispatcher
+    clicks: ClickHandler
+    outbox: OutboxWorker
+    slack: SlackParts | None = None
 
 
 @asynccontextmanager
@@ -69,5 +85,52 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             clock=clock,
         )
         engine = Engine(deps)
+        dispatcher = Dispatcher(deps, engine)
+        clicks = ClickHandler(deps, engine)
+
+        slack: SlackParts | None = None
+        outbox = OutboxWorker(store, {}, clock=clock)
+        if settings.slack_enabled:
+            client = slack_client(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+            stack.push_async_callback(_close_client, client)
+            outbox.add_delivery(SlackDelivery(client, session, store))
+            surface = slack_surface(store=store, clock=clock, wake=outbox.wake)
+
+            async def on_command(command: Command) -> None:
+                await dispatcher.handle(command, surface)
+
+            async def on_click(click: Click) -> None:
+                await clicks.handle(click, surface)
+
+            def spawn(work: Awaitable[Any], name: str) -> None:
+                engine.spawn(_awaited(work), name=name)
+
+            slack = SlackParts(
+                app=build_slack_app(
+                    client=client,
+                    signing_secret=settings.slack_signing_secret,
+                    on_command=on_command,
+                    on_click=on_click,
+                    spawn=spawn,
+                ),
+                surface=surface,
+            )
         stack.push_async_callback(engine.shutdown)
-        yield App(deps=deps, engine=engine, dispatcher=Dispatcher(deps, engine))
+        yield App(
+            deps=deps,
+            engine=engine,
+            dispatcher=dispatcher,
+            clicks=clicks,
+            outbox=outbox,
+            slack=slack,
+        )
+
+
+async def _awaited(work: Awaitable[Any]) -> Any:
+    return await work
+
+
+async def _close_client(client: Any) -> None:
+    session = getattr(client, "session", None)
+    if session is not None and not session.closed:
+        await session.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import signal
 import sys
@@ -20,9 +21,10 @@ from rich.console import Console
 from bot.app import App, build_app
 from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
+from bot.chat.slack import slack_events_route
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, SmsBotError
-from bot.events import Command
+from bot.events import Click, Command
 from bot.http import build_http_app, serve
 from bot.logs import configure_logging
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -131,12 +133,14 @@ async def _shell(settings: Settings) -> int:
             if line.lower() in {"exit", "quit", "/exit", "/quit"}:
                 return EXIT_OK
             if line.isdigit():
-                await _answer_button(console, surface, int(line))
+                await _answer_button(app, console, surface, user, int(line))
                 continue
             await _dispatch_line(app, surface, user, line)
 
 
-async def _answer_button(console: Console, surface: ConsoleSurface, number: int) -> None:
+async def _answer_button(
+    app: App, console: Console, surface: ConsoleSurface, user: str, number: int
+) -> None:
     buttons = surface.buttons()
     if not buttons:
         console.print("There are no buttons to answer; type a command or `help`.")
@@ -144,7 +148,15 @@ async def _answer_button(console: Console, surface: ConsoleSurface, number: int)
     if not 1 <= number <= len(buttons):
         console.print(f"Choose a button between 1 and {len(buttons)}.")
         return
-    console.print(f"No action is wired to {buttons[number - 1].label!r} in this version.")
+    button = buttons[number - 1]
+    click = Click(
+        action=button.action,
+        value=button.value,
+        user=user,
+        source="console",
+        conversation=Conversation(surface="console"),
+    )
+    await app.clicks.handle(click, surface)
 
 
 async def _dispatch_line(app: App, surface: ConsoleSurface, user: str, line: str) -> None:
@@ -163,10 +175,57 @@ async def _serve(settings: Settings) -> int:
         http_app = build_http_app(
             ready_check=app.deps.store.ping, registry=app.deps.metrics.registry
         )
-        log.info("serve.listening", host=settings.bot_host, port=settings.bot_port)
-        await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)
+        socket_mode = None
+        if app.slack is not None:
+            http_app.router.add_post(
+                "/slack/events",
+                slack_events_route(app.slack.app, signing_secret=settings.slack_signing_secret),
+            )
+            if settings.slack_app_token:
+                from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+                socket_mode = AsyncSocketModeHandler(app.slack.app, settings.slack_app_token)
+                await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+                log.info("slack.socket_mode_connected")
+        worker = asyncio.create_task(app.outbox.run(), name="outbox")
+        sweeper = asyncio.create_task(_expire_proposals(app), name="proposals")
+        log.info(
+            "serve.listening",
+            host=settings.bot_host,
+            port=settings.bot_port,
+            slack=app.slack is not None,
+        )
+        try:
+            await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)
+        finally:
+            if socket_mode is not None:
+                await socket_mode.close_async()  # type: ignore[no-untyped-call]
+            await app.engine.shutdown()
+            # Let what the last runs wrote reach the chat before stopping.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_drain(app), timeout=5)
+            for task in (sweeper, worker):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     log.info("serve.stopped")
     return EXIT_OK
+
+
+async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
+    """Take the buttons off proposals nobody approved in time."""
+    surfaces = {app.slack.surface.name: app.slack.surface} if app.slack else {}
+    while True:
+        try:
+            await app.clicks.expire_due(surfaces)
+        except SmsBotError as exc:
+            log.error("proposals.expire_failed", error=str(exc))
+        await asyncio.sleep(every_s)
+
+
+async def _drain(app: App) -> None:
+    while await app.outbox.drain_once():
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

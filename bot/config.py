@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -140,6 +147,13 @@ class Settings(BaseSettings):
     bot_audit_log: str = "./data/audit.jsonl"
     bot_log_level: str = "INFO"
 
+    # Slack. The bot talks to Slack when SLACK_BOT_TOKEN is set.
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_app_token: str = ""
+    slack_api_url: HttpUrl = "https://slack.com/api/"
+    slack_alert_channel: str = "#sms-alerts"
+
     # The SMS deployment the runbook is about.
     sms_health_url: HttpUrl = "http://localhost:8080/health"
     sms_prometheus_url: HttpUrl = "http://localhost:9090"
@@ -165,6 +179,14 @@ class Settings(BaseSettings):
     # Active queries older than this are "slow" (runbook: 5 seconds).
     sms_slow_query_s: float = Field(default=5.0, gt=0)
 
+    # Approvals: how long a proposal's buttons stay valid.
+    sms_proposal_ttl_min: float = Field(default=30.0, gt=0, le=24 * 60)
+    # The bot restarts one container at most this many times per window.
+    sms_restart_limit: int = Field(default=3, ge=1)
+    sms_restart_window_min: float = Field(default=60.0, gt=0)
+    # How long a restarted service may take to report healthy again.
+    sms_recovery_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+
     # The runbook's baseline table: "WARN,CRIT" (alert and critical thresholds).
     sms_threshold_p95_ms: ThresholdSetting = Threshold(500, 1000)
     sms_threshold_p99_ms: ThresholdSetting = Threshold(3000, 5000)
@@ -180,6 +202,40 @@ class Settings(BaseSettings):
     @classmethod
     def _services(cls, value: Any) -> dict[str, str]:
         return parse_services(value)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_api_url(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _slack_bot_token(cls, value: str) -> str:
+        if value and not value.startswith("xoxb-"):
+            raise ValueError("a bot token starts with xoxb- (Slack app > OAuth & Permissions)")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _slack_app_token(cls, value: str) -> str:
+        if value and not value.startswith("xapp-"):
+            raise ValueError("an app-level token starts with xapp- (Slack app > Basic Information)")
+        return value
+
+    @model_validator(mode="after")
+    def _slack_complete(self) -> Settings:
+        if self.slack_bot_token and not (self.slack_signing_secret or self.slack_app_token):
+            raise ValueError(
+                "SLACK_SIGNING_SECRET is needed with SLACK_BOT_TOKEN (to verify Slack's requests), "
+                "or SLACK_APP_TOKEN for Socket Mode"
+            )
+        if (self.slack_signing_secret or self.slack_app_token) and not self.slack_bot_token:
+            raise ValueError("SLACK_BOT_TOKEN is needed to use Slack")
+        return self
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token)
 
     @field_validator("bot_state_url")
     @classmethod
@@ -242,7 +298,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
             reason = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"{name}: {reason}")
+            if error["loc"]:
+                lines.append(f"{str(error['loc'][0]).upper()}: {reason}")
+            else:
+                lines.append(reason)
         raise ConfigError("; ".join(lines)) from None

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import structlog
 
@@ -24,7 +24,8 @@ from bot.deps import Deps
 from bot.errors import SmsBotError, UserError
 from bot.events import Command
 from bot.messages import CodeBlock, Field, Message, Status, StepView, Table, worst
-from bot.store.base import RunRecord, StepRecord, StoreUnavailable
+from bot.proposals import encode_thread, proposal_message
+from bot.store.base import Proposal, RunRecord, StepRecord, StoreUnavailable
 
 __all__ = ["Engine", "Outcome", "Procedure", "Run"]
 
@@ -77,6 +78,8 @@ class Run:
     steps: list[_Step] = field(default_factory=list)
     finished: bool = False
     error: str | None = None
+    parent: MessageRef | None = None
+    proposals: list[Proposal] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.started_at = self.deps.clock()
@@ -131,6 +134,63 @@ class Run:
             for block in result.details:
                 await self.reply(Message(title=block.title, status=step.status, details=(block,)))
         return result
+
+    async def propose(
+        self,
+        *,
+        action: str,
+        args: Mapping[str, Any],
+        summary: str,
+        confirm_label: str,
+        note: str = "",
+    ) -> Proposal | None:
+        """Store a proposal and show it with buttons in the run's thread.
+
+        The click is handled elsewhere (on any replica, after any restart):
+        it claims the stored proposal and runs exactly ``action`` with ``args``.
+        """
+        settings = self.deps.settings
+        now = self.deps.clock()
+        await self._publish()
+        if self._ref is None:
+            self._log.error("proposal.no_thread", action=action)
+            return None
+        proposal = Proposal(
+            id=uuid.uuid4().hex,
+            action=action,
+            args=dict(args),
+            summary=summary,
+            run_id=self.id,
+            conversation=encode_thread(self._ref),
+            message_key="",
+            requested_by=self.command.user,
+            approver_role="approver",
+            created_at=now,
+            expires_at=now + timedelta(minutes=settings.sms_proposal_ttl_min),
+        )
+        msg = proposal_message(
+            proposal, confirm_label=confirm_label, approvers=settings.sms_approvers, note=note
+        )
+        # Stored before the buttons can be seen, so a click always finds it.
+        message_key = f"proposal-{proposal.id}"
+        proposal = replace(proposal, message_key=message_key)
+        await self.deps.store.proposal_add(proposal)
+        try:
+            await self.surface.reply(self._ref, msg, key=message_key)
+        except Exception:
+            self._log.exception("surface.reply_failed")
+        await self.deps.audit.record(
+            at=now,
+            actor=self.command.user,
+            source=self.command.source,
+            action="propose",
+            target=summary,
+            outcome="pending",
+            conversation=self.command.conversation.channel,
+            detail={"proposal_id": proposal.id, "action": action, "args": dict(args)},
+        )
+        self.proposals.append(proposal)
+        return proposal
 
     async def reply(self, msg: Message) -> MessageRef | None:
         """Post ``msg`` in the run's thread (details: log tails, tables)."""
@@ -198,7 +258,9 @@ class Run:
             if msg == self._last:
                 return
             try:
-                if self._ref is None:
+                if self._ref is None and self.parent is not None:
+                    self._ref = await self.surface.reply(self.parent, msg)
+                elif self._ref is None:
                     self._ref = await self.surface.post(self.command.conversation, msg)
                 else:
                     await self.surface.update(self._ref, msg)
@@ -213,7 +275,7 @@ class Engine:
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        self._tasks: set[asyncio.Task[Run]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def execute(
         self,
@@ -223,9 +285,20 @@ class Engine:
         title: str,
         command: Command,
         surface: ChatSurface,
+        parent: MessageRef | None = None,
     ) -> Run:
-        """Run a procedure to the end and return the finished ``Run``."""
-        run = Run(deps=self.deps, surface=surface, command=command, procedure=name, title=title)
+        """Run a procedure to the end and return the finished ``Run``.
+
+        With ``parent`` the run reports in that message's thread.
+        """
+        run = Run(
+            deps=self.deps,
+            surface=surface,
+            command=command,
+            procedure=name,
+            title=title,
+            parent=parent,
+        )
         bound = log.bind(run_id=run.id, procedure=name, user=command.user)
         bound.info("run.started", command=command.text)
         try:
@@ -276,12 +349,24 @@ class Engine:
         title: str,
         command: Command,
         surface: ChatSurface,
+        parent: MessageRef | None = None,
     ) -> asyncio.Task[Run]:
         """Run in the background, as a task the engine keeps and cancels on shutdown."""
-        task = asyncio.create_task(
-            self.execute(procedure, name=name, title=title, command=command, surface=surface),
+        return self.spawn(
+            self.execute(
+                procedure,
+                name=name,
+                title=title,
+                command=command,
+                surface=surface,
+                parent=parent,
+            ),
             name=f"run:{name}",
         )
+
+    def spawn(self, work: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Track ``work`` as a task: the platform callback acks, the work goes on here."""
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bot.chat.base import Conversation
 
-__all__ = ["Command"]
+__all__ = ["Click", "Command"]
 
 
 @dataclass(frozen=True)
@@ -25,3 +25,17 @@ class Command:
         if words and words[0].lower() in {"/sms", "sms"}:
             words = words[1:]
         return words
+
+
+@dataclass(frozen=True)
+class Click:
+    """A button click: which action, the opaque value the button carried, who, where.
+
+    ``conversation.thread`` is the platform id of the message the button was on.
+    """
+
+    action: str
+    value: str
+    user: str
+    source: str
+    conversation: Conversation

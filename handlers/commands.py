@@ -11,12 +11,13 @@ from functools import partial
 from bot.deps import Deps
 from bot.errors import UsageError
 from bot.messages import Message, Status, Table
-from handlers.registry import REGISTRY, Invocation, command
+from handlers.registry import REGISTRY, Invocation, Role, command
 from procedures.backups import backups
 from procedures.db import db_check, db_slow
 from procedures.health import health
 from procedures.logs import logs
 from procedures.metrics import metrics
+from procedures.restart import restart_proposal
 from procedures.runbook import runbook_message
 from procedures.status import status
 
@@ -114,6 +115,24 @@ def _metrics(args: list[str], deps: Deps) -> Invocation:
 def _backups(args: list[str], deps: Deps) -> Invocation:
     _no_more(args, "backups")
     return Invocation(name="backups", title="Backups", procedure=backups)
+
+
+@command(
+    "restart",
+    usage="restart SERVICE",
+    summary="Check a service, then offer to restart its container (an approver clicks)",
+    role=Role.OPERATOR,
+    changes=True,
+)
+def _restart(args: list[str], deps: Deps) -> Invocation:
+    usage = "restart SERVICE"
+    service = _service(args, deps, usage)
+    _no_more(args[1:], usage)
+    return Invocation(
+        name="restart",
+        title=f"Restart {service}?",
+        procedure=partial(restart_proposal, service=service),
+    )
 
 
 @command("runbook", usage="runbook", summary="The runbook's procedures and what triggers them")

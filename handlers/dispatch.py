@@ -87,7 +87,7 @@ class Dispatcher:
     ) -> None:
         self.deps.metrics.commands.labels(name, outcome).inc()
         await self._audit(cmd, name=name, outcome=outcome)
-        await surface.post(cmd.conversation, msg)
+        await surface.ephemeral(cmd.conversation, cmd.user, msg)
 
     async def _audit(self, cmd: Command, *, name: str, outcome: str, run_id: str = "") -> None:
         detail = {"command": name}

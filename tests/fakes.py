@@ -28,6 +28,8 @@ class FakeSurface:
 
     name: str = "fake"
     events: list[tuple[str, str, Message]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    first_versions: dict[str, Message] = field(default_factory=dict)
     _n: int = 0
 
     async def post(self, where: Conversation, msg: Message) -> MessageRef:
@@ -39,14 +41,22 @@ class FakeSurface:
     async def update(self, ref: MessageRef, msg: Message) -> None:
         self.events.append(("update", ref.id, msg))
 
-    async def reply(self, ref: MessageRef, msg: Message) -> MessageRef:
+    async def reply(self, ref: MessageRef, msg: Message, *, key: str | None = None) -> MessageRef:
         self._n += 1
         self.events.append(("reply", ref.id, msg))
-        return MessageRef(ref.conversation, f"m{self._n}")
+        new = MessageRef(ref.conversation, key or f"m{self._n}")
+        self.keys.append(new.id)
+        self.first_versions[new.id] = msg
+        return new
+
+    async def ephemeral(self, where: Conversation, user: str, msg: Message) -> None:
+        self.events.append(("ephemeral", user, msg))
 
     def last(self, ref_id: str = "m1") -> Message:
         """The latest version of a posted message."""
         versions = [m for kind, rid, m in self.events if rid == ref_id and kind != "reply"]
+        if not versions and ref_id in self.first_versions:
+            return self.first_versions[ref_id]
         return versions[-1]
 
     def replies(self) -> list[Message]:
@@ -89,6 +99,7 @@ class FakeDocker:
         self.delay = delay
         self.error = error
         self.log_calls: list[tuple[str, int]] = []
+        self.restarts: list[str] = []
 
     @property
     def services(self) -> Mapping[str, str]:
@@ -110,6 +121,18 @@ class FakeDocker:
                 name, svc, "missing", None, "", None, 0, ""
             )
         return ContainerOverview(containers=tuple(self.containers), services=services)
+
+    async def status(self, service: str) -> ContainerInfo:
+        name = self.container_name(service)
+        for info in self.containers:
+            if info.name == name:
+                return info
+        raise ContainerNotFound(name, service=service)
+
+    async def restart(self, service: str, *, timeout_s: int = 10) -> ContainerInfo:
+        info = await self.status(service)
+        self.restarts.append(service)
+        return info
 
     async def logs(self, service: str, *, tail: int = 100) -> str:
         name = self.container_name(service)

@@ -17,6 +17,9 @@ class Conversation:
     surface: str  # "console", "slack", "teams"
     channel: str = ""
     thread: str | None = None
+    # Where the platform accepts answers to the event that started this (Slack's
+    # response_url): used for ephemeral answers and when the bot is not in the channel.
+    reply_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,4 +39,10 @@ class ChatSurface(Protocol):
 
     async def update(self, ref: MessageRef, msg: Message) -> None: ...
 
-    async def reply(self, ref: MessageRef, msg: Message) -> MessageRef: ...
+    async def reply(self, ref: MessageRef, msg: Message, *, key: str | None = None) -> MessageRef:
+        """Post ``msg`` in ``ref``'s thread; ``key``, when given, becomes the new ref's id."""
+        ...
+
+    async def ephemeral(self, where: Conversation, user: str, msg: Message) -> None:
+        """Show ``msg`` to ``user`` only (usage errors, refusals, help)."""
+        ...

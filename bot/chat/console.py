@@ -89,15 +89,21 @@ class ConsoleSurface:
         else:
             self._update_plain(previous, msg)
 
-    async def reply(self, ref: MessageRef, msg: Message) -> MessageRef:
+    async def reply(self, ref: MessageRef, msg: Message, *, key: str | None = None) -> MessageRef:
         thread = ref.conversation.thread or ref.id
-        new = MessageRef(conversation=replace(ref.conversation, thread=thread), id=self._next_id())
+        new = MessageRef(
+            conversation=replace(ref.conversation, thread=thread), id=key or self._next_id()
+        )
         self._remember(new.id, msg)
         if self.live:
             self._print_rich(to_rich(msg))
         else:
             self._print_lines(to_plain_lines(msg))
         return new
+
+    async def ephemeral(self, where: Conversation, user: str, msg: Message) -> None:
+        """In a terminal everything is seen by its one user: print like a post."""
+        await self.post(where, msg)
 
     # -- for the shell -------------------------------------------------------------
 

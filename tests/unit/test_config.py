@@ -65,3 +65,32 @@ def test_a_wrong_value_names_the_variable(tmp_path: Path, overrides: dict, names
     message = str(info.value)
     assert message.startswith(f"{names}: ")
     assert "\n" not in message
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    from bot.config import Settings
+
+    example = (Path(__file__).parents[2] / ".env.example").read_text()
+    documented = {
+        line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line
+    }
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in documented]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"slack_bot_token": "xoxb-1"}, "SLACK_SIGNING_SECRET is needed with SLACK_BOT_TOKEN"),
+        ({"slack_signing_secret": "s"}, "SLACK_BOT_TOKEN is needed to use Slack"),
+        ({"slack_bot_token": "token"}, "SLACK_BOT_TOKEN: a bot token starts with xoxb-"),
+        (
+            {"slack_bot_token": "xoxb-1", "slack_app_token": "x"},
+            "SLACK_APP_TOKEN: an app-level token starts with xapp-",
+        ),
+    ],
+)
+def test_slack_settings_must_be_complete(tmp_path: Path, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, **overrides)
+    assert str(info.value).startswith(message)

@@ -42,8 +42,8 @@ async def test_bad_commands_answer_with_usage_and_exit_2(
     handled = await dispatcher.handle(_cmd(text), surface)
     assert handled.exit_code == EXIT_USAGE
     assert handled.run is None
-    [(kind, _ref, msg)] = surface.events
-    assert kind == "post"
+    [(kind, user, msg)] = surface.events
+    assert (kind, user) == ("ephemeral", "console:carol")
     assert msg.status is Status.FAILED
     assert msg.text.startswith(reason)
     assert "Usage:" in msg.text and "/sms help" in msg.text

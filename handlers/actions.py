@@ -1,0 +1,219 @@
+"""Button clicks: authorize, claim the stored proposal exactly once, run its action.
+
+A click changes nothing unless the user may approve, the proposal is still
+pending and not expired, and the claim in the store succeeds; every other
+case gets a clear answer shown to the clicker only. Every click is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+
+from bot.chat.base import ChatSurface, MessageRef
+from bot.deps import Deps
+from bot.engine import Engine, Procedure
+from bot.errors import NotAllowed
+from bot.events import Click, Command
+from bot.messages import Message, Status
+from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
+from bot.store.base import Proposal
+from handlers.auth import authorize
+from handlers.registry import Role
+from procedures.restart import RESTART_ACTION, restart_action
+
+__all__ = ["ACTIONS", "ActionSpec", "ClickHandler"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What an approved proposal runs: a procedure bound to the stored arguments."""
+
+    title: Callable[[Proposal], str]
+    audit_target: Callable[[Proposal], str]
+    bind: Callable[[Proposal], Procedure]
+    confirm_label: Callable[[Proposal], str]
+
+
+ACTIONS: dict[str, ActionSpec] = {
+    RESTART_ACTION: ActionSpec(
+        title=lambda p: f"Restarting {p.args['container']}",
+        audit_target=lambda p: str(p.args["container"]),
+        bind=lambda p: partial(
+            restart_action, service=str(p.args["service"]), container=str(p.args["container"])
+        ),
+        confirm_label=lambda p: f"Restart {p.args['container']}",
+    ),
+}
+
+
+class ClickHandler:
+    def __init__(self, deps: Deps, engine: Engine) -> None:
+        self.deps = deps
+        self.engine = engine
+
+    async def handle(self, click: Click, surface: ChatSurface) -> str:
+        """Handle one click; returns the audited outcome (for tests and logs)."""
+        if click.action not in (APPROVE, CANCEL):
+            return await self._refuse(
+                click, surface, "unknown_action", "This button is not known to this bot version."
+            )
+        proposal = await self.deps.store.proposal_get(click.value)
+        if proposal is None or proposal.action not in ACTIONS:
+            return await self._refuse(
+                click, surface, "unknown_proposal", "This proposal does not exist (any more)."
+            )
+        try:
+            authorize(
+                click.user,
+                click.source,
+                Role.APPROVER if click.action == APPROVE else Role.OPERATOR,
+                self.deps.settings,
+            )
+        except NotAllowed as exc:
+            hint = (
+                ""
+                if self.deps.settings.sms_approvers
+                else (" Nobody is configured as approver yet: set SMS_APPROVERS.")
+            )
+            return await self._refuse(click, surface, "refused", f"{exc}{hint}", proposal)
+
+        now = self.deps.clock()
+        if proposal.status == "pending" and proposal.expires_at <= now:
+            for expired in await self.deps.store.proposal_expire_due(now=now):
+                await self._show(surface, expired)
+            return await self._refuse(
+                click,
+                surface,
+                "expired",
+                "This proposal has expired; nothing was changed. Run the command again.",
+                proposal,
+            )
+
+        if click.action == CANCEL:
+            cancelled = await self.deps.store.proposal_cancel(proposal.id, by=click.user, now=now)
+            if cancelled is None:
+                return await self._already(click, surface, proposal)
+            await self._show(surface, cancelled)
+            await self._audit(click, "cancelled", proposal)
+            return "cancelled"
+
+        claimed = await self.deps.store.proposal_claim(proposal.id, by=click.user, now=now)
+        if claimed is None:
+            return await self._already(click, surface, proposal)
+        await self._audit(click, "approved", claimed)
+        await self._show(surface, claimed)
+        await self._execute(claimed, click, surface)
+        return "approved"
+
+    async def expire_due(self, surfaces: Mapping[str, ChatSurface]) -> int:
+        """Expire proposals nobody clicked in time and take their buttons away."""
+        expired = await self.deps.store.proposal_expire_due(now=self.deps.clock())
+        for proposal in expired:
+            surface = surfaces.get(decode_thread(proposal.conversation).conversation.surface)
+            if surface is not None:
+                await self._show(surface, proposal)
+            await self.deps.audit.record(
+                at=self.deps.clock(),
+                actor="sms-bot",
+                source="scheduler",
+                action="proposal",
+                target=proposal.summary,
+                outcome="expired",
+                detail={"proposal_id": proposal.id},
+            )
+        return len(expired)
+
+    async def _execute(self, proposal: Proposal, click: Click, surface: ChatSurface) -> None:
+        spec = ACTIONS[proposal.action]
+        thread = decode_thread(proposal.conversation)
+        command = Command(
+            text=f"{proposal.action} (proposal {proposal.id[:8]})",
+            user=click.user,
+            source=click.source,
+            conversation=thread.conversation,
+        )
+        run = await self.engine.execute(
+            spec.bind(proposal),
+            name=proposal.action,
+            title=spec.title(proposal),
+            command=command,
+            surface=surface,
+            parent=thread.root,
+        )
+        ok = run.status in (Status.OK, Status.WARN)
+        result = run.text.splitlines()[0] if run.text else run.status.value
+        status = "done" if ok else "failed"
+        await self.deps.store.proposal_finish(proposal.id, status=status, result=result)
+        await self.deps.audit.record(
+            at=self.deps.clock(),
+            actor=click.user,
+            source=click.source,
+            action=proposal.action,
+            target=spec.audit_target(proposal),
+            outcome="ok" if ok else "failed",
+            conversation=click.conversation.channel,
+            detail={"proposal_id": proposal.id, "run_id": run.id, "result": result},
+        )
+        finished = await self.deps.store.proposal_get(proposal.id)
+        if finished is not None:
+            await self._show(surface, finished)
+
+    async def _show(self, surface: ChatSurface, proposal: Proposal) -> None:
+        """Replace the proposal's message: buttons give way to what became of it."""
+        thread = decode_thread(proposal.conversation)
+        spec = ACTIONS[proposal.action]
+        msg = proposal_message(
+            proposal,
+            confirm_label=spec.confirm_label(proposal),
+            approvers=self.deps.settings.sms_approvers,
+        )
+        try:
+            await surface.update(MessageRef(thread.conversation, proposal.message_key), msg)
+        except Exception:
+            log.exception("proposal.update_failed", proposal_id=proposal.id)
+
+    async def _already(self, click: Click, surface: ChatSurface, proposal: Proposal) -> str:
+        current = await self.deps.store.proposal_get(proposal.id) or proposal
+        who = f" by {current.decided_by}" if current.decided_by else ""
+        return await self._refuse(
+            click,
+            surface,
+            "already_decided",
+            f"This proposal was already {current.status}{who}; nothing more was done.",
+            current,
+        )
+
+    async def _refuse(
+        self,
+        click: Click,
+        surface: ChatSurface,
+        outcome: str,
+        text: str,
+        proposal: Proposal | None = None,
+    ) -> str:
+        await self._audit(click, outcome, proposal)
+        msg = Message(title="Nothing was changed", status=Status.WARN, text=text)
+        await surface.ephemeral(click.conversation, click.user, msg)
+        return outcome
+
+    async def _audit(self, click: Click, outcome: str, proposal: Proposal | None) -> None:
+        detail: dict[str, object] = {"action": click.action, "value": click.value}
+        if proposal is not None:
+            detail["proposal_action"] = proposal.action
+            detail["args"] = dict(proposal.args)
+        await self.deps.audit.record(
+            at=self.deps.clock(),
+            actor=click.user,
+            source=click.source,
+            action="click",
+            target=proposal.summary if proposal else click.value,
+            outcome=outcome,
+            conversation=click.conversation.channel,
+            detail=detail,
+        )

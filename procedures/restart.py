@@ -1,0 +1,167 @@
+"""Restart a service's container: propose after a look, act after an approval.
+
+``restart_proposal`` is the runbook's P0 steps 1-2 (container status, last
+log lines) followed by a proposal; ``restart_action`` is steps 4-5: the
+restart, then waiting until the container runs and ``/health`` is healthy
+again. When it does not recover the thread shows the runbook's escalation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from bot.adapters.docker import ContainerInfo
+from bot.adapters.http_health import HealthCheckError
+from bot.deps import Deps
+from bot.engine import Outcome, Run
+from bot.errors import UserError
+from bot.messages import CodeBlock, Status
+from bot.redact import redact
+
+__all__ = [
+    "ESCALATION",
+    "RESTART_ACTION",
+    "recent_restarts",
+    "restart_action",
+    "restart_proposal",
+]
+
+RESTART_ACTION = "restart"
+ESCALATION = (
+    "Escalation (runbook, Backend Down): if the restart does not resolve it, "
+    "a full system rollback is next."
+)
+_POLL_S = 1.0
+
+
+async def recent_restarts(deps: Deps, container: str) -> int:
+    """Restarts the bot did on ``container`` within ``SMS_RESTART_WINDOW_MIN``."""
+    since = deps.clock() - timedelta(minutes=deps.settings.sms_restart_window_min)
+    return await deps.store.count_audit(
+        action=RESTART_ACTION, target=container, since=since, outcomes=("ok", "failed")
+    )
+
+
+async def _look(deps: Deps, service: str) -> Outcome:
+    info = await deps.docker.status(service)
+    health = f", {info.health}" if info.health else ""
+    status = Status.OK if info.running and info.health != "unhealthy" else Status.CRIT
+    return Outcome(status, f"{info.name}: {info.state}{health} ({info.status_text})")
+
+
+async def _tail(deps: Deps, service: str) -> Outcome:
+    text = redact(await deps.docker.logs(service, tail=20))
+    lines = text.splitlines()
+    return Outcome(
+        Status.OK,
+        f"{len(lines)} lines",
+        details=(CodeBlock(f"{deps.docker.container_name(service)}: last lines", text),),
+    )
+
+
+async def _limit(deps: Deps, container: str) -> Outcome:
+    done = await recent_restarts(deps, container)
+    limit = deps.settings.sms_restart_limit
+    window = deps.settings.sms_restart_window_min
+    summary = f"{done} of {limit} restarts used in the last {window:g} minutes"
+    return Outcome(Status.OK if done < limit else Status.WARN, summary)
+
+
+async def restart_proposal(run: Run, *, service: str) -> None:
+    deps = run.deps
+    container = deps.docker.container_name(service)
+    await run.step("Check container status", _look(deps, service))
+    await run.step("Tail the last log lines", _tail(deps, service))
+    allowed = await run.step("Check the restart limit", _limit(deps, container))
+    if not isinstance(allowed, Outcome) or allowed.status is not Status.OK:
+        run.text = (
+            f"Not proposing a restart of {container}: restarting it again is unlikely to "
+            f"help.\n{ESCALATION}"
+        )
+        return
+    await run.propose(
+        action=RESTART_ACTION,
+        args={"service": service, "container": container},
+        summary=f"restart container {container} (service {service})",
+        confirm_label=f"Restart {container}",
+        note=(
+            f"On approval the bot runs `docker restart {container}`, then waits until it "
+            f"is running and {deps.settings.sms_health_url} reports healthy "
+            f"(at most {deps.settings.sms_recovery_timeout_s:g} s)."
+        ),
+    )
+    run.text = f"Proposed: restart {container}. Waiting for an approver's click."
+
+
+async def _restart(deps: Deps, service: str) -> Outcome:
+    info = await deps.docker.restart(service)
+    return Outcome(Status.OK, f"{info.name} restarted ({info.state})")
+
+
+async def _until_running(deps: Deps, service: str, deadline: float) -> Outcome:
+    info: ContainerInfo | None = None
+    while time.monotonic() < deadline:
+        info = await deps.docker.status(service)
+        if info.running and info.health != "unhealthy" and info.state != "restarting":
+            return Outcome(Status.OK, f"{info.name} running{_health(info)}")
+        await asyncio.sleep(_POLL_S)
+    state = f"{info.state}{_health(info)}" if info else "unknown"
+    return Outcome(Status.CRIT, f"still {state} when the wait ended")
+
+
+def _health(info: ContainerInfo) -> str:
+    return f", {info.health}" if info.health else ""
+
+
+async def _until_healthy(deps: Deps, deadline: float) -> Outcome:
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            report = await deps.health.fetch()
+        except HealthCheckError as exc:
+            last = str(exc)
+        else:
+            if report.healthy:
+                return Outcome(Status.OK, f"{report.status} ({report.latency_ms:.0f} ms)")
+            failing = ", ".join(c.name for c in report.failing) or report.status
+            last = f"status {report.status!r}, failing: {failing}"
+        await asyncio.sleep(_POLL_S)
+    return Outcome(Status.CRIT, f"not healthy when the wait ended: {last}")
+
+
+async def restart_action(run: Run, *, service: str, container: str) -> None:
+    """Restart exactly ``container``, as the approved proposal said."""
+    deps = run.deps
+    if deps.settings.sms_services.get(service) != container:
+        raise UserError(
+            f"Not restarting: the configuration no longer maps {service} to {container}. "
+            "Run /sms restart again."
+        )
+    t0 = time.monotonic()
+    timeout = deps.settings.sms_recovery_timeout_s
+    restarted = await run.step(f"Restart {container}", _restart(deps, service), timeout=60)
+    if restarted is None:
+        run.text = f"The restart of {container} failed.\n{ESCALATION}"
+        return
+    deadline = time.monotonic() + timeout
+    running = await run.step(
+        "Wait until the container runs",
+        _until_running(deps, service, deadline),
+        timeout=timeout + 5,
+    )
+    healthy = await run.step(
+        "Wait until /health is healthy", _until_healthy(deps, deadline), timeout=timeout + 5
+    )
+    recovered = (
+        isinstance(running, Outcome)
+        and running.status is Status.OK
+        and isinstance(healthy, Outcome)
+        and healthy.status is Status.OK
+    )
+    elapsed = time.monotonic() - t0
+    if recovered:
+        run.text = f"{container} recovered: healthy {elapsed:.1f} s after the restart."
+    else:
+        run.text = f"{container} did not recover within {timeout:g} s.\n{ESCALATION}"
