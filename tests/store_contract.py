@@ -9,9 +9,13 @@ suite while the behaviour they are held to is written exactly once.
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -19,9 +23,12 @@ import pytest
 from bot.store import (
     LATEST_VERSION,
     MIGRATIONS,
+    AlertEvent,
     AuditEvent,
     ChatMessage,
+    Incident,
     Migration,
+    NewAlertEvent,
     OutboxItem,
     Proposal,
     RunRecord,
@@ -31,7 +38,15 @@ from bot.store import (
     UnknownRun,
 )
 
-__all__ = ["StoreContract", "StoreFactory", "make_proposal", "make_run"]
+__all__ = [
+    "StoreContract",
+    "StoreFactory",
+    "add_alerts_then_sigkill",
+    "make_alert",
+    "make_incident",
+    "make_proposal",
+    "make_run",
+]
 
 T0 = datetime(2024, 5, 1, 7, 30, 0, 123456, tzinfo=UTC)
 
@@ -95,14 +110,109 @@ async def add(
     )
 
 
-def ids(items: Sequence[OutboxItem]) -> list[int]:
+def ids(items: Sequence[OutboxItem] | Sequence[AlertEvent]) -> list[int]:
     return [item.id for item in items]
+
+
+def make_alert(
+    fingerprint: str = "fp-A",
+    status: str = "firing",
+    *,
+    alertname: str = "BackendDown",
+    n: int = 0,
+) -> NewAlertEvent:
+    return NewAlertEvent(
+        fingerprint=fingerprint,
+        status=status,
+        labels={"alertname": alertname, "severity": "critical", "n": str(n)},
+        annotations={"summary": f"backend /health failing ({n})", "runbook": "§3.1"},
+        starts_at=T0 - timedelta(minutes=2),
+        ends_at=None if status == "firing" else T0,
+        generator_url=f"http://localhost:9090/graph?g0.expr=up%3D%3D0&n={n}",
+    )
+
+
+def stored(event: NewAlertEvent, id: int, *, received_at: datetime = T0) -> AlertEvent:
+    """The event as claimed: what was posted plus its id and arrival time."""
+    return AlertEvent(
+        id=id,
+        fingerprint=event.fingerprint,
+        status=event.status,
+        labels=dict(event.labels),
+        annotations=dict(event.annotations),
+        starts_at=event.starts_at,
+        ends_at=event.ends_at,
+        generator_url=event.generator_url,
+        received_at=received_at,
+    )
+
+
+def make_incident(
+    fingerprint: str | None = "fp-A",
+    *,
+    opened_at: datetime = T0,
+    title: str = "BackendDown: backend /health failing",
+) -> Incident:
+    return Incident(
+        id=uuid.uuid4().hex,
+        fingerprint=fingerprint,
+        title=title,
+        priority="P0",
+        procedure="backend_down",
+        labels={"alertname": "BackendDown", "severity": "critical"},
+        annotations={"summary": "backend /health failing"},
+        opened_at=opened_at,
+        opened_by="alertmanager" if fingerprint else "U_ONCALL",
+    )
 
 
 def extra_migration(version: int, *statements: str) -> Migration:
     return Migration(
         version=version, name=f"test {version}", sqlite=statements, postgres=statements
     )
+
+
+# Run in a child process: store a webhook's alerts, report their ids, die at once.
+_ADD_THEN_DIE = """
+import asyncio, os, signal, sys
+from datetime import UTC, datetime
+from bot.store import NewAlertEvent, open_store
+
+async def main() -> None:
+    store = open_store(sys.argv[1])
+    await store.open()
+    events = [
+        NewAlertEvent(f"fp-{i}", "firing", {"alertname": "BackendDown", "i": str(i)},
+                      {"summary": "down"}, None, None, "")
+        for i in range(int(sys.argv[2]))
+    ]
+    ids = await store.alert_events_add(events, received_at=datetime.now(UTC))
+    print(",".join(map(str, ids)), flush=True)
+    # What the webhook does next is answer 200; the process may die right then,
+    # without closing the store.
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def add_alerts_then_sigkill(url: str, count: int = 50) -> list[int]:
+    """Have a child process store ``count`` alerts and get SIGKILLed; the ids it reported."""
+    root = Path(__file__).resolve().parent.parent
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _ADD_THEN_DIE,
+        url,
+        str(count),
+        cwd=root,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    return [int(part) for part in out.decode().strip().split(",")]
 
 
 class StoreContract:
@@ -752,6 +862,488 @@ class StoreContract:
         await store.proposal_finish(q.id, status="failed", result="ContainerNotFound")
         got = await store.proposal_get(q.id)
         assert got is not None and (got.status, got.result) == ("failed", "ContainerNotFound")
+
+    # --- timelines --------------------------------------------------------
+
+    async def test_audit_between_is_chronological_half_open_and_limited(self, store: Store) -> None:
+        for i in (3, 0, 5, 1, 4, 2):
+            await store.audit(
+                AuditEvent(T0 + timedelta(minutes=i), "U1", "slack", "click", f"t{i}", "ok")
+            )
+        # Same instant: insertion order breaks the tie.
+        await store.audit(AuditEvent(T0 + timedelta(minutes=2), "U2", "slack", "ack", "t2b", "ok"))
+        start, end = T0 + timedelta(minutes=1), T0 + timedelta(minutes=4)
+        got = await store.audit_between(start, end)
+        assert [e.target for e in got] == ["t1", "t2", "t2b", "t3"]
+        assert [e.target for e in await store.audit_between(start)] == [
+            "t1",
+            "t2",
+            "t2b",
+            "t3",
+            "t4",
+            "t5",
+        ]
+        assert [e.target for e in await store.audit_between(T0, limit=2)] == ["t0", "t1"]
+        assert await store.audit_between(T0, limit=0) == []
+        assert await store.audit_between(end, start) == []
+        cest = timezone(timedelta(hours=2))
+        assert await store.audit_between(start.astimezone(cest), end.astimezone(cest)) == got
+        with pytest.raises(ValueError, match="naive"):
+            await store.audit_between(datetime(2024, 5, 1, 7, 30))
+        with pytest.raises(ValueError, match="naive"):
+            await store.audit_between(T0, datetime(2024, 5, 1, 8, 30))
+
+    async def test_runs_for_conversation_exact_and_chronological(self, store: Store) -> None:
+        conv = '{"surface": "slack", "channel": "C1", "thread": "1700000000.000100"}'
+        runs = [
+            RunRecord(
+                id=uuid.uuid4().hex,
+                command=f"c{i}",
+                user="U1",
+                source="alertmanager",
+                conversation=conv,
+                started_at=T0 + timedelta(minutes=i),
+            )
+            for i in (2, 0, 1)
+        ]
+        twin = RunRecord(**{**runs[1].__dict__, "id": uuid.uuid4().hex, "command": "c0b"})
+        elsewhere = RunRecord(
+            **{**runs[0].__dict__, "id": uuid.uuid4().hex, "conversation": conv[:-2]}
+        )
+        for run in (*runs, twin, elsewhere):
+            await store.start_run(run)
+        got = await store.runs_for_conversation(conv)
+        assert [r.command for r in got] == ["c0", "c0b", "c1", "c2"]
+        assert got[0] == runs[1]
+        assert await store.runs_for_conversation(conv[:-2]) == [elsewhere]
+        assert await store.runs_for_conversation("nope") == []
+
+    # --- alert inbox ------------------------------------------------------
+
+    async def test_alert_events_add_a_thousand_at_once(self, store: Store) -> None:
+        cest = timezone(timedelta(hours=2))
+        events = [
+            NewAlertEvent(
+                fingerprint=f"fp-{i % 37:03d}",
+                status="firing" if i % 3 else "resolved",
+                labels={"alertname": f"Alert{i}", "instance": "docker-backend-1", "ü": "é\"'"},
+                annotations={"summary": f"line one\nline two {i}"} if i % 2 else {},
+                starts_at=(T0 + timedelta(seconds=i)).astimezone(cest) if i % 5 else None,
+                ends_at=T0 + timedelta(hours=1) if i % 3 == 0 else None,
+                generator_url=f"http://prometheus:9090/graph?i={i}",
+            )
+            for i in range(1000)
+        ]
+        received = (T0 + timedelta(seconds=5)).astimezone(cest)
+        new_ids = await store.alert_events_add(events, received_at=received)
+        assert len(new_ids) == 1000
+        assert new_ids == sorted(set(new_ids))  # increasing, no duplicates
+        assert await store.alert_events_pending() == 1000
+        claimed = await store.alert_events_claim(now=T0, limit=1000)
+        assert claimed == [
+            stored(e, i, received_at=received) for e, i in zip(events, new_ids, strict=True)
+        ]
+        assert claimed[1].starts_at is not None
+        assert claimed[1].starts_at.utcoffset() == timedelta(0)
+        assert claimed[0].received_at.utcoffset() == timedelta(0)
+        more = await store.alert_events_add([make_alert("fp-Z")], received_at=T0)
+        assert more[0] > new_ids[-1]
+
+    async def test_alert_events_add_nothing(self, store: Store) -> None:
+        assert await store.alert_events_add([], received_at=T0) == []
+        assert await store.alert_events_pending() == 0
+
+    async def test_alert_events_add_refuses_bad_input_and_stores_none_of_the_batch(
+        self, store: Store
+    ) -> None:
+        good = make_alert("fp-A")
+        bad_status = NewAlertEvent(**{**good.__dict__, "status": "pending"})
+        naive = NewAlertEvent(**{**good.__dict__, "starts_at": datetime(2024, 5, 1, 7, 30)})
+        not_strings = NewAlertEvent(**{**good.__dict__, "labels": {"n": 1}})
+        no_fingerprint = NewAlertEvent(**{**good.__dict__, "fingerprint": ""})
+        with pytest.raises(ValueError, match="status"):
+            await store.alert_events_add([good, bad_status], received_at=T0)
+        with pytest.raises(ValueError, match="naive"):
+            await store.alert_events_add([good, naive], received_at=T0)
+        with pytest.raises(ValueError, match="strings"):
+            await store.alert_events_add([good, not_strings], received_at=T0)
+        with pytest.raises(ValueError, match="fingerprint"):
+            await store.alert_events_add([good, no_fingerprint], received_at=T0)
+        with pytest.raises(ValueError, match="naive"):
+            await store.alert_events_add([good], received_at=datetime(2024, 5, 1, 7, 30))
+        assert await store.alert_events_pending() == 0
+        with pytest.raises(ValueError, match="lease_s"):
+            await store.alert_events_claim(now=T0, lease_s=0)
+        with pytest.raises(ValueError, match="naive"):
+            await store.alert_events_claim(now=datetime(2024, 5, 1, 7, 30))
+
+    async def test_alert_events_claim_done_and_limit(self, store: Store) -> None:
+        events = [make_alert(f"fp-{i}", n=i) for i in range(3)]
+        a, b, c = await store.alert_events_add(events, received_at=T0)
+        assert ids(await store.alert_events_claim(now=T0, limit=2)) == [a, b]
+        assert await store.alert_events_claim(now=T0) == [stored(events[2], c)]
+        assert await store.alert_events_claim(now=T0) == []
+        assert await store.alert_events_claim(now=T0, limit=0) == []
+        await store.alert_event_done(a)
+        await store.alert_event_done(a)  # twice is harmless
+        await store.alert_event_done(10_000)  # unknown too
+        assert await store.alert_events_pending() == 2
+        # A done event is never claimed again, even once leases run out.
+        later = T0 + timedelta(minutes=5)
+        assert ids(await store.alert_events_claim(now=later)) == [b, c]
+        # A late retry does not revive a done event.
+        await store.alert_event_done(b)
+        await store.alert_event_retry(b, at=later, error="late")
+        assert ids(await store.alert_events_claim(now=later + timedelta(minutes=5))) == [c]
+        await store.alert_event_done(c)
+        assert await store.alert_events_pending() == 0
+
+    async def test_alert_event_lease_expiry_makes_it_claimable_again(self, store: Store) -> None:
+        (a,) = await store.alert_events_add([make_alert()], received_at=T0)
+        assert ids(await store.alert_events_claim(now=T0, lease_s=30)) == [a]
+        assert await store.alert_events_claim(now=T0 + timedelta(seconds=29.9)) == []
+        (again,) = await store.alert_events_claim(now=T0 + timedelta(seconds=30))
+        assert (again.id, again.attempts, again.last_error) == (a, 0, None)
+
+    async def test_alert_event_retry_counts_waits_and_releases(self, store: Store) -> None:
+        (a,) = await store.alert_events_add([make_alert()], received_at=T0)
+        await store.alert_events_claim(now=T0, lease_s=300)
+        at = T0 + timedelta(seconds=60)
+        await store.alert_event_retry(a, at=at, error="StoreUnavailable: chat down")
+        assert await store.alert_events_pending() == 1
+        assert await store.alert_events_claim(now=at - timedelta(microseconds=1)) == []
+        # Due at ``at`` although the first lease (300 s) had not run out: retry released it.
+        (event,) = await store.alert_events_claim(now=at)
+        assert (event.id, event.attempts, event.last_error) == (
+            a,
+            1,
+            "StoreUnavailable: chat down",
+        )
+        await store.alert_event_retry(a, at=at, error="again")
+        (event,) = await store.alert_events_claim(now=at)
+        assert (event.attempts, event.last_error) == (2, "again")
+        with pytest.raises(ValueError, match="naive"):
+            await store.alert_event_retry(a, at=datetime(2024, 5, 1, 7, 30), error="x")
+
+    async def test_alert_events_of_one_fingerprint_are_claimed_in_order(self, store: Store) -> None:
+        firing_a, resolved_a, firing_b = await store.alert_events_add(
+            [make_alert("A"), make_alert("A", "resolved"), make_alert("B")], received_at=T0
+        )
+        # Together in one batch is fine: the processor handles a batch in id order.
+        assert ids(await store.alert_events_claim(now=T0, limit=3)) == [
+            firing_a,
+            resolved_a,
+            firing_b,
+        ]
+        later = T0 + timedelta(minutes=1)  # all three leases have run out
+        assert ids(await store.alert_events_claim(now=later, limit=1)) == [firing_a]
+        # The resolved waits while its firing is leased elsewhere; B is independent.
+        assert ids(await store.alert_events_claim(now=later)) == [firing_b]
+        assert await store.alert_events_claim(now=later) == []
+        # A failed firing still holds its resolved back until it is due again...
+        await store.alert_event_retry(firing_a, at=later + timedelta(seconds=10), error="x")
+        assert await store.alert_events_claim(now=later + timedelta(seconds=5)) == []
+        # ...then both come together, in order.
+        due = later + timedelta(seconds=10)
+        assert ids(await store.alert_events_claim(now=due, limit=10)) == [firing_a, resolved_a]
+        # Done with the firing: the resolved alone, once its lease runs out.
+        await store.alert_event_done(firing_a)
+        assert ids(await store.alert_events_claim(now=due + timedelta(seconds=30))) == [
+            resolved_a,
+            firing_b,
+        ]
+
+    async def test_alert_event_lease_expiry_of_older_event_frees_the_fingerprint(
+        self, store: Store
+    ) -> None:
+        first, second = await store.alert_events_add(
+            [make_alert("A"), make_alert("A", "resolved")], received_at=T0
+        )
+        assert ids(await store.alert_events_claim(now=T0, limit=1, lease_s=30)) == [first]
+        assert await store.alert_events_claim(now=T0 + timedelta(seconds=10)) == []
+        # The first claimer died: both come back together, oldest first.
+        expired = T0 + timedelta(seconds=30)
+        assert ids(await store.alert_events_claim(now=expired)) == [first, second]
+
+    async def test_alert_event_concurrent_claims_never_share_or_reorder(
+        self, store: Store, other: Store
+    ) -> None:
+        fingerprints = [f"fp-{n}" for n in range(6)]
+        events = [
+            make_alert(fingerprints[i % 6], "resolved" if i % 4 == 3 else "firing", n=i)
+            for i in range(60)
+        ]
+        half = await store.alert_events_add(events[:30], received_at=T0)
+        new_ids = half + await other.alert_events_add(events[30:], received_at=T0)
+        fp_of = dict(zip(new_ids, (e.fingerprint for e in events), strict=True))
+        replicas = (store, other)
+        processed: list[int] = []
+        for _round in range(60):
+            pending = set(new_ids) - set(processed)
+            if not pending:
+                break
+            batches = await asyncio.gather(
+                *(replicas[n % 2].alert_events_claim(now=T0, limit=4) for n in range(6))
+            )
+            claimed = [event_id for batch in batches for event_id in ids(batch)]
+            assert claimed, "pending events but nothing claimable"
+            assert len(claimed) == len(set(claimed))
+            for batch in batches:
+                in_batch = set(ids(batch))
+                for event_id in in_batch:
+                    older = {p for p in pending if fp_of[p] == fp_of[event_id] and p < event_id}
+                    assert older <= in_batch, f"event {event_id} claimed before {older}"
+            for event_id in claimed:
+                await replicas[event_id % 2].alert_event_done(event_id)
+            # Each round's batches are processed before the next round claims.
+            processed.extend(sorted(claimed))
+        assert sorted(processed) == new_ids
+        for fp in fingerprints:
+            mine = [p for p in processed if fp_of[p] == fp]
+            assert mine == sorted(mine)
+        assert await store.alert_events_pending() == 0
+
+    async def test_alert_events_survive_close_and_reopen(
+        self, store: Store, make_store: StoreFactory
+    ) -> None:
+        events = [make_alert("A"), make_alert("B"), make_alert("A", "resolved")]
+        a, b, a_resolved = await store.alert_events_add(events, received_at=T0)
+        assert ids(await store.alert_events_claim(now=T0, limit=1, lease_s=30)) == [a]
+        await store.close()
+        again = make_store()
+        await again.open()
+        try:
+            assert await again.alert_events_pending() == 3
+            # The lease outlives the restart and still holds A's resolved back.
+            assert await again.alert_events_claim(now=T0, lease_s=60) == [stored(events[1], b)]
+            later = T0 + timedelta(seconds=30)
+            assert ids(await again.alert_events_claim(now=later)) == [a, a_resolved]
+        finally:
+            await again.close()
+
+    # --- incidents --------------------------------------------------------
+
+    async def test_incident_round_trip(self, store: Store) -> None:
+        cest = timezone(timedelta(hours=2))
+        incident = make_incident(opened_at=T0.astimezone(cest))
+        opened = await store.incident_open(incident)
+        assert opened == incident
+        assert opened is not None and opened.opened_at.utcoffset() == timedelta(0)
+        assert await store.incident_get(incident.id) == incident
+        assert await store.incident_open_for("fp-A") == incident
+        assert await store.incident_open_for("fp-B") is None
+        assert await store.incident_get("nope") is None
+        with pytest.raises(StoreUnavailable):
+            await store.incident_open(replace(incident, fingerprint="fp-other"))
+
+    async def test_incident_refuses_bad_input(self, store: Store) -> None:
+        good = make_incident()
+        not_strings: dict[str, Any] = {"n": 1}
+        for bad, match in [
+            (replace(good, priority="P5"), "priority"),
+            (replace(good, status="closed"), "status"),
+            (replace(good, opened_at=datetime(2024, 5, 1, 7, 30)), "naive"),
+            (replace(good, fingerprint=""), "fingerprint"),
+            (replace(good, labels=not_strings), "strings"),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                await store.incident_open(bad)
+        assert await store.incidents_open() == []
+        await store.incident_open(good)
+        with pytest.raises(ValueError, match="naive"):
+            await store.incident_ack(good.id, by="U1", now=datetime(2024, 5, 1, 7, 31))
+        assert await store.incident_get(good.id) == good
+
+    async def test_incident_open_once_per_fingerprint_under_concurrency(
+        self, store: Store, other: Store
+    ) -> None:
+        candidates = [make_incident("fp-A") for _ in range(20)]
+        replicas = (store, other)
+        results = await asyncio.gather(
+            *(replicas[n % 2].incident_open(c) for n, c in enumerate(candidates))
+        )
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1
+        (won,) = winners
+        assert won in candidates
+        assert await store.incidents_open() == [won]
+        assert await other.incident_open_for("fp-A") == won
+        losers = [c for c in candidates if c.id != won.id]
+        for loser in losers:
+            assert await store.incident_get(loser.id) is None
+
+    async def test_incident_for_a_fingerprint_reopens_after_resolve(self, store: Store) -> None:
+        first = make_incident("fp-A")
+        assert await store.incident_open(first) == first
+        assert await store.incident_open(make_incident("fp-A")) is None
+        resolved_at = T0 + timedelta(minutes=7)
+        resolved = await store.incident_resolve(first.id, now=resolved_at)
+        assert resolved == replace(first, status="resolved", resolved_at=resolved_at)
+        assert await store.incident_open_for("fp-A") is None
+        second = make_incident("fp-A", opened_at=T0 + timedelta(minutes=30))
+        assert await store.incident_open(second) == second
+        assert await store.incident_open_for("fp-A") == second
+        assert await store.incident_get(first.id) == resolved
+        assert await store.incidents_open() == [second]
+
+    async def test_manual_incidents_do_not_collide(self, store: Store) -> None:
+        manual = [make_incident(None, title=f"manual {i}") for i in range(3)]
+        for incident in manual:
+            assert await store.incident_open(incident) == incident
+        assert await store.incidents_open() == manual
+
+    async def test_incident_ack_exactly_once(self, store: Store, other: Store) -> None:
+        incident = make_incident()
+        await store.incident_open(incident)
+        now = T0 + timedelta(minutes=3)
+        replicas = (store, other)
+        results = await asyncio.gather(
+            *(replicas[n % 2].incident_ack(incident.id, by=f"U{n}", now=now) for n in range(20))
+        )
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1
+        (won,) = winners
+        assert won.acknowledged_by in {f"U{n}" for n in range(20)}
+        assert won == replace(incident, acknowledged_by=won.acknowledged_by, acknowledged_at=now)
+        assert await other.incident_get(incident.id) == won
+        # Acknowledged: no escalation any more.
+        assert await store.incident_escalate(incident.id, now=now) is None
+        assert await store.incident_ack(incident.id, by="U99", now=now) is None
+        assert await store.incident_ack("nope", by="U1", now=now) is None
+
+    async def test_incident_escalate_exactly_once_then_ack_still_possible(
+        self, store: Store, other: Store
+    ) -> None:
+        incident = make_incident()
+        await store.incident_open(incident)
+        now = T0 + timedelta(minutes=15)
+        replicas = (store, other)
+        results = await asyncio.gather(
+            *(replicas[n % 2].incident_escalate(incident.id, now=now) for n in range(20))
+        )
+        winners = [r for r in results if r is not None]
+        assert winners == [replace(incident, escalated_at=now)]
+        assert await store.incident_escalate(incident.id, now=now) is None
+        acked = await store.incident_ack(incident.id, by="U2", now=now + timedelta(minutes=1))
+        assert acked is not None
+        assert (acked.escalated_at, acked.acknowledged_by) == (now, "U2")
+
+    async def test_incident_resolve_exactly_once_and_final(
+        self, store: Store, other: Store
+    ) -> None:
+        incident = make_incident()
+        await store.incident_open(incident)
+        now = T0 + timedelta(minutes=9)
+        replicas = (store, other)
+        results = await asyncio.gather(
+            *(replicas[n % 2].incident_resolve(incident.id, now=now) for n in range(20))
+        )
+        winners = [r for r in results if r is not None]
+        assert winners == [replace(incident, status="resolved", resolved_at=now)]
+        later = now + timedelta(minutes=1)
+        assert await store.incident_resolve(incident.id, now=later) is None
+        assert await store.incident_touch(incident.id, now=later) is None
+        assert await store.incident_ack(incident.id, by="U1", now=later) is None
+        assert await store.incident_escalate(incident.id, now=later) is None
+        assert await store.incident_get(incident.id) == winners[0]
+        assert await store.incidents_open() == []
+
+    async def test_incident_touch_counts_repeats(self, store: Store, other: Store) -> None:
+        incident = make_incident()
+        await store.incident_open(incident)
+        for minutes in (1, 2, 3):
+            touched = await store.incident_touch(incident.id, now=T0 + timedelta(minutes=minutes))
+            assert touched is not None and touched.repeats == minutes
+        assert touched == replace(incident, repeats=3, last_seen_at=T0 + timedelta(minutes=3))
+        replicas = (store, other)
+        now = T0 + timedelta(minutes=4)
+        results = await asyncio.gather(
+            *(replicas[n % 2].incident_touch(incident.id, now=now) for n in range(10))
+        )
+        assert sorted(r.repeats for r in results if r is not None) == list(range(4, 14))
+        got = await store.incident_get(incident.id)
+        assert got is not None and (got.repeats, got.last_seen_at) == (13, now)
+        assert await store.incident_touch("nope", now=now) is None
+
+    async def test_incident_thread_and_record(self, store: Store) -> None:
+        incident = make_incident()
+        await store.incident_open(incident)
+        conv = '{"surface": "slack", "channel": "C123", "thread_ts": "1700000000.000100"}'
+        await store.incident_set_thread(incident.id, root_key="inc-root-1", conversation=conv)
+        await store.incident_resolve(incident.id, now=T0 + timedelta(minutes=5))
+        await store.incident_set_record(incident.id, path="incidents/2024-05-01-backend-down.md")
+        got = await store.incident_get(incident.id)
+        assert got == replace(
+            incident,
+            root_key="inc-root-1",
+            conversation=conv,
+            status="resolved",
+            resolved_at=T0 + timedelta(minutes=5),
+            record_path="incidents/2024-05-01-backend-down.md",
+        )
+        # Unknown ids are a no-op, as for proposal_finish.
+        await store.incident_set_thread("nope", root_key="k", conversation="{}")
+        await store.incident_set_record("nope", path="x.md")
+        assert await store.incident_get("nope") is None
+
+    async def test_incidents_open_between_and_opened_since(self, store: Store) -> None:
+        at = [T0 + timedelta(minutes=m) for m in range(5)]
+        made = [make_incident(f"fp-{i}", opened_at=at[i]) for i in range(5)]
+        for i in (3, 0, 4, 1, 2):
+            await store.incident_open(made[i])
+        await store.incident_resolve(made[1].id, now=at[4])
+        manual = make_incident(None, opened_at=at[2])  # same instant: insertion order after
+        await store.incident_open(manual)
+        assert [i.id for i in await store.incidents_open()] == [
+            made[0].id,
+            made[2].id,
+            manual.id,
+            made[3].id,
+            made[4].id,
+        ]
+        between = await store.incidents_between(at[1], at[3])
+        assert [i.id for i in between] == [made[1].id, made[2].id, manual.id]
+        assert between[0].status == "resolved"
+        assert await store.incidents_between(at[3], at[1]) == []
+        assert await store.incidents_opened_since(at[2]) == 4
+        assert await store.incidents_opened_since(at[4] + timedelta(microseconds=1)) == 0
+        assert await store.incidents_opened_since(T0 - timedelta(days=1)) == 6
+        with pytest.raises(ValueError, match="naive"):
+            await store.incidents_opened_since(datetime(2024, 5, 1))
+        with pytest.raises(ValueError, match="naive"):
+            await store.incidents_between(datetime(2024, 5, 1), at[4])
+
+    async def test_version_2_database_upgrades_to_alerts_and_incidents(
+        self, make_store: StoreFactory
+    ) -> None:
+        old = make_store(MIGRATIONS[:2])
+        await old.open()
+        run = make_run()
+        p = make_proposal()
+        try:
+            assert await old.schema_version() == 2
+            await old.start_run(run)
+            await old.proposal_add(p)
+            await add(old, "m1")
+        finally:
+            await old.close()
+        store = make_store()
+        await store.open()
+        try:
+            assert LATEST_VERSION >= 3
+            assert await store.schema_version() == LATEST_VERSION
+            assert await store.get_run(run.id) == run
+            assert await store.runs_for_conversation(run.conversation) == [run]
+            assert await store.proposal_get(p.id) == p
+            assert await store.outbox_pending() == 1
+            event = make_alert()
+            (event_id,) = await store.alert_events_add([event], received_at=T0)
+            assert await store.alert_events_claim(now=T0) == [stored(event, event_id)]
+            incident = make_incident()
+            assert await store.incident_open(incident) == incident
+            assert await store.incident_open(make_incident()) is None
+        finally:
+            await store.close()
 
     # --- availability -----------------------------------------------------
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bot.store.base import (
+    AlertEvent,
     AuditEvent,
     ChatMessage,
+    Incident,
+    NewAlertEvent,
     OutboxItem,
     Proposal,
     RunRecord,
@@ -26,9 +29,12 @@ from bot.store.sqlite import MEMORY, SqliteStore
 __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
+    "AlertEvent",
     "AuditEvent",
     "ChatMessage",
+    "Incident",
     "Migration",
+    "NewAlertEvent",
     "OutboxItem",
     "PostgresStore",
     "Proposal",

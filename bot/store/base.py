@@ -8,7 +8,7 @@ interchangeable; one contract test suite holds both to the same behaviour.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -16,14 +16,20 @@ from typing import Any, Protocol
 from bot.errors import AdapterError
 
 __all__ = [
+    "ALERT_STATUSES",
     "AUDIT_SOURCES",
     "FINISHED_PROPOSAL_STATUSES",
+    "INCIDENT_PRIORITIES",
+    "INCIDENT_STATUSES",
     "OUTBOX_OPS",
     "PROPOSAL_STATUSES",
     "RUN_STATUSES",
     "STEP_STATUSES",
+    "AlertEvent",
     "AuditEvent",
     "ChatMessage",
+    "Incident",
+    "NewAlertEvent",
     "OutboxItem",
     "Proposal",
     "RunRecord",
@@ -31,6 +37,8 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "UnknownRun",
+    "check_alert_event",
+    "check_incident",
     "check_lease",
     "check_outbox_op",
     "check_outcomes",
@@ -38,6 +46,7 @@ __all__ = [
     "decode_detail",
     "decode_object",
     "encode_detail",
+    "encode_labels",
     "encode_object",
     "to_utc",
 ]
@@ -50,6 +59,9 @@ AUDIT_SOURCES = frozenset({"console", "slack", "teams", "cli", "scheduler", "ale
 OUTBOX_OPS = frozenset({"post", "update", "reply", "ephemeral"})
 PROPOSAL_STATUSES = frozenset({"pending", "approved", "cancelled", "expired", "done", "failed"})
 FINISHED_PROPOSAL_STATUSES = frozenset({"done", "failed"})
+ALERT_STATUSES = frozenset({"firing", "resolved"})
+INCIDENT_STATUSES = frozenset({"open", "resolved"})
+INCIDENT_PRIORITIES = frozenset({"P0", "P1", "P2", "P3"})
 
 
 class StoreUnavailable(AdapterError):
@@ -161,6 +173,65 @@ class Proposal:
     decided_by: str | None = None
     decided_at: datetime | None = None
     result: str | None = None  # one line on the outcome once done/failed
+
+
+@dataclass(frozen=True)
+class NewAlertEvent:
+    """One alert of a webhook delivery, as written to the inbox before answering 200."""
+
+    fingerprint: str
+    status: str  # "firing" | "resolved"
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: datetime | None
+    ends_at: datetime | None
+    generator_url: str
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """A stored alert event, as a processor claims it from the inbox.
+
+    Why an inbox and not a task: the webhook is answered only once the event
+    is committed, so a bot killed right after answering still processes it.
+    """
+
+    id: int
+    fingerprint: str
+    status: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: datetime | None
+    ends_at: datetime | None
+    generator_url: str
+    received_at: datetime
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One incident thread: opened by a firing alert (or by hand), closed when resolved."""
+
+    id: str  # uuid hex
+    fingerprint: str | None  # None for a manual incident (/sms incident TITLE)
+    title: str
+    priority: str  # "P0" | "P1" | "P2" | "P3"
+    procedure: str  # routed procedure name, "" for none
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    opened_at: datetime
+    opened_by: str  # "alertmanager" or a user id
+    status: str = "open"  # "open" | "resolved"
+    last_seen_at: datetime | None = None
+    repeats: int = 0  # repeat notifications folded into the thread
+    root_key: str | None = None  # the chat message key of the thread's root
+    conversation: str | None = None  # encoded thread (opaque JSON text)
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    escalated_at: datetime | None = None
+    resolved_at: datetime | None = None
+    record_path: str | None = None  # the markdown incident record once written
 
 
 class Store(Protocol):
@@ -288,6 +359,89 @@ class Store(Protocol):
     async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
         """``approved -> done|failed`` with a result line; other states are left as is."""
 
+    # --- timelines --------------------------------------------------------
+
+    async def audit_between(
+        self, start: datetime, end: datetime | None = None, *, limit: int = 1000
+    ) -> list[AuditEvent]:
+        """Audit events with ``start <= at < end`` (no upper bound if None), oldest first."""
+
+    async def runs_for_conversation(self, conversation: str) -> list[RunRecord]:
+        """Runs whose ``conversation`` is exactly this one, oldest first."""
+
+    # --- alert inbox ------------------------------------------------------
+
+    async def alert_events_add(
+        self, events: Sequence[NewAlertEvent], *, received_at: datetime
+    ) -> list[int]:
+        """Store a webhook's alerts in one transaction; their ids, in input order.
+
+        Durable when it returns: the webhook may be answered 200 right after.
+        """
+
+    async def alert_events_claim(
+        self, *, now: datetime, limit: int = 100, lease_s: float = 30.0
+    ) -> list[AlertEvent]:
+        """Lease up to ``limit`` unprocessed, due events until ``now + lease_s``, oldest first.
+
+        An event is returned only with every older unprocessed event of its
+        fingerprint in the same batch (a firing goes before its resolved). Two
+        claimers never get one event.
+        """
+
+    async def alert_event_done(self, id: int) -> None:
+        """Processed; a no-op for an event already done."""
+
+    async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
+        """A failed attempt: count it, release the lease, not claimable before ``at``.
+
+        Later events of its fingerprint wait for it.
+        """
+
+    async def alert_events_pending(self) -> int:
+        """Events not yet processed."""
+
+    # --- incidents --------------------------------------------------------
+
+    async def incident_open(self, incident: Incident) -> Incident | None:
+        """Store a new incident; None (and nothing stored) if its fingerprint has one open.
+
+        Atomic across replicas. A duplicate id is refused (``StoreUnavailable``).
+        """
+
+    async def incident_get(self, id: str) -> Incident | None:
+        """The incident, or None."""
+
+    async def incident_open_for(self, fingerprint: str) -> Incident | None:
+        """The open incident of this fingerprint, or None."""
+
+    async def incident_set_thread(self, id: str, *, root_key: str, conversation: str) -> None:
+        """Record where the incident's thread is; a no-op for an unknown id."""
+
+    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None:
+        """A repeat notification: ``repeats + 1``, ``last_seen_at = now``; None unless open."""
+
+    async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None:
+        """Acknowledge an open, unacknowledged incident, exactly once; else None."""
+
+    async def incident_escalate(self, id: str, *, now: datetime) -> Incident | None:
+        """Mark an open, unacknowledged, unescalated incident escalated, exactly once."""
+
+    async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
+        """``open -> resolved``, exactly once; else None."""
+
+    async def incident_set_record(self, id: str, *, path: str) -> None:
+        """Record where the incident's markdown record was written."""
+
+    async def incidents_open(self) -> list[Incident]:
+        """Open incidents, oldest first."""
+
+    async def incidents_between(self, start: datetime, end: datetime) -> list[Incident]:
+        """Incidents opened in ``[start, end)``, oldest first."""
+
+    async def incidents_opened_since(self, since: datetime) -> int:
+        """How many incidents were opened at or after ``since`` (alert-storm limiting)."""
+
 
 def to_utc(value: datetime) -> datetime:
     """Normalise to aware UTC; naive datetimes are refused because their zone is a guess."""
@@ -357,3 +511,31 @@ def decode_object(raw: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"stored JSON is not an object: {raw[:80]!r}")
     return value
+
+
+def encode_labels(value: Mapping[str, str], *, what: str) -> str:
+    """Strict JSON for alert labels or annotations: an object of strings."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping of strings, got {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValueError(f"{what} must map strings to strings, got {key!r}: {item!r}")
+    return json.dumps(dict(value), sort_keys=True)
+
+
+def check_alert_event(event: NewAlertEvent) -> None:
+    """Refuse an event the processor could not act on, before any of its batch is stored."""
+    check_status(event.status, ALERT_STATUSES, what="alert")
+    if not event.fingerprint:
+        raise ValueError("an alert event needs a fingerprint")
+
+
+def check_incident(incident: Incident) -> None:
+    check_status(incident.status, INCIDENT_STATUSES, what="incident")
+    if incident.priority not in INCIDENT_PRIORITIES:
+        raise ValueError(
+            f"invalid incident priority {incident.priority!r};"
+            f" expected one of {sorted(INCIDENT_PRIORITIES)}"
+        )
+    if incident.fingerprint == "":
+        raise ValueError("an incident's fingerprint is None (manual) or non-empty")

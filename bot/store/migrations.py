@@ -231,6 +231,120 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_action_target_at ON audit (action, target, at)",
         ),
     ),
+    Migration(
+        version=3,
+        name="alert inbox and incidents",
+        # alert_events.state: pending | done. next_attempt_at is NULL until a retry
+        # defers the event, so a fresh event is due whatever the replicas' clocks.
+        # alert_events_pending serves the claim (oldest id first);
+        # alert_events_fingerprint its "older unprocessed event of the same
+        # fingerprint" check. incidents_open_fingerprint is the rule itself: at most
+        # one open incident per fingerprint, whichever replica opens it.
+        sqlite=(
+            """
+            CREATE TABLE alert_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                fingerprint TEXT NOT NULL,
+                status TEXT NOT NULL,
+                labels TEXT NOT NULL,
+                annotations TEXT NOT NULL,
+                starts_at TEXT,
+                ends_at TEXT,
+                generator_url TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending',
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT,
+                leased_until TEXT,
+                last_error TEXT,
+                done_at TEXT
+            )
+            """,
+            "CREATE INDEX alert_events_pending ON alert_events (id) WHERE state = 'pending'",
+            "CREATE INDEX alert_events_fingerprint ON alert_events (fingerprint, id)"
+            " WHERE state = 'pending'",
+            """
+            CREATE TABLE incidents (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                fingerprint TEXT,
+                title TEXT NOT NULL,
+                priority TEXT NOT NULL,
+                procedure TEXT NOT NULL,
+                labels TEXT NOT NULL,
+                annotations TEXT NOT NULL,
+                opened_at TEXT NOT NULL,
+                opened_by TEXT NOT NULL,
+                status TEXT NOT NULL,
+                last_seen_at TEXT,
+                repeats INTEGER NOT NULL DEFAULT 0,
+                root_key TEXT,
+                conversation TEXT,
+                acknowledged_by TEXT,
+                acknowledged_at TEXT,
+                escalated_at TEXT,
+                resolved_at TEXT,
+                record_path TEXT
+            )
+            """,
+            "CREATE UNIQUE INDEX incidents_open_fingerprint ON incidents (fingerprint)"
+            " WHERE status = 'open' AND fingerprint IS NOT NULL",
+            "CREATE INDEX incidents_opened_at ON incidents (opened_at, seq)",
+            "CREATE INDEX runs_conversation ON runs (conversation, started_at, seq)",
+        ),
+        postgres=(
+            """
+            CREATE TABLE alert_events (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                fingerprint TEXT NOT NULL,
+                status TEXT NOT NULL,
+                labels JSONB NOT NULL,
+                annotations JSONB NOT NULL,
+                starts_at TIMESTAMPTZ,
+                ends_at TIMESTAMPTZ,
+                generator_url TEXT NOT NULL,
+                received_at TIMESTAMPTZ NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending',
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TIMESTAMPTZ,
+                leased_until TIMESTAMPTZ,
+                last_error TEXT,
+                done_at TIMESTAMPTZ
+            )
+            """,
+            "CREATE INDEX alert_events_pending ON alert_events (id) WHERE state = 'pending'",
+            "CREATE INDEX alert_events_fingerprint ON alert_events (fingerprint, id)"
+            " WHERE state = 'pending'",
+            """
+            CREATE TABLE incidents (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY,
+                id TEXT PRIMARY KEY,
+                fingerprint TEXT,
+                title TEXT NOT NULL,
+                priority TEXT NOT NULL,
+                procedure TEXT NOT NULL,
+                labels JSONB NOT NULL,
+                annotations JSONB NOT NULL,
+                opened_at TIMESTAMPTZ NOT NULL,
+                opened_by TEXT NOT NULL,
+                status TEXT NOT NULL,
+                last_seen_at TIMESTAMPTZ,
+                repeats INTEGER NOT NULL DEFAULT 0,
+                root_key TEXT,
+                conversation TEXT,
+                acknowledged_by TEXT,
+                acknowledged_at TIMESTAMPTZ,
+                escalated_at TIMESTAMPTZ,
+                resolved_at TIMESTAMPTZ,
+                record_path TEXT
+            )
+            """,
+            "CREATE UNIQUE INDEX incidents_open_fingerprint ON incidents (fingerprint)"
+            " WHERE status = 'open' AND fingerprint IS NOT NULL",
+            "CREATE INDEX incidents_opened_at ON incidents (opened_at, seq)",
+            "CREATE INDEX runs_conversation ON runs (conversation, started_at, seq)",
+        ),
+    ),
 )
 
 

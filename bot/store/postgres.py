@@ -5,6 +5,12 @@ otherwise race to create the same tables. ``pg_advisory_xact_lock`` is taken
 first in each migration's transaction, so the second replica waits, then sees
 the version recorded and skips it. Every query carries a timeout so a stuck
 database turns ``/readyz`` red instead of hanging a handler.
+
+Why a second advisory lock around ``alert_events_add``: ids come from a
+sequence, and without it a webhook transaction holding id 10 could commit
+after another holding id 11, letting a processor see a fingerprint's
+``resolved`` before its ``firing``. Under the lock ids are handed out and
+committed in one order, so a claimer that sees an id sees every older one.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ from bot.store.base import (
     PROPOSAL_STATUSES,
     RUN_STATUSES,
     STEP_STATUSES,
+    AlertEvent,
     AuditEvent,
     ChatMessage,
+    Incident,
+    NewAlertEvent,
     OutboxItem,
     Proposal,
     RunRecord,
     StepRecord,
     StoreUnavailable,
     UnknownRun,
+    check_alert_event,
+    check_incident,
     check_lease,
     check_outbox_op,
     check_outcomes,
@@ -36,15 +47,18 @@ from bot.store.base import (
     decode_detail,
     decode_object,
     encode_detail,
+    encode_labels,
     encode_object,
     to_utc,
 )
 from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
 
-__all__ = ["MIGRATION_LOCK_KEY", "PostgresStore", "redact_dsn"]
+__all__ = ["ALERT_INBOX_LOCK_KEY", "MIGRATION_LOCK_KEY", "PostgresStore", "redact_dsn"]
 
 # Arbitrary constant shared by every replica: "sms-bot migrations" as a bigint.
 MIGRATION_LOCK_KEY = 0x736D732D626F74
+# Likewise for inserts into the alert inbox (see the module docstring): "sms-bot-alerts".
+ALERT_INBOX_LOCK_KEY = 0x736D732D616C7274
 
 # Literal SQL, column names matching the row mappers below.
 _INSERT_RUN = (
@@ -167,6 +181,122 @@ _EXPIRE_PROPOSALS = (
 _FINISH_PROPOSAL = (
     "UPDATE proposals SET status = $2, result = $3 WHERE id = $1 AND status = 'approved'"
 )
+_AUDIT_BETWEEN = (
+    "SELECT at, actor, source, action, target, outcome, conversation, detail::text AS detail"
+    " FROM audit WHERE at >= $1 AND ($2::timestamptz IS NULL OR at < $2)"
+    " ORDER BY at, seq LIMIT $3"
+)
+_RUNS_FOR_CONVERSATION = (
+    "SELECT id, command, user_id, source, conversation, started_at, status, finished_at"
+    " FROM runs WHERE conversation = $1 ORDER BY started_at, seq"
+)
+# One statement for the whole batch: arrays in, one row per element, in order.
+_INSERT_ALERT_EVENTS = (
+    "INSERT INTO alert_events (fingerprint, status, labels, annotations, starts_at, ends_at,"
+    " generator_url, received_at)"
+    " SELECT f, s, l::jsonb, a::jsonb, sa, ea, g, $8 FROM unnest($1::text[], $2::text[],"
+    " $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[])"
+    " WITH ORDINALITY AS t (f, s, l, a, sa, ea, g, n) ORDER BY n RETURNING id"
+)
+# cand: the oldest claimable events this claimer could lock (SKIP LOCKED passes
+# over rows another replica is claiming right now). An event is leased only if
+# every older pending event of its fingerprint is in cand too: one locked by
+# another claimer, leased, or deferred by a retry is not, and holds it back.
+_CLAIM_ALERT_EVENTS = (
+    "WITH cand AS MATERIALIZED ("
+    " SELECT id, fingerprint FROM alert_events"
+    " WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)"
+    " AND (leased_until IS NULL OR leased_until <= $1)"
+    " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " UPDATE alert_events e SET leased_until = $3 FROM cand c"
+    " WHERE e.id = c.id AND NOT EXISTS (SELECT 1 FROM alert_events b"
+    " WHERE b.fingerprint = c.fingerprint AND b.state = 'pending' AND b.id < c.id"
+    " AND b.id NOT IN (SELECT id FROM cand))"
+    " RETURNING e.id, e.fingerprint, e.status, e.labels::text AS labels,"
+    " e.annotations::text AS annotations, e.starts_at, e.ends_at, e.generator_url,"
+    " e.received_at, e.attempts, e.last_error"
+)
+_ALERT_EVENT_DONE = (
+    "UPDATE alert_events SET state = 'done', leased_until = NULL, done_at = now()"
+    " WHERE id = $1 AND state = 'pending'"
+)
+_ALERT_EVENT_RETRY = (
+    "UPDATE alert_events SET attempts = attempts + 1, leased_until = NULL,"
+    " next_attempt_at = $2, last_error = $3 WHERE id = $1 AND state = 'pending'"
+)
+# The conflict target names the partial unique index: a second open incident for
+# a fingerprint is skipped (a racing replica waits for the first to commit, then
+# skips), while a duplicate id still fails loudly.
+_OPEN_INCIDENT = (
+    "INSERT INTO incidents (id, fingerprint, title, priority, procedure, labels, annotations,"
+    " opened_at, opened_by, status, last_seen_at, repeats, root_key, conversation,"
+    " acknowledged_by, acknowledged_at, escalated_at, resolved_at, record_path)"
+    " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14,"
+    " $15, $16, $17, $18, $19)"
+    " ON CONFLICT (fingerprint) WHERE status = 'open' AND fingerprint IS NOT NULL DO NOTHING"
+    " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path"
+)
+_SELECT_INCIDENT = (
+    "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path FROM incidents WHERE id = $1"
+)
+_OPEN_INCIDENT_FOR = (
+    "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path FROM incidents WHERE fingerprint = $1 AND status = 'open'"
+)
+_OPEN_INCIDENTS = (
+    "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path FROM incidents WHERE status = 'open' ORDER BY opened_at, seq"
+)
+_INCIDENTS_BETWEEN = (
+    "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path FROM incidents WHERE opened_at >= $1 AND opened_at < $2"
+    " ORDER BY opened_at, seq"
+)
+# One guarded UPDATE each: the row lock plus the re-checked WHERE make every
+# transition happen once however many replicas race for it.
+_TOUCH_INCIDENT = (
+    "UPDATE incidents SET repeats = repeats + 1, last_seen_at = $2"
+    " WHERE id = $1 AND status = 'open'"
+    " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path"
+)
+_ACK_INCIDENT = (
+    "UPDATE incidents SET acknowledged_by = $2, acknowledged_at = $3"
+    " WHERE id = $1 AND status = 'open' AND acknowledged_at IS NULL"
+    " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path"
+)
+_ESCALATE_INCIDENT = (
+    "UPDATE incidents SET escalated_at = $2 WHERE id = $1 AND status = 'open'"
+    " AND acknowledged_at IS NULL AND escalated_at IS NULL"
+    " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path"
+)
+_RESOLVE_INCIDENT = (
+    "UPDATE incidents SET status = 'resolved', resolved_at = $2 WHERE id = $1 AND status = 'open'"
+    " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path"
+)
 
 # What asyncpg and the socket layer raise when the server is gone or a query fails.
 _DB_ERRORS: tuple[type[Exception], ...] = (
@@ -276,6 +406,50 @@ def _proposal(row: asyncpg.Record) -> Proposal:
         decided_by=row["decided_by"],
         decided_at=_dt(row["decided_at"]),
         result=row["result"],
+    )
+
+
+def _labels(raw: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in decode_object(raw).items()}
+
+
+def _alert_event(row: asyncpg.Record) -> AlertEvent:
+    return AlertEvent(
+        id=row["id"],
+        fingerprint=row["fingerprint"],
+        status=row["status"],
+        labels=_labels(row["labels"]),
+        annotations=_labels(row["annotations"]),
+        starts_at=_dt(row["starts_at"]),
+        ends_at=_dt(row["ends_at"]),
+        generator_url=row["generator_url"],
+        received_at=to_utc(row["received_at"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+    )
+
+
+def _incident(row: asyncpg.Record) -> Incident:
+    return Incident(
+        id=row["id"],
+        fingerprint=row["fingerprint"],
+        title=row["title"],
+        priority=row["priority"],
+        procedure=row["procedure"],
+        labels=_labels(row["labels"]),
+        annotations=_labels(row["annotations"]),
+        opened_at=to_utc(row["opened_at"]),
+        opened_by=row["opened_by"],
+        status=row["status"],
+        last_seen_at=_dt(row["last_seen_at"]),
+        repeats=row["repeats"],
+        root_key=row["root_key"],
+        conversation=row["conversation"],
+        acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=_dt(row["acknowledged_at"]),
+        escalated_at=_dt(row["escalated_at"]),
+        resolved_at=_dt(row["resolved_at"]),
+        record_path=row["record_path"],
     )
 
 
@@ -658,3 +832,169 @@ class PostgresStore:
         check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
         async with self._conn() as conn:
             await conn.execute(_FINISH_PROPOSAL, id, status, result, timeout=self._timeout)
+
+    # --- timelines --------------------------------------------------------
+
+    async def audit_between(
+        self, start: datetime, end: datetime | None = None, *, limit: int = 1000
+    ) -> list[AuditEvent]:
+        lower, upper = to_utc(start), _dt(end)
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                _AUDIT_BETWEEN, lower, upper, max(limit, 0), timeout=self._timeout
+            )
+        return [_audit(row) for row in rows]
+
+    async def runs_for_conversation(self, conversation: str) -> list[RunRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_RUNS_FOR_CONVERSATION, conversation, timeout=self._timeout)
+        return [_run(row) for row in rows]
+
+    # --- alert inbox ------------------------------------------------------
+
+    async def alert_events_add(
+        self, events: Sequence[NewAlertEvent], *, received_at: datetime
+    ) -> list[int]:
+        at = to_utc(received_at)
+        for event in events:
+            check_alert_event(event)
+        columns = (
+            [e.fingerprint for e in events],
+            [e.status for e in events],
+            [encode_labels(e.labels, what="alert labels") for e in events],
+            [encode_labels(e.annotations, what="alert annotations") for e in events],
+            [_dt(e.starts_at) for e in events],
+            [_dt(e.ends_at) for e in events],
+            [e.generator_url for e in events],
+        )
+        if not events:
+            return []
+        t = self._timeout
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ALERT_INBOX_LOCK_KEY, timeout=t)
+            rows = await conn.fetch(_INSERT_ALERT_EVENTS, *columns, at, timeout=t)
+        # Identity values follow the ORDER BY of the insert's SELECT: sorted ids
+        # are the input order whatever order RETURNING lists them in.
+        return sorted(int(row["id"]) for row in rows)
+
+    async def alert_events_claim(
+        self, *, now: datetime, limit: int = 100, lease_s: float = 30.0
+    ) -> list[AlertEvent]:
+        check_lease(lease_s)
+        at = to_utc(now)
+        if limit <= 0:
+            return []
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                _CLAIM_ALERT_EVENTS,
+                at,
+                limit,
+                at + timedelta(seconds=lease_s),
+                timeout=self._timeout,
+            )
+        return sorted((_alert_event(row) for row in rows), key=lambda event: event.id)
+
+    async def alert_event_done(self, id: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_ALERT_EVENT_DONE, id, timeout=self._timeout)
+
+    async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
+        when = to_utc(at)
+        async with self._conn() as conn:
+            await conn.execute(_ALERT_EVENT_RETRY, id, when, error, timeout=self._timeout)
+
+    async def alert_events_pending(self) -> int:
+        async with self._conn() as conn:
+            value = await conn.fetchval(
+                "SELECT COUNT(*) FROM alert_events WHERE state = 'pending'", timeout=self._timeout
+            )
+        return int(value)
+
+    # --- incidents --------------------------------------------------------
+
+    async def incident_open(self, incident: Incident) -> Incident | None:
+        check_incident(incident)
+        i = incident
+        args = (
+            i.id,
+            i.fingerprint,
+            i.title,
+            i.priority,
+            i.procedure,
+            encode_labels(i.labels, what="incident labels"),
+            encode_labels(i.annotations, what="incident annotations"),
+            to_utc(i.opened_at),
+            i.opened_by,
+            i.status,
+            _dt(i.last_seen_at),
+            i.repeats,
+            i.root_key,
+            i.conversation,
+            i.acknowledged_by,
+            _dt(i.acknowledged_at),
+            _dt(i.escalated_at),
+            _dt(i.resolved_at),
+            i.record_path,
+        )
+        return await self._incident_row(_OPEN_INCIDENT, *args)
+
+    async def _incident_row(self, sql: str, *args: Any) -> Incident | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(sql, *args, timeout=self._timeout)
+        return None if row is None else _incident(row)
+
+    async def _incident_rows(self, sql: str, *args: Any) -> list[Incident]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *args, timeout=self._timeout)
+        return [_incident(row) for row in rows]
+
+    async def incident_get(self, id: str) -> Incident | None:
+        return await self._incident_row(_SELECT_INCIDENT, id)
+
+    async def incident_open_for(self, fingerprint: str) -> Incident | None:
+        return await self._incident_row(_OPEN_INCIDENT_FOR, fingerprint)
+
+    async def incident_set_thread(self, id: str, *, root_key: str, conversation: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE incidents SET root_key = $2, conversation = $3 WHERE id = $1",
+                id,
+                root_key,
+                conversation,
+                timeout=self._timeout,
+            )
+
+    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._incident_row(_TOUCH_INCIDENT, id, to_utc(now))
+
+    async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None:
+        return await self._incident_row(_ACK_INCIDENT, id, by, to_utc(now))
+
+    async def incident_escalate(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._incident_row(_ESCALATE_INCIDENT, id, to_utc(now))
+
+    async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._incident_row(_RESOLVE_INCIDENT, id, to_utc(now))
+
+    async def incident_set_record(self, id: str, *, path: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE incidents SET record_path = $2 WHERE id = $1",
+                id,
+                path,
+                timeout=self._timeout,
+            )
+
+    async def incidents_open(self) -> list[Incident]:
+        return await self._incident_rows(_OPEN_INCIDENTS)
+
+    async def incidents_between(self, start: datetime, end: datetime) -> list[Incident]:
+        return await self._incident_rows(_INCIDENTS_BETWEEN, to_utc(start), to_utc(end))
+
+    async def incidents_opened_since(self, since: datetime) -> int:
+        when = to_utc(since)
+        async with self._conn() as conn:
+            value = await conn.fetchval(
+                "SELECT COUNT(*) FROM incidents WHERE opened_at >= $1", when, timeout=self._timeout
+            )
+        return int(value)

@@ -5,6 +5,13 @@ single worker thread, and the lock keeps a multi-statement transaction (a
 migration now, atomic claims later) from interleaving with another
 coroutine's statements on the same connection. WAL lets readers (``sqlite3``
 on the command line, a backup) look while the bot writes.
+
+Why ``synchronous = FULL``: in WAL mode NORMAL already survives the process
+being killed (a commit is in the OS's page cache), but a power cut or kernel
+crash can lose the last commits. The alert webhook answers 200 once
+``alert_events_add`` returns, and Alertmanager does not resend after a 200,
+so a commit must be on disk (one fsync of the WAL per commit) before it
+returns. Set explicitly because the compiled-in default varies by build.
 """
 
 from __future__ import annotations
@@ -26,14 +33,19 @@ from bot.store.base import (
     PROPOSAL_STATUSES,
     RUN_STATUSES,
     STEP_STATUSES,
+    AlertEvent,
     AuditEvent,
     ChatMessage,
+    Incident,
+    NewAlertEvent,
     OutboxItem,
     Proposal,
     RunRecord,
     StepRecord,
     StoreUnavailable,
     UnknownRun,
+    check_alert_event,
+    check_incident,
     check_lease,
     check_outbox_op,
     check_outcomes,
@@ -41,15 +53,17 @@ from bot.store.base import (
     decode_detail,
     decode_object,
     encode_detail,
+    encode_labels,
     encode_object,
     to_utc,
 )
 from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
 
-__all__ = ["MEMORY", "SqliteStore"]
+__all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore"]
 
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5000
+SYNCHRONOUS = "FULL"  # see the module docstring
 
 # Literal SQL, column order matching the row mappers below.
 _INSERT_RUN = (
@@ -163,6 +177,90 @@ _CANCEL_PROPOSAL = (
 _FINISH_PROPOSAL = (
     "UPDATE proposals SET status = ?, result = ? WHERE id = ? AND status = 'approved'"
 )
+_AUDIT_BETWEEN = (
+    "SELECT at, actor, source, action, target, outcome, conversation, detail"
+    " FROM audit WHERE at >= ? AND (? IS NULL OR at < ?) ORDER BY at, seq LIMIT ?"
+)
+_RUNS_FOR_CONVERSATION = (
+    "SELECT id, command, user_id, source, conversation, started_at, status, finished_at"
+    " FROM runs WHERE conversation = ? ORDER BY started_at, seq"
+)
+_INSERT_ALERT_EVENT = (
+    "INSERT INTO alert_events (fingerprint, status, labels, annotations, starts_at, ends_at,"
+    " generator_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Claimable: pending, due and unleased. Returned only if no older pending event
+# of its fingerprint is unclaimable (leased elsewhere, or deferred by a retry):
+# the claimable older ones have smaller ids, so the id-ordered LIMIT puts them in
+# the same batch. The whole claim runs under BEGIN IMMEDIATE, so no other writer
+# changes the picture between this SELECT and the lease UPDATE.
+_CLAIM_ALERT_EVENTS = (
+    "SELECT e.id, e.fingerprint, e.status, e.labels, e.annotations, e.starts_at, e.ends_at,"
+    " e.generator_url, e.received_at, e.attempts, e.last_error FROM alert_events e"
+    " WHERE e.state = 'pending'"
+    " AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= ?1)"
+    " AND (e.leased_until IS NULL OR e.leased_until <= ?1)"
+    " AND NOT EXISTS (SELECT 1 FROM alert_events b"
+    " WHERE b.fingerprint = e.fingerprint AND b.state = 'pending' AND b.id < e.id"
+    " AND ((b.next_attempt_at IS NOT NULL AND b.next_attempt_at > ?1)"
+    " OR (b.leased_until IS NOT NULL AND b.leased_until > ?1)))"
+    " ORDER BY e.id LIMIT ?2"
+)
+_ALERT_EVENT_DONE = (
+    "UPDATE alert_events SET state = 'done', leased_until = NULL,"
+    " done_at = strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+    " WHERE id = ? AND state = 'pending'"
+)
+_ALERT_EVENT_RETRY = (
+    "UPDATE alert_events SET attempts = attempts + 1, leased_until = NULL,"
+    " next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'"
+)
+# The conflict target names the partial unique index: a second open incident for
+# a fingerprint is skipped, while a duplicate id still fails loudly.
+_OPEN_INCIDENT = (
+    "INSERT INTO incidents (id, fingerprint, title, priority, procedure, labels, annotations,"
+    " opened_at, opened_by, status, last_seen_at, repeats, root_key, conversation,"
+    " acknowledged_by, acknowledged_at, escalated_at, resolved_at, record_path)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (fingerprint) WHERE status = 'open' AND fingerprint IS NOT NULL DO NOTHING"
+)
+_SELECT_INCIDENT = (
+    "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
+    " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
+    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents WHERE id = ?"
+)
+_OPEN_INCIDENT_FOR = (
+    "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
+    " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
+    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " WHERE fingerprint = ? AND status = 'open'"
+)
+_OPEN_INCIDENTS = (
+    "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
+    " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
+    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " WHERE status = 'open' ORDER BY opened_at, seq"
+)
+_INCIDENTS_BETWEEN = (
+    "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
+    " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
+    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " WHERE opened_at >= ? AND opened_at < ? ORDER BY opened_at, seq"
+)
+_TOUCH_INCIDENT = (
+    "UPDATE incidents SET repeats = repeats + 1, last_seen_at = ? WHERE id = ? AND status = 'open'"
+)
+_ACK_INCIDENT = (
+    "UPDATE incidents SET acknowledged_by = ?, acknowledged_at = ?"
+    " WHERE id = ? AND status = 'open' AND acknowledged_at IS NULL"
+)
+_ESCALATE_INCIDENT = (
+    "UPDATE incidents SET escalated_at = ? WHERE id = ? AND status = 'open'"
+    " AND acknowledged_at IS NULL AND escalated_at IS NULL"
+)
+_RESOLVE_INCIDENT = (
+    "UPDATE incidents SET status = 'resolved', resolved_at = ? WHERE id = ? AND status = 'open'"
+)
 
 
 def _dt_out(value: datetime | None) -> str | None:
@@ -259,6 +357,50 @@ def _proposal(row: Sequence[Any]) -> Proposal:
     )
 
 
+def _labels(raw: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in decode_object(raw).items()}
+
+
+def _alert_event(row: Sequence[Any]) -> AlertEvent:
+    return AlertEvent(
+        id=row[0],
+        fingerprint=row[1],
+        status=row[2],
+        labels=_labels(row[3]),
+        annotations=_labels(row[4]),
+        starts_at=_dt_in(row[5]),
+        ends_at=_dt_in(row[6]),
+        generator_url=row[7],
+        received_at=_dt_required(row[8]),
+        attempts=row[9],
+        last_error=row[10],
+    )
+
+
+def _incident(row: Sequence[Any]) -> Incident:
+    return Incident(
+        id=row[0],
+        fingerprint=row[1],
+        title=row[2],
+        priority=row[3],
+        procedure=row[4],
+        labels=_labels(row[5]),
+        annotations=_labels(row[6]),
+        opened_at=_dt_required(row[7]),
+        opened_by=row[8],
+        status=row[9],
+        last_seen_at=_dt_in(row[10]),
+        repeats=row[11],
+        root_key=row[12],
+        conversation=row[13],
+        acknowledged_by=row[14],
+        acknowledged_at=_dt_in(row[15]),
+        escalated_at=_dt_in(row[16]),
+        resolved_at=_dt_in(row[17]),
+        record_path=row[18],
+    )
+
+
 async def _fetchone(
     conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
 ) -> sqlite3.Row | None:
@@ -313,6 +455,7 @@ class SqliteStore:
         """
         await _fetchone(conn, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         delay = 0.01
         while True:
@@ -661,3 +804,179 @@ class SqliteStore:
         check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
         async with self._conn() as conn:
             await conn.execute(_FINISH_PROPOSAL, (status, result, id))
+
+    # --- timelines --------------------------------------------------------
+
+    async def audit_between(
+        self, start: datetime, end: datetime | None = None, *, limit: int = 1000
+    ) -> list[AuditEvent]:
+        upper = _dt_out(end)
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                _AUDIT_BETWEEN, (_dt_required_out(start), upper, upper, max(limit, 0))
+            )
+            rows = await cursor.fetchall()
+        return [_audit(row) for row in rows]
+
+    async def runs_for_conversation(self, conversation: str) -> list[RunRecord]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(_RUNS_FOR_CONVERSATION, (conversation,))
+            rows = await cursor.fetchall()
+        return [_run(row) for row in rows]
+
+    # --- alert inbox ------------------------------------------------------
+
+    async def alert_events_add(
+        self, events: Sequence[NewAlertEvent], *, received_at: datetime
+    ) -> list[int]:
+        at = _dt_required_out(received_at)
+        rows = []
+        for event in events:
+            check_alert_event(event)
+            rows.append(
+                (
+                    event.fingerprint,
+                    event.status,
+                    encode_labels(event.labels, what="alert labels"),
+                    encode_labels(event.annotations, what="alert annotations"),
+                    _dt_out(event.starts_at),
+                    _dt_out(event.ends_at),
+                    event.generator_url,
+                    at,
+                )
+            )
+        if not rows:
+            return []
+        async with self._write() as conn:
+            await conn.executemany(_INSERT_ALERT_EVENT, rows)
+            last = await _fetchone(conn, "SELECT last_insert_rowid()")
+        if last is None:
+            raise StoreUnavailable(f"SQLite store {self.path}: alert insert returned no id")
+        # AUTOINCREMENT under the write lock hands out consecutive ids in order.
+        first = int(last[0]) - len(rows) + 1
+        return list(range(first, first + len(rows)))
+
+    async def alert_events_claim(
+        self, *, now: datetime, limit: int = 100, lease_s: float = 30.0
+    ) -> list[AlertEvent]:
+        check_lease(lease_s)
+        at = _dt_required_out(now)
+        until = _dt_required_out(to_utc(now) + timedelta(seconds=lease_s))
+        if limit <= 0:
+            return []
+        async with self._write() as conn:
+            cursor = await conn.execute(_CLAIM_ALERT_EVENTS, (at, limit))
+            events = [_alert_event(row) for row in await cursor.fetchall()]
+            await conn.executemany(
+                "UPDATE alert_events SET leased_until = ? WHERE id = ?",
+                [(until, event.id) for event in events],
+            )
+        return events
+
+    async def alert_event_done(self, id: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_ALERT_EVENT_DONE, (id,))
+
+    async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
+        when = _dt_required_out(at)
+        async with self._conn() as conn:
+            await conn.execute(_ALERT_EVENT_RETRY, (when, error, id))
+
+    async def alert_events_pending(self) -> int:
+        async with self._conn() as conn:
+            row = await _fetchone(conn, "SELECT COUNT(*) FROM alert_events WHERE state = 'pending'")
+        return int(row[0]) if row else 0
+
+    # --- incidents --------------------------------------------------------
+
+    async def incident_open(self, incident: Incident) -> Incident | None:
+        check_incident(incident)
+        i = incident
+        args = (
+            i.id,
+            i.fingerprint,
+            i.title,
+            i.priority,
+            i.procedure,
+            encode_labels(i.labels, what="incident labels"),
+            encode_labels(i.annotations, what="incident annotations"),
+            _dt_required_out(i.opened_at),
+            i.opened_by,
+            i.status,
+            _dt_out(i.last_seen_at),
+            i.repeats,
+            i.root_key,
+            i.conversation,
+            i.acknowledged_by,
+            _dt_out(i.acknowledged_at),
+            _dt_out(i.escalated_at),
+            _dt_out(i.resolved_at),
+            i.record_path,
+        )
+        return await self._change_incident(i.id, _OPEN_INCIDENT, args)
+
+    async def incident_get(self, id: str) -> Incident | None:
+        async with self._conn() as conn:
+            row = await _fetchone(conn, _SELECT_INCIDENT, (id,))
+        return None if row is None else _incident(row)
+
+    async def incident_open_for(self, fingerprint: str) -> Incident | None:
+        async with self._conn() as conn:
+            row = await _fetchone(conn, _OPEN_INCIDENT_FOR, (fingerprint,))
+        return None if row is None else _incident(row)
+
+    async def incident_set_thread(self, id: str, *, root_key: str, conversation: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE incidents SET root_key = ?, conversation = ? WHERE id = ?",
+                (root_key, conversation, id),
+            )
+
+    async def _change_incident(self, id: str, sql: str, params: Sequence[Any]) -> Incident | None:
+        """Run one guarded insert/update and read the incident back in one transaction."""
+        async with self._write() as conn:
+            cursor = await conn.execute(sql, params)
+            if cursor.rowcount != 1:
+                return None
+            row = await _fetchone(conn, _SELECT_INCIDENT, (id,))
+        return None if row is None else _incident(row)
+
+    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._change_incident(id, _TOUCH_INCIDENT, (_dt_required_out(now), id))
+
+    async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None:
+        at = _dt_required_out(now)
+        return await self._change_incident(id, _ACK_INCIDENT, (by, at, id))
+
+    async def incident_escalate(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._change_incident(id, _ESCALATE_INCIDENT, (_dt_required_out(now), id))
+
+    async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._change_incident(id, _RESOLVE_INCIDENT, (_dt_required_out(now), id))
+
+    async def incident_set_record(self, id: str, *, path: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE incidents SET record_path = ? WHERE id = ?", (path, id))
+
+    async def incidents_open(self) -> list[Incident]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(_OPEN_INCIDENTS)
+            rows = await cursor.fetchall()
+        return [_incident(row) for row in rows]
+
+    async def incidents_between(self, start: datetime, end: datetime) -> list[Incident]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                _INCIDENTS_BETWEEN, (_dt_required_out(start), _dt_required_out(end))
+            )
+            rows = await cursor.fetchall()
+        return [_incident(row) for row in rows]
+
+    async def incidents_opened_since(self, since: datetime) -> int:
+        async with self._conn() as conn:
+            row = await _fetchone(
+                conn,
+                "SELECT COUNT(*) FROM incidents WHERE opened_at >= ?",
+                (_dt_required_out(since),),
+            )
+        return int(row[0]) if row else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -21,7 +22,15 @@ from bot.store import (  # noqa: E402
     open_store,
 )
 from tests.harness.postgres import PgServer  # noqa: E402
-from tests.store_contract import StoreContract, StoreFactory, make_run  # noqa: E402
+from tests.store_contract import (  # noqa: E402
+    T0,
+    StoreContract,
+    StoreFactory,
+    add_alerts_then_sigkill,
+    make_alert,
+    make_incident,
+    make_run,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +118,48 @@ async def test_database_dropped_under_the_store_is_unavailable(
             await store.ping()
     finally:
         await store.close()
+
+
+async def test_alerts_stored_before_a_sigkill_are_there_after(pg_dsn: str) -> None:
+    reported = await add_alerts_then_sigkill(pg_dsn, count=50)
+    assert len(reported) == 50
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    try:
+        assert await store.alert_events_pending() == 50
+        claimed = await store.alert_events_claim(now=datetime.now(UTC), limit=100)
+        assert [e.id for e in claimed] == reported
+        assert [e.labels["i"] for e in claimed] == [str(i) for i in range(50)]
+    finally:
+        await store.close()
+
+
+async def test_alert_and_incident_columns_are_jsonb_and_the_open_rule_is_an_index(
+    pg_dsn: str,
+) -> None:
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    try:
+        await store.alert_events_add([make_alert("fp-J")], received_at=T0)
+        await store.incident_open(make_incident("fp-J"))
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        types = {
+            (r["table_name"], r["column_name"]): r["data_type"]
+            for r in await conn.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE table_name IN ('alert_events', 'incidents')"
+                " AND column_name IN ('labels', 'annotations')"
+            )
+        }
+        alertname = await conn.fetchval("SELECT labels->>'alertname' FROM alert_events")
+        index = await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'incidents_open_fingerprint'"
+        )
+    finally:
+        await conn.close()
+    assert set(types.values()) == {"jsonb"} and len(types) == 4
+    assert alertname == "BackendDown"
+    assert "UNIQUE" in index and "WHERE" in index

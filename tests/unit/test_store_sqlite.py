@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,13 @@ from bot.store import (  # noqa: E402
     StoreUnavailable,
     open_store,
 )
-from tests.store_contract import StoreContract, StoreFactory, make_run  # noqa: E402
+from bot.store.sqlite import SYNCHRONOUS  # noqa: E402
+from tests.store_contract import (  # noqa: E402
+    StoreContract,
+    StoreFactory,
+    add_alerts_then_sigkill,
+    make_run,
+)
 
 
 class TestSqliteContract(StoreContract):
@@ -100,3 +107,32 @@ async def test_not_a_database_is_unavailable(tmp_path: Path) -> None:
     assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
     with pytest.raises(StoreUnavailable, match="not open"):
         await store.ping()
+
+
+async def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
+    """``synchronous = FULL``: an acknowledged alert survives a power cut, not just a kill."""
+    assert SYNCHRONOUS == "FULL"
+    store = SqliteStore(str(tmp_path / "state.db"))
+    await store.open()
+    try:
+        # A per-connection setting, so it can only be read on the store's own connection.
+        async with store._conn() as conn, conn.execute("PRAGMA synchronous") as cursor:
+            row = await cursor.fetchone()
+        assert row is not None and row[0] == 2  # 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+    finally:
+        await store.close()
+
+
+async def test_alerts_stored_before_a_sigkill_are_there_after(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    reported = await add_alerts_then_sigkill(url, count=50)
+    assert len(reported) == 50
+    store = open_store(url)
+    await store.open()
+    try:
+        assert await store.alert_events_pending() == 50
+        claimed = await store.alert_events_claim(now=datetime.now(UTC), limit=100)
+        assert [e.id for e in claimed] == reported
+        assert [e.labels["i"] for e in claimed] == [str(i) for i in range(50)]
+    finally:
+        await store.close()
