@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.harness.postgres",
     "tests.harness.docker",
+    "tests.harness.alertmanager",
     "tests.harness.prometheus",
     "tests.harness.fake_slack",
 ]
