@@ -19,10 +19,12 @@ from bot.engine import Outcome, Run
 from bot.errors import UserError
 from bot.messages import CodeBlock, Status
 from bot.redact import redact
+from bot.store.base import Proposal
 
 __all__ = [
     "ESCALATION",
     "RESTART_ACTION",
+    "propose_restart",
     "recent_restarts",
     "restart_action",
     "restart_proposal",
@@ -71,17 +73,29 @@ async def _limit(deps: Deps, container: str) -> Outcome:
 
 async def restart_proposal(run: Run, *, service: str) -> None:
     deps = run.deps
-    container = deps.docker.container_name(service)
+    deps.docker.container_name(service)  # an unknown service is a usage error, before any step
     await run.step("Check container status", _look(deps, service))
     await run.step("Tail the last log lines", _tail(deps, service))
+    await propose_restart(run, service=service)
+
+
+async def propose_restart(run: Run, *, service: str) -> Proposal | None:
+    """Check the restart limit, then propose restarting ``service``'s container.
+
+    Sets ``run.text`` to what happened: proposed, or not (limit reached or
+    not checkable) with the runbook's escalation. Shared by ``restart`` and
+    the Backend Down procedure, so both obey the same limit.
+    """
+    deps = run.deps
+    container = deps.docker.container_name(service)
     allowed = await run.step("Check the restart limit", _limit(deps, container))
     if not isinstance(allowed, Outcome) or allowed.status is not Status.OK:
         run.text = (
             f"Not proposing a restart of {container}: restarting it again is unlikely to "
             f"help.\n{ESCALATION}"
         )
-        return
-    await run.propose(
+        return None
+    proposal = await run.propose(
         action=RESTART_ACTION,
         args={"service": service, "container": container},
         summary=f"restart container {container} (service {service})",
@@ -93,6 +107,7 @@ async def restart_proposal(run: Run, *, service: str) -> None:
         ),
     )
     run.text = f"Proposed: restart {container}. Waiting for an approver's click."
+    return proposal
 
 
 async def _restart(deps: Deps, service: str) -> Outcome:
@@ -143,7 +158,8 @@ async def restart_action(run: Run, *, service: str, container: str) -> None:
     timeout = deps.settings.sms_recovery_timeout_s
     restarted = await run.step(f"Restart {container}", _restart(deps, service), timeout=60)
     if restarted is None:
-        run.text = f"The restart of {container} failed.\n{ESCALATION}"
+        mention = deps.settings.sms_escalation_mention
+        run.text = f"The restart of {container} failed.\n{mention} {ESCALATION}"
         return
     deadline = time.monotonic() + timeout
     running = await run.step(
@@ -164,4 +180,5 @@ async def restart_action(run: Run, *, service: str, container: str) -> None:
     if recovered:
         run.text = f"{container} recovered: healthy {elapsed:.1f} s after the restart."
     else:
-        run.text = f"{container} did not recover within {timeout:g} s.\n{ESCALATION}"
+        mention = deps.settings.sms_escalation_mention
+        run.text = f"{container} did not recover within {timeout:g} s.\n{mention} {ESCALATION}"

@@ -15,6 +15,7 @@ from typing import Any
 from bot.adapters.docker import ContainerInfo, ContainerNotFound, ContainerOverview
 from bot.adapters.http_health import ComponentHealth, HealthReport
 from bot.adapters.postgres import ActiveQuery, DbCheck, UserCount
+from bot.adapters.prometheus import Sample
 from bot.chat.base import Conversation, MessageRef
 from bot.errors import UnknownService
 from bot.messages import Message
@@ -100,6 +101,9 @@ class FakeDocker:
         self.error = error
         self.log_calls: list[tuple[str, int]] = []
         self.restarts: list[str] = []
+        # Per-service log text; services not in here answer with ``log_text``.
+        self.service_logs: dict[str, str] = {}
+        self.log_errors: dict[str, Exception] = {}
 
     @property
     def services(self) -> Mapping[str, str]:
@@ -139,7 +143,9 @@ class FakeDocker:
         if name not in {c.name for c in self.containers}:
             raise ContainerNotFound(name, service=service)
         self.log_calls.append((service, tail))
-        lines = self.log_text.splitlines()
+        if service in self.log_errors:
+            raise self.log_errors[service]
+        lines = self.service_logs.get(service, self.log_text).splitlines()
         return "\n".join(lines[-tail:])
 
     async def close(self) -> None:
@@ -179,6 +185,8 @@ class FakePrometheus:
 
     def __init__(self, values: Mapping[str, float | None], queries: Mapping[str, str]) -> None:
         self.by_query = {queries[key]: value for key, value in values.items()}
+        # Labelled answers of ``query()``, by exact PromQL text.
+        self.samples: dict[str, list[Sample]] = {}
         self.errors: dict[str, Exception] = {}
         self.unavailable: Exception | None = None
         self.delay = 0.0
@@ -191,6 +199,42 @@ class FakePrometheus:
             raise self.errors[promql]
         return self.by_query.get(promql)
 
+    async def query(self, promql: str, **_: Any) -> list[Sample]:
+        """``samples[promql]``, or one unlabelled sample from ``by_query``, or nothing."""
+        await asyncio.sleep(self.delay)
+        if self.unavailable:
+            raise self.unavailable
+        if promql in self.errors:
+            raise self.errors[promql]
+        if promql in self.samples:
+            return list(self.samples[promql])
+        value = self.by_query.get(promql)
+        return [] if value is None else [Sample(labels={}, value=value)]
+
+
+def samples(label: str, values: Mapping[str, float]) -> list[Sample]:
+    """One sample per label value, e.g. ``samples("handler", {"/api": 120.0})``."""
+    return [Sample(labels={label: key}, value=value) for key, value in values.items()]
+
+
+def active_query(
+    pid: int,
+    *,
+    age_s: float,
+    query: str = "SELECT pg_sleep(30)",
+    state: str = "active",
+    user: str = "sms_user",
+) -> ActiveQuery:
+    """A ``pg_stat_activity`` row that started ``age_s`` seconds before ``NOW``."""
+    return ActiveQuery(
+        pid=pid,
+        user=user,
+        state=state,
+        started_at=NOW - timedelta(seconds=age_s),
+        duration_s=age_s,
+        query=query,
+    )
+
 
 class FakeDb:
     def __init__(self) -> None:
@@ -198,6 +242,9 @@ class FakeDb:
         self.error: Exception | None = None
         self.queries: list[ActiveQuery] = []
         self.delay = 0.0
+        self.terminated: list[int] = []
+        # A backend that ignores pg_terminate_backend (stuck in uninterruptible I/O).
+        self.survives_terminate = False
 
     async def count_users(self) -> UserCount:
         await asyncio.sleep(self.delay)
@@ -213,7 +260,59 @@ class FakeDb:
     async def active_queries(self, *, min_age_s: float = 5.0) -> list[ActiveQuery]:
         if self.error:
             raise self.error
-        return [q for q in self.queries if q.duration_s >= min_age_s]
+        return [q for q in self.queries if q.state == "active" and q.duration_s >= min_age_s]
+
+    async def backend(self, pid: int) -> ActiveQuery | None:
+        if self.error:
+            raise self.error
+        return next((q for q in self.queries if q.pid == pid), None)
+
+    async def terminate(self, pid: int) -> bool:
+        """Like ``pg_terminate_backend``: the backend (and its row) goes away."""
+        if self.error:
+            raise self.error
+        self.terminated.append(pid)
+        if self.survives_terminate:
+            return True
+        before = len(self.queries)
+        self.queries = [q for q in self.queries if q.pid != pid]
+        return len(self.queries) < before
 
     async def close(self) -> None:
         return None
+
+
+class FakeAlertmanager:
+    """Records silences like Alertmanager's v2 API would create them."""
+
+    def __init__(self, base_url: str = "http://localhost:9093") -> None:
+        self.base_url = base_url
+        self.silences: list[dict[str, Any]] = []
+        self.error: Exception | None = None
+
+    async def create_silence(
+        self,
+        *,
+        matchers: Mapping[str, str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        if self.error:
+            raise self.error
+        silence_id = f"silence-{len(self.silences) + 1}"
+        self.silences.append(
+            {
+                "id": silence_id,
+                "matchers": dict(matchers),
+                "starts_at": starts_at,
+                "ends_at": ends_at,
+                "created_by": created_by,
+                "comment": comment,
+            }
+        )
+        return silence_id
+
+    def silence_url(self, silence_id: str) -> str:
+        return f"{self.base_url}/#/silences/{silence_id}"

@@ -41,6 +41,12 @@ ACTIVE_QUERIES_SQL = (
     " AND pid <> pg_backend_pid()"
     " ORDER BY query_start"
 )
+# One backend by pid, whatever its state: is the query we saw still the one running?
+BACKEND_SQL = (
+    "SELECT pid, usename, state, query_start, now() - query_start AS age, query"
+    " FROM pg_stat_activity"
+    " WHERE pid = $1"
+)
 CHECK_SQL = (
     "SELECT current_setting('server_version') AS server_version,"
     " current_database() AS database,"
@@ -219,6 +225,16 @@ class SmsDatabase:
                 ACTIVE_QUERIES_SQL, float(min_age_s), timeout=self._query_timeout
             )
         return [_active_query(row) for row in rows]
+
+    async def backend(self, pid: int) -> ActiveQuery | None:
+        """The ``pg_stat_activity`` row of ``pid`` (any state), or None when it is gone.
+
+        A pid can be reused by a later connection, so a caller deciding whether
+        to act on a query compares ``started_at`` and ``state``, not just the pid.
+        """
+        async with self._connect() as conn:
+            row = await conn.fetchrow(BACKEND_SQL, int(pid), timeout=self._query_timeout)
+        return None if row is None else _active_query(row)
 
     async def terminate(self, pid: int) -> bool:
         """``pg_terminate_backend``; False when no such backend exists (already gone)."""
