@@ -24,7 +24,15 @@ from bot.logs import configure_logging
 from bot.store import open_store
 from bot.telemetry import BotMetrics
 from procedures.health import health
-from tests.fakes import FakeDb, FakeDocker, FakeHealth, FakePrometheus, FakeSurface, container
+from tests.fakes import (
+    FakeAlertmanager,
+    FakeDb,
+    FakeDocker,
+    FakeHealth,
+    FakePrometheus,
+    FakeSurface,
+    container,
+)
 
 SERVICES = {"backend": "docker-backend-1", "postgres": "docker-postgres-1"}
 DELAYS = {"docker": 0.20, "health": 0.15, "prometheus": 0.25, "db": 0.10}
@@ -66,6 +74,7 @@ async def main() -> None:
             health=health_fake,  # type: ignore[arg-type]
             prometheus=prometheus,  # type: ignore[arg-type]
             backups=BackupStore(settings.sms_backup_dir),
+            alertmanager=FakeAlertmanager(),  # type: ignore[arg-type]
             metrics=BotMetrics(),
         )
         engine = Engine(deps)

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from slack_bolt.async_app import AsyncApp
 
+from bot.adapters.alertmanager import AlertmanagerClient
 from bot.adapters.backups import BackupStore
 from bot.adapters.docker import DockerAdapter
 from bot.adapters.http_health import HealthClient
@@ -22,6 +23,7 @@ from bot.adapters.postgres import SmsDatabase
 from bot.adapters.prometheus import PrometheusClient
 from bot.audit import AuditLog
 from bot.chat.base import ChatSurface
+from bot.chat.log import LogSurface
 from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
 from bot.config import Settings
 from bot.deps import Clock, Deps, utc_now
@@ -31,6 +33,7 @@ from bot.outbox import OutboxWorker
 from bot.store import open_store
 from bot.telemetry import BotMetrics
 from handlers.actions import ClickHandler
+from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
 
 __all__ = ["App", "SlackParts", "build_app"]
@@ -49,6 +52,7 @@ class App:
     dispatcher: Dispatcher
     clicks: ClickHandler
     outbox: OutboxWorker
+    alerts: AlertProcessor
     slack: SlackParts | None = None
 
 
@@ -81,6 +85,9 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             health=HealthClient(settings.sms_health_url, session, timeout=timeout),
             prometheus=PrometheusClient(settings.sms_prometheus_url, session, timeout=timeout),
             backups=BackupStore(settings.sms_backup_dir),
+            alertmanager=AlertmanagerClient(
+                settings.sms_alertmanager_url, session, timeout=timeout
+            ),
             metrics=BotMetrics(),
             clock=clock,
         )
@@ -115,6 +122,13 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
                 ),
                 surface=surface,
             )
+        # Alerts post where the alert channel is: Slack when configured, else the log.
+        alert_surface: ChatSurface = slack.surface if slack else LogSurface()
+        alerts = AlertProcessor(
+            deps, engine, surface=alert_surface, channel=settings.slack_alert_channel
+        )
+        clicks.alerts = alerts
+        dispatcher.alerts = alerts
         stack.push_async_callback(engine.shutdown)
         yield App(
             deps=deps,
@@ -122,6 +136,7 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             dispatcher=dispatcher,
             clicks=clicks,
             outbox=outbox,
+            alerts=alerts,
             slack=slack,
         )
 

@@ -14,10 +14,12 @@ import getpass
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 from rich.console import Console
 
+from bot.alerts import WebhookInvalid, parse_webhook
 from bot.app import App, build_app
 from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
@@ -27,6 +29,9 @@ from bot.errors import ConfigError, SmsBotError
 from bot.events import Click, Command
 from bot.http import build_http_app, serve
 from bot.logs import configure_logging
+from bot.messages import Message, Status, worst
+from bot.routing import route_alert
+from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["main"]
@@ -50,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one command as typed in chat, e.g. `run health`")
     run.add_argument("words", nargs="+", metavar="WORDS", help="the command, e.g. logs backend 50")
     sub.add_parser("check-config", help="validate the configuration and print it")
+    replay = sub.add_parser(
+        "replay",
+        help="feed a saved Alertmanager webhook payload through routing and procedures",
+    )
+    replay.add_argument("file", metavar="FILE", help="a JSON file as Alertmanager posts it")
     return parser
 
 
@@ -68,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sms-bot: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    interactive = args.action in {"shell", "run"}
+    interactive = args.action in {"shell", "run", "replay"}
     level = settings.bot_log_level
     if interactive and level == "INFO":
         level = "WARNING"
@@ -81,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_once(settings, " ".join(args.words)))
         if args.action == "shell":
             return asyncio.run(_shell(settings))
+        if args.action == "replay":
+            return asyncio.run(_replay(settings, args.file))
         return asyncio.run(_serve(settings))
     except SmsBotError as exc:
         print(f"sms-bot: {exc}", file=sys.stderr)
@@ -113,6 +125,51 @@ async def _run_once(settings: Settings, text: str) -> int:
         )
         handled = await app.dispatcher.handle(command, surface)
         return handled.exit_code
+
+
+async def _replay(settings: Settings, path: str) -> int:
+    """Show offline what the bot would do with a saved alert payload, on the console."""
+    try:
+        body = await asyncio.to_thread(Path(path).read_bytes)
+    except OSError as exc:
+        print(f"sms-bot: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        batch = parse_webhook(body)
+    except WebhookInvalid as exc:
+        print(f"sms-bot: {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    surface = ConsoleSurface()
+    worst_status = Status.OK
+    async with build_app(settings) as app:
+        for alert in batch.alerts:
+            route = route_alert(alert, settings.sms_alert_routes)
+            procedure = route.procedure or "none (a thread with labels and links)"
+            text = (
+                f"{alert.status} {alert.name} ({alert.fingerprint}): {alert.summary}\n"
+                f"Route: priority {route.priority}, procedure {procedure} (rule {route.rule})"
+            )
+            await surface.post(
+                Conversation("console"),
+                Message(title=f"Replay: {alert.name}", status=Status.OK, text=text),
+            )
+            if alert.status != "firing" or not route.procedure:
+                continue
+            command = Command(
+                text=f"replay {alert.name}",
+                user=_local_user("cli"),
+                source="cli",
+                conversation=Conversation("console"),
+            )
+            run = await app.engine.execute(
+                procedure_for(route.procedure, alert),
+                name=route.procedure,
+                title=f"{route.priority} {alert.name}: {route.procedure}",
+                command=command,
+                surface=surface,
+            )
+            worst_status = worst([worst_status, run.status])
+    return EXIT_FAILED if worst_status.is_bad else EXIT_OK
 
 
 async def _shell(settings: Settings) -> int:
@@ -187,8 +244,15 @@ async def _serve(settings: Settings) -> int:
                 socket_mode = AsyncSocketModeHandler(app.slack.app, settings.slack_app_token)
                 await socket_mode.connect_async()  # type: ignore[no-untyped-call]
                 log.info("slack.socket_mode_connected")
+        http_app.router.add_post(
+            "/alerts/alertmanager",
+            alert_webhook_route(token=settings.alert_webhook_token, receive=app.alerts.receive),
+        )
+        if not settings.alert_webhook_token:
+            log.warning("alerts.webhook_disabled", reason="ALERT_WEBHOOK_TOKEN is not set")
         worker = asyncio.create_task(app.outbox.run(), name="outbox")
         sweeper = asyncio.create_task(_expire_proposals(app), name="proposals")
+        alerts = asyncio.create_task(app.alerts.run(), name="alerts")
         log.info(
             "serve.listening",
             host=settings.bot_host,
@@ -200,14 +264,18 @@ async def _serve(settings: Settings) -> int:
         finally:
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
-            await app.engine.shutdown()
-            # Let what the last runs wrote reach the chat before stopping.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_drain(app), timeout=5)
-            for task in (sweeper, worker):
+            for task in (alerts, sweeper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await app.engine.shutdown()
+            # Let what the last runs wrote reach the chat before stopping; what does
+            # not make it stays in the outbox for the next start.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_drain(app), timeout=5)
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
     log.info("serve.stopped")
     return EXIT_OK
 

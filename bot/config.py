@@ -9,6 +9,7 @@ and schedule.
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.routing import PRIORITIES, PROCEDURES, RouteRule
 from bot.store import validate_state_url
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "Settings",
     "Threshold",
     "load_settings",
+    "parse_response_times",
+    "parse_routes",
     "parse_services",
 ]
 
@@ -154,6 +158,19 @@ class Settings(BaseSettings):
     slack_api_url: HttpUrl = "https://slack.com/api/"
     slack_alert_channel: str = "#sms-alerts"
 
+    # Alertmanager's webhook (POST /alerts/alertmanager) needs this bearer token.
+    alert_webhook_token: str = ""
+    # Routing overrides, JSON list of {"alertname", "severity"?, "procedure", "priority"}.
+    sms_alert_routes: Annotated[tuple[RouteRule, ...], NoDecode] = ()
+    # Beyond this many new alert threads per minute, alerts go into one digest.
+    sms_alert_threads_per_minute: int = Field(default=10, ge=1)
+    # Minutes to acknowledge before the thread escalates, per priority.
+    sms_response_times_min: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: {"P0": 5.0, "P1": 15.0, "P2": 30.0}
+    )
+    # Who an escalation mentions, e.g. <!subteam^S0123ABC> or <@U0123ABC>.
+    sms_escalation_mention: str = "<!channel>"
+
     # The SMS deployment the runbook is about.
     sms_health_url: HttpUrl = "http://localhost:8080/health"
     sms_prometheus_url: HttpUrl = "http://localhost:9090"
@@ -202,6 +219,17 @@ class Settings(BaseSettings):
     @classmethod
     def _services(cls, value: Any) -> dict[str, str]:
         return parse_services(value)
+
+    @field_validator("sms_alert_routes", mode="before")
+    @classmethod
+    def _routes(cls, value: Any) -> tuple[RouteRule, ...]:
+        return parse_routes(value)
+
+    @field_validator("sms_response_times_min", mode="before")
+    @classmethod
+    def _response_times(cls, value: Any) -> dict[str, float]:
+        # Setting one priority keeps the runbook's times for the others.
+        return {"P0": 5.0, "P1": 15.0, "P2": 30.0, **parse_response_times(value)}
 
     @field_validator("slack_api_url")
     @classmethod
@@ -289,6 +317,63 @@ class Settings(BaseSettings):
                 f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRIC_KEYS)}"
             )
         return value
+
+
+def parse_routes(raw: Any) -> tuple[RouteRule, ...]:
+    """``SMS_ALERT_ROUTES``: a JSON list of rules, checked against the known procedures."""
+    if isinstance(raw, tuple) and all(isinstance(r, RouteRule) for r in raw):
+        return raw
+    if isinstance(raw, str):
+        if not raw.strip():
+            return ()
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(raw, list | tuple):
+        raise ValueError('a JSON list like [{"alertname": "X", "procedure": "", "priority": "P2"}]')
+    rules = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or "alertname" not in item or "priority" not in item:
+            raise ValueError(f"rule {i + 1} needs at least alertname and priority")
+        procedure = str(item.get("procedure", ""))
+        priority = str(item["priority"]).upper()
+        if procedure not in PROCEDURES:
+            known = ", ".join(p for p in PROCEDURES if p)
+            raise ValueError(f"rule {i + 1}: unknown procedure {procedure!r} (known: {known})")
+        if priority not in PRIORITIES:
+            raise ValueError(f"rule {i + 1}: priority must be one of {', '.join(PRIORITIES)}")
+        rules.append(
+            RouteRule(str(item["alertname"]), procedure, priority, str(item.get("severity", "")))
+        )
+    return tuple(rules)
+
+
+def parse_response_times(raw: Any) -> dict[str, float]:
+    """``P0=5,P1=15,P2=30``: minutes to acknowledge per priority."""
+    if isinstance(raw, dict):
+        items = list(raw.items())
+    else:
+        items = []
+        for part in str(raw).split(","):
+            if part.strip():
+                key, sep, value = part.partition("=")
+                if not sep:
+                    raise ValueError(f"{part.strip()!r} is not PRIORITY=MINUTES")
+                items.append((key, value))
+    times: dict[str, float] = {}
+    for key, value in items:
+        priority = str(key).strip().upper()
+        if priority not in PRIORITIES:
+            raise ValueError(f"{priority!r} is not one of {', '.join(PRIORITIES)}")
+        try:
+            minutes = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number of minutes") from None
+        if minutes <= 0:
+            raise ValueError(f"{priority}: minutes must be positive")
+        times[priority] = minutes
+    return times
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bot.adapters.alertmanager import AlertmanagerClient
 from bot.adapters.backups import BackupStore
 from bot.adapters.docker import DockerAdapter
 from bot.adapters.http_health import HealthClient
@@ -39,5 +40,6 @@ class Deps:
     health: HealthClient
     prometheus: PrometheusClient
     backups: BackupStore
+    alertmanager: AlertmanagerClient
     metrics: BotMetrics
     clock: Clock = utc_now

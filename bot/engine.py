@@ -187,7 +187,12 @@ class Run:
             target=summary,
             outcome="pending",
             conversation=self.command.conversation.channel,
-            detail={"proposal_id": proposal.id, "action": action, "args": dict(args)},
+            detail={
+                "proposal_id": proposal.id,
+                "action": action,
+                "args": dict(args),
+                "thread": self.command.conversation.thread,
+            },
         )
         self.proposals.append(proposal)
         return proposal

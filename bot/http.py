@@ -23,6 +23,7 @@ __all__ = [
     "Readiness",
     "ReadyCheck",
     "build_http_app",
+    "read_body",
     "serve",
 ]
 
@@ -144,3 +145,23 @@ async def serve(
     finally:
         await runner.cleanup()
         log.info("http.stopped", host=host, port=port)
+
+
+async def read_body(request: web.Request, *, limit: int) -> bytes | None:
+    """The whole request body, or None when it is larger than ``limit`` bytes.
+
+    ``StreamReader.read(n)`` may return fewer bytes than are coming, so read
+    until the end of the stream, stopping as soon as the limit is passed.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)

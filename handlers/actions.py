@@ -7,23 +7,32 @@ case gets a clear answer shown to the clicker only. Every click is audited.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 import structlog
 
+from bot.adapters.alertmanager import AlertmanagerError
 from bot.chat.base import ChatSurface, MessageRef
 from bot.deps import Deps
 from bot.engine import Engine, Procedure
 from bot.errors import NotAllowed
 from bot.events import Click, Command
+from bot.incidents import ACK, RESOLVE, SILENCE, SILENCE_HOURS, incident_message
 from bot.messages import Message, Status
 from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
-from bot.store.base import Proposal
+from bot.store.base import Incident, Proposal
 from handlers.auth import authorize
 from handlers.registry import Role
 from procedures.restart import RESTART_ACTION, restart_action
+from procedures.terminate import TERMINATE_ACTION, terminate_action
+
+if TYPE_CHECKING:
+    from handlers.alerts import AlertProcessor
 
 __all__ = ["ACTIONS", "ActionSpec", "ClickHandler"]
 
@@ -49,6 +58,17 @@ ACTIONS: dict[str, ActionSpec] = {
         ),
         confirm_label=lambda p: f"Restart {p.args['container']}",
     ),
+    TERMINATE_ACTION: ActionSpec(
+        title=lambda p: f"Terminating query pid {p.args['pid']}",
+        audit_target=lambda p: f"pid {p.args['pid']}",
+        bind=lambda p: partial(
+            terminate_action,
+            pid=int(p.args["pid"]),
+            query_start=str(p.args["query_start"]),
+            query=str(p.args["query"]),
+        ),
+        confirm_label=lambda p: f"Terminate {p.args['pid']}",
+    ),
 }
 
 
@@ -56,9 +76,13 @@ class ClickHandler:
     def __init__(self, deps: Deps, engine: Engine) -> None:
         self.deps = deps
         self.engine = engine
+        # Set by the app when this process handles alerts (for Resolve on manual incidents).
+        self.alerts: AlertProcessor | None = None
 
     async def handle(self, click: Click, surface: ChatSurface) -> str:
         """Handle one click; returns the audited outcome (for tests and logs)."""
+        if click.action in (ACK, SILENCE, RESOLVE):
+            return await self._incident_click(click, surface)
         if click.action not in (APPROVE, CANCEL):
             return await self._refuse(
                 click, surface, "unknown_action", "This button is not known to this bot version."
@@ -111,6 +135,125 @@ class ClickHandler:
         await self._execute(claimed, click, surface)
         return "approved"
 
+    async def _incident_click(self, click: Click, surface: ChatSurface) -> str:
+        incident_id, _, arg = click.value.partition(":")
+        incident = await self.deps.store.incident_get(incident_id)
+        if incident is None:
+            return await self._refuse(
+                click, surface, "unknown_incident", "This incident does not exist (any more)."
+            )
+        if incident.status != "open":
+            return await self._refuse(
+                click, surface, "already_resolved", "This incident is already resolved."
+            )
+        now = self.deps.clock()
+        if click.action == ACK:
+            acked = await self.deps.store.incident_ack(incident.id, by=click.user, now=now)
+            if acked is None:
+                current = await self.deps.store.incident_get(incident.id) or incident
+                return await self._refuse(
+                    click,
+                    surface,
+                    "already_acknowledged",
+                    f"Already acknowledged by {current.acknowledged_by}.",
+                    incident=incident,
+                )
+            await self._incident_audit(click, "acknowledged", acked)
+            await self._incident_note(surface, acked, f"Acknowledged by {click.user}.")
+            return "acknowledged"
+        try:
+            authorize(click.user, click.source, Role.OPERATOR, self.deps.settings)
+        except NotAllowed as exc:
+            return await self._refuse(click, surface, "refused", str(exc), incident=incident)
+        if click.action == RESOLVE:
+            if self.alerts is None:
+                return await self._refuse(
+                    click, surface, "unavailable", "Incidents are not handled by this bot process."
+                )
+            resolved = await self.alerts.resolve(incident, by=click.user)
+            if resolved is None:
+                return await self._refuse(
+                    click, surface, "already_resolved", "This incident is already resolved."
+                )
+            return "resolved"
+        return await self._silence(click, surface, incident, arg)
+
+    async def _silence(
+        self, click: Click, surface: ChatSurface, incident: Incident, arg: str
+    ) -> str:
+        try:
+            hours = int(arg)
+        except ValueError:
+            hours = 0
+        if hours not in SILENCE_HOURS or not incident.labels:
+            return await self._refuse(
+                click,
+                surface,
+                "bad_silence",
+                "This silence button is not valid.",
+                incident=incident,
+            )
+        now = self.deps.clock()
+        name = incident.labels.get("alertname", incident.title)
+        try:
+            silence_id = await self.deps.alertmanager.create_silence(
+                matchers=dict(incident.labels),
+                starts_at=now,
+                ends_at=now + timedelta(hours=hours),
+                created_by=f"sms-bot for {click.user}",
+                comment=f"Silenced from sms-bot incident {incident.id[:8]} ({name})",
+            )
+        except AlertmanagerError as exc:
+            return await self._refuse(
+                click,
+                surface,
+                "silence_failed",
+                f"Alertmanager did not create the silence: {exc}",
+                incident=incident,
+            )
+        await self._incident_audit(
+            click, "silenced", incident, {"silence_id": silence_id, "hours": hours}
+        )
+        link = self.deps.alertmanager.silence_url(silence_id)
+        await self._incident_note(
+            surface,
+            incident,
+            f"Silenced {name} for {hours}h by {click.user}: silence {silence_id} ({link}).",
+        )
+        return "silenced"
+
+    async def _incident_note(self, surface: ChatSurface, incident: Incident, text: str) -> None:
+        if not incident.conversation or not incident.root_key:
+            return
+        thread = decode_thread(incident.conversation)
+        try:
+            await surface.reply(thread.root, Message(title=text, status=Status.OK))
+            if not json.loads(incident.conversation).get("digest"):
+                await surface.update(
+                    thread.root,
+                    incident_message(incident, self.deps.settings, now=self.deps.clock()),
+                )
+        except Exception:
+            log.exception("incident.note_failed", incident_id=incident.id)
+
+    async def _incident_audit(
+        self,
+        click: Click,
+        outcome: str,
+        incident: Incident,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        await self.deps.audit.record(
+            at=self.deps.clock(),
+            actor=click.user,
+            source=click.source,
+            action="click",
+            target=incident.labels.get("alertname") or incident.title,
+            outcome=outcome,
+            conversation=click.conversation.channel,
+            detail={"action": click.action, "incident_id": incident.id, **(extra or {})},
+        )
+
     async def expire_due(self, surfaces: Mapping[str, ChatSurface]) -> int:
         """Expire proposals nobody clicked in time and take their buttons away."""
         expired = await self.deps.store.proposal_expire_due(now=self.deps.clock())
@@ -158,7 +301,12 @@ class ClickHandler:
             target=spec.audit_target(proposal),
             outcome="ok" if ok else "failed",
             conversation=click.conversation.channel,
-            detail={"proposal_id": proposal.id, "run_id": run.id, "result": result},
+            detail={
+                "proposal_id": proposal.id,
+                "run_id": run.id,
+                "result": result,
+                "thread": thread.conversation.thread,
+            },
         )
         finished = await self.deps.store.proposal_get(proposal.id)
         if finished is not None:
@@ -196,8 +344,13 @@ class ClickHandler:
         outcome: str,
         text: str,
         proposal: Proposal | None = None,
+        *,
+        incident: Incident | None = None,
     ) -> str:
-        await self._audit(click, outcome, proposal)
+        if incident is not None:
+            await self._incident_audit(click, outcome, incident)
+        else:
+            await self._audit(click, outcome, proposal)
         msg = Message(title="Nothing was changed", status=Status.WARN, text=text)
         await surface.ephemeral(click.conversation, click.user, msg)
         return outcome
@@ -207,6 +360,7 @@ class ClickHandler:
         if proposal is not None:
             detail["proposal_action"] = proposal.action
             detail["args"] = dict(proposal.args)
+            detail["thread"] = decode_thread(proposal.conversation).conversation.thread
         await self.deps.audit.record(
             at=self.deps.clock(),
             actor=click.user,

@@ -6,10 +6,15 @@ number raises ``UsageError`` with the command's usage, never a stack trace.
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from functools import partial
+from typing import Any
 
+from bot.chat.base import ChatSurface
 from bot.deps import Deps
 from bot.errors import UsageError
+from bot.events import Command
 from bot.messages import Message, Status, Table
 from handlers.registry import REGISTRY, Invocation, Role, command
 from procedures.backups import backups
@@ -19,9 +24,10 @@ from procedures.logs import logs
 from procedures.metrics import metrics
 from procedures.restart import restart_proposal
 from procedures.runbook import runbook_message
+from procedures.silence import silence
 from procedures.status import status
 
-__all__ = ["DEFAULT_LOG_LINES", "help_message"]
+__all__ = ["DEFAULT_LOG_LINES", "help_message", "parse_duration"]
 
 DEFAULT_LOG_LINES = 100
 
@@ -132,6 +138,67 @@ def _restart(args: list[str], deps: Deps) -> Invocation:
         name="restart",
         title=f"Restart {service}?",
         procedure=partial(restart_proposal, service=service),
+    )
+
+
+@command(
+    "incident",
+    usage="incident TITLE",
+    summary="Open an incident thread by hand (acknowledge, resolve, record)",
+    role=Role.OPERATOR,
+)
+def _incident(args: list[str], deps: Deps) -> Invocation:
+    title = " ".join(args).strip()
+    if not title:
+        raise UsageError("What is the incident? Give it a title.", usage="/sms incident TITLE")
+    if len(title) > 200:
+        raise UsageError("The title is longer than 200 characters.", usage="/sms incident TITLE")
+    return Invocation(name="incident", direct=partial(_open_incident, title=title))
+
+
+async def _open_incident(
+    dispatcher: Any, cmd: Command, surface: ChatSurface, *, title: str
+) -> None:
+    alerts = dispatcher.alerts
+    if alerts is None:
+        raise UsageError("Incidents are not handled by this bot process.")
+    await alerts.open_manual(title=title, by=cmd.user, where=cmd.conversation)
+
+
+_DURATION = re.compile(r"^(\d+)([mhd])$")
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
+MAX_SILENCE = timedelta(days=7)
+
+
+def parse_duration(raw: str, usage: str) -> timedelta:
+    found = _DURATION.match(raw.strip().lower())
+    if not found:
+        raise UsageError(f"{raw!r} is not a duration like 30m, 4h or 1d.", usage=f"/sms {usage}")
+    value = timedelta(minutes=int(found.group(1)) * _UNIT_MINUTES[found.group(2)])
+    if value <= timedelta(0) or value > MAX_SILENCE:
+        raise UsageError("A silence lasts from 1 minute to 7 days.", usage=f"/sms {usage}")
+    return value
+
+
+@command(
+    "silence",
+    usage="silence ALERTNAME DURATION",
+    summary="Silence an alert in Alertmanager, e.g. silence HighCPU 4h",
+    role=Role.OPERATOR,
+    changes=True,
+)
+def _silence(args: list[str], deps: Deps) -> Invocation:
+    usage = "silence ALERTNAME DURATION"
+    if len(args) != 2:
+        raise UsageError("Give the alert's name and a duration.", usage=f"/sms {usage}")
+    name = args[0]
+    if not re.match(r"^[A-Za-z_:][A-Za-z0-9_:]*$", name):
+        raise UsageError(f"{name!r} is not an alert name.", usage=f"/sms {usage}")
+    duration = parse_duration(args[1], usage)
+    return Invocation(
+        name="silence",
+        title=f"Silence {name}",
+        procedure=partial(silence, alertname=name, duration=duration),
     )
 
 

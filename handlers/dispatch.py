@@ -7,6 +7,7 @@ normal replies; the exit code tells ``sms-bot run`` what happened.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,6 +20,9 @@ from bot.events import Command
 from bot.messages import Message, Status
 from handlers.auth import authorize
 from handlers.registry import REGISTRY, Registry, match
+
+if TYPE_CHECKING:
+    from handlers.alerts import AlertProcessor
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Dispatcher", "Handled"]
 
@@ -43,6 +47,8 @@ class Dispatcher:
         self.deps = deps
         self.engine = engine
         self.registry = registry
+        # Set by the app: where manual incidents are opened.
+        self.alerts: AlertProcessor | None = None
 
     async def handle(self, cmd: Command, surface: ChatSurface) -> Handled:
         name = "unknown"
@@ -63,6 +69,13 @@ class Dispatcher:
             msg = Message(title="Not allowed", status=Status.FAILED, text=str(exc))
             await self._answer(cmd, surface, msg, name=name, outcome="refused")
             return Handled(EXIT_FAILED, message=msg)
+
+        if invocation.direct is not None:
+            await self._audit(cmd, name=name, outcome="started")
+            await invocation.direct(self, cmd, surface)
+            await self._audit(cmd, name=name, outcome="ok")
+            self.deps.metrics.commands.labels(name, "ok").inc()
+            return Handled(EXIT_OK)
 
         if invocation.message is not None:
             await self._answer(cmd, surface, invocation.message, name=name, outcome="ok")

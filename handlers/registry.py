@@ -6,13 +6,16 @@ procedure are separate layers (``handlers.dispatch``) that read this.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from bot.chat.base import ChatSurface
 from bot.deps import Deps
 from bot.engine import Procedure
 from bot.errors import UsageError
+from bot.events import Command
 from bot.messages import Message
 
 __all__ = [
@@ -42,6 +45,8 @@ class Invocation:
     title: str = ""
     procedure: Procedure | None = None
     message: Message | None = None
+    # Anything else: called with the dispatcher, the command and the surface.
+    direct: Callable[[Any, Command, ChatSurface], Awaitable[None]] | None = None
 
 
 Parser = Callable[[list[str], Deps], Invocation]

@@ -29,6 +29,7 @@ from bot.chat.base import Conversation
 from bot.chat.blockkit import base_action, to_block_kit, to_thread_reply
 from bot.deps import Clock
 from bot.events import Click, Command
+from bot.http import read_body
 from bot.outbox import OutboxSurface, RetryLater, Undeliverable, chat_message
 from bot.store.base import OutboxItem, Store
 
@@ -303,10 +304,8 @@ def slack_events_route(
     verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return web.json_response({"error": "body too large"}, status=413)
-        body = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
+        body = await read_body(request, limit=MAX_BODY_BYTES)
+        if body is None:
             return web.json_response({"error": "body too large"}, status=413)
         if verifier is not None and not verifier.is_valid_request(body, dict(request.headers)):
             return web.json_response({"error": "invalid signature"}, status=401)

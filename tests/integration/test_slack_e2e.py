@@ -12,109 +12,25 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import App, build_app
-from bot.chat.slack import slack_events_route
-from bot.config import Settings, load_settings
-from bot.http import build_http_app
+from bot.config import load_settings
 from bot.store.base import AuditEvent
+from tests.harness.botapp import CHANNEL, SECRET, Bot, Clock
 from tests.harness.docker import wait_until
 from tests.harness.fake_slack import FakeMessage, FakeSlack
-from tests.harness.slack_signing import block_actions_body, signed_headers, slash_command_body
+from tests.harness.slack_signing import signed_headers, slash_command_body
 
 pytestmark = pytest.mark.integration
 
-SECRET = "signing-secret-for-tests"
-CHANNEL = "C0ALERTS"
 OPERATOR = "UOPS"
 APPROVER = "UAPPROVER"
 APPROVER_2 = "UAPPROVER2"
 VIEWER = "UVIEWER"
-
-
-@dataclass
-class Clock:
-    """Real time plus an offset the test can move forward (proposal expiry)."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-
-class Bot:
-    """The bot under test: app, HTTP server and outbox worker; can be restarted."""
-
-    def __init__(self, settings: Settings, clock: Clock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.app: App | None = None
-        self.client: TestClient | None = None
-        self._stack: AsyncExitStack | None = None
-        self._worker: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        stack = AsyncExitStack()
-        app = await stack.enter_async_context(build_app(self.settings, clock=self.clock))
-        assert app.slack is not None
-        http = build_http_app(ready_check=app.deps.store.ping, registry=app.deps.metrics.registry)
-        http.router.add_post(
-            "/slack/events", slack_events_route(app.slack.app, signing_secret=SECRET)
-        )
-        client = TestClient(TestServer(http, host="127.0.0.1"))
-        await client.start_server()
-        stack.push_async_callback(client.close)
-        self._worker = asyncio.create_task(app.outbox.run())
-        self.app, self.client, self._stack = app, client, stack
-
-    async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-        if self._stack is not None:
-            await self._stack.aclose()
-        self.app = self.client = self._stack = self._worker = None
-
-    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-        assert self.client is not None
-        resp = await self.client.post("/slack/events", data=body, headers=headers)
-        return resp.status, await resp.text()
-
-    async def command(self, text: str, *, user: str, fake: FakeSlack) -> int:
-        body = slash_command_body(
-            text,
-            user_id=user,
-            channel_id=CHANNEL,
-            response_url=fake.response_url(CHANNEL, user=user),
-        )
-        status, _ = await self.post(body, signed_headers(body, secret=SECRET))
-        return status
-
-    async def click(
-        self, action_id: str, value: str, *, user: str, fake: FakeSlack, message_ts: str
-    ) -> int:
-        body = block_actions_body(
-            action_id,
-            value,
-            user_id=user,
-            channel_id=CHANNEL,
-            message_ts=message_ts,
-            response_url=fake.response_url(CHANNEL, user=user, message_ts=message_ts),
-        )
-        status, _ = await self.post(body, signed_headers(body, secret=SECRET))
-        return status
-
-    async def audit(self, limit: int = 200) -> list[AuditEvent]:
-        assert self.app is not None
-        return await self.app.deps.store.recent_audit(limit)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from bot.telemetry import BotMetrics
 from handlers.dispatch import Dispatcher
 from tests.fakes import (
     NOW,
+    FakeAlertmanager,
     FakeDb,
     FakeDocker,
     FakeHealth,
@@ -80,6 +81,7 @@ async def deps(settings: Settings) -> AsyncIterator[Deps]:
             health=FakeHealth(),  # type: ignore[arg-type]
             prometheus=FakePrometheus(HEALTHY_VALUES, DEFAULT_QUERIES),  # type: ignore[arg-type]
             backups=BackupStore(settings.sms_backup_dir),
+            alertmanager=FakeAlertmanager(),  # type: ignore[arg-type]
             metrics=BotMetrics(),
             clock=lambda: NOW,
         )

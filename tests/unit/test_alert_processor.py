@@ -1,0 +1,201 @@
+"""Alerts to incident threads, with a fake surface and the real (SQLite) store."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from bot.alerts import Alert, AlertBatch
+from bot.chat.base import Conversation
+from bot.deps import Deps
+from bot.engine import Engine
+from bot.events import Click, Command
+from bot.incidents import ACK, RESOLVE, SILENCE
+from bot.messages import Status
+from handlers.actions import ClickHandler
+from handlers.alerts import AlertProcessor
+from handlers.dispatch import Dispatcher
+from tests.fakes import NOW, FakeSurface
+from tests.unit.conftest import make_settings
+
+
+def _alert(
+    name: str = "DiskSpace", fp: str = "fp1", status: str = "firing", **labels: str
+) -> Alert:
+    return Alert(
+        fingerprint=fp,
+        status=status,
+        labels={"alertname": name, "instance": "sms-1", **labels},
+        annotations={"summary": f"{name} on sms-1", "runbook": "runbook.md#disk"},
+        starts_at=NOW - timedelta(minutes=2),
+        generator_url="http://prometheus:9090/graph?g0.expr=disk",
+    )
+
+
+def _batch(*alerts: Alert) -> AlertBatch:
+    return AlertBatch(receiver="sms-bot", status="firing", group_key="g", alerts=alerts)
+
+
+def _processor(deps: Deps, surface: FakeSurface) -> AlertProcessor:
+    return AlertProcessor(deps, Engine(deps), surface=surface, channel="#sms-alerts")
+
+
+async def _deliver(processor: AlertProcessor, *alerts: Alert) -> None:
+    await processor.receive(_batch(*alerts))
+    while await processor.process_once():
+        pass
+
+
+def _posts(surface: FakeSurface) -> list[str]:
+    return [ref for kind, ref, _ in surface.events if kind == "post"]
+
+
+async def test_firing_repeat_resolved(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    surface = FakeSurface()
+    processor = _processor(deps, surface)
+
+    await _deliver(processor, _alert())
+    [root] = _posts(surface)
+    msg = surface.last(root)
+    assert msg.title == "FIRING [P3] DiskSpace: DiskSpace on sms-1"
+    assert msg.status is Status.CRIT
+    assert [b.label for b in msg.buttons] == [
+        "Acknowledge",
+        "Silence 1h",
+        "Silence 4h",
+        "Silence 24h",
+    ]
+    assert "<http://prometheus:9090/graph?g0.expr=disk|Prometheus>" in msg.text
+    incident = await deps.store.incident_open_for("fp1")
+    assert incident is not None and incident.root_key == root
+
+    await _deliver(processor, _alert())
+    assert _posts(surface) == [root]  # the repeat folds into the same thread
+    assert any(f.label == "Repeats" for f in surface.last(root).fields)
+
+    await _deliver(processor, _alert(status="resolved"))
+    final = surface.last(root)
+    assert final.status is Status.OK and final.title.startswith("RESOLVED")
+    assert final.buttons == ()
+    resolution = surface.replies()[-1]
+    assert resolution.title == "Resolved" and "Resolved after" in resolution.text
+    stored = await deps.store.incident_get(incident.id)
+    assert stored is not None and stored.status == "resolved" and stored.record_path
+    record = Path(stored.record_path).read_text()
+    assert "# P3 DiskSpace: DiskSpace on sms-1" in record
+    assert "Alert DiskSpace firing" in record and "Resolved" in record
+    assert await deps.store.alert_events_pending() == 0
+
+
+async def test_several_alerts_in_one_payload_get_their_own_threads(deps: Deps) -> None:
+    surface = FakeSurface()
+    await _deliver(_processor(deps, surface), _alert(fp="a"), _alert("HighCPU", fp="b"))
+    assert len(_posts(surface)) == 2
+
+
+async def test_an_alert_storm_becomes_one_digest(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_alert_threads_per_minute=3))
+    surface = FakeSurface()
+    processor = _processor(deps, surface)
+    await _deliver(processor, *(_alert(f"Alert{i}", fp=f"fp{i}") for i in range(10)))
+    posts = _posts(surface)
+    assert len(posts) == 4  # three threads and one digest
+    digest = surface.last(posts[-1])
+    assert digest.title.startswith("Alert storm: 7 more alerts")
+    assert len(digest.details[0].rows) == 7  # type: ignore[union-attr]
+    assert len(await deps.store.incidents_open()) == 10  # none dropped
+    await _deliver(processor, _alert("Alert9", fp="fp9", status="resolved"))
+    assert surface.replies()[-1].title == "Resolved: Alert9"
+
+
+async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_escalation_mention="<!subteam^S1>"))
+    surface = FakeSurface()
+    processor = _processor(deps, surface)
+    await _deliver(processor, _alert("SlowThing", fp="p2", priority="P2"))
+    await _deliver(processor, _alert("Acked", fp="p2b", priority="P2"))
+    acked = await deps.store.incident_open_for("p2b")
+    assert acked is not None
+    clicks = ClickHandler(deps, Engine(deps))
+    where = Conversation("fake", "#sms-alerts")
+    assert await clicks.handle(Click(ACK, acked.id, "U1", "slack", where), surface) == (
+        "acknowledged"
+    )
+    assert await clicks.handle(Click(ACK, acked.id, "U2", "slack", where), surface) == (
+        "already_acknowledged"
+    )
+
+    assert await processor.escalate_due() == 0  # not yet: P2 has 30 minutes
+    later = _processor(replace(deps, clock=lambda: NOW + timedelta(minutes=31)), surface)
+    assert await later.escalate_due() == 1
+    assert await later.escalate_due() == 0
+    escalation = surface.replies()[-1]
+    assert escalation.title == "Escalation"
+    assert escalation.text.startswith("<!subteam^S1> P2 incident not acknowledged within 30")
+
+
+async def test_silence_buttons_create_a_silence_for_the_alert_labels(
+    deps: Deps, tmp_path: Path
+) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_operators=("UOPS",)))
+    surface = FakeSurface()
+    await _deliver(_processor(deps, surface), _alert())
+    incident = await deps.store.incident_open_for("fp1")
+    assert incident is not None
+    clicks = ClickHandler(deps, Engine(deps))
+    where = Conversation("fake", "#sms-alerts")
+    assert (
+        await clicks.handle(Click(SILENCE, f"{incident.id}:4", "UVIEW", "slack", where), surface)
+        == "refused"
+    )
+    assert (
+        await clicks.handle(Click(SILENCE, f"{incident.id}:4", "UOPS", "slack", where), surface)
+        == "silenced"
+    )
+    [silence] = deps.alertmanager.silences  # type: ignore[attr-defined]
+    assert silence["matchers"] == {"alertname": "DiskSpace", "instance": "sms-1"}
+    assert silence["ends_at"] - silence["starts_at"] == timedelta(hours=4)
+    assert "silence-1" in surface.replies()[-1].title
+    assert (
+        await clicks.handle(Click(SILENCE, f"{incident.id}:999", "UOPS", "slack", where), surface)
+        == "bad_silence"
+    )
+
+
+async def test_manual_incident_opened_and_resolved(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(
+        deps,
+        settings=make_settings(
+            tmp_path, sms_operators=("UOPS",), sms_incidents_dir=str(tmp_path / "inc")
+        ),
+    )
+    surface = FakeSurface()
+    engine = Engine(deps)
+    processor = AlertProcessor(deps, engine, surface=surface, channel="#sms-alerts")
+    dispatcher = Dispatcher(deps, engine)
+    dispatcher.alerts = processor
+    where = Conversation("fake", "#ops")
+    handled = await dispatcher.handle(
+        Command("/sms incident Grades page is blank", "UOPS", "slack", where), surface
+    )
+    assert handled.exit_code == 0
+    [root] = _posts(surface)
+    msg = surface.last(root)
+    assert msg.title == "FIRING [P2] Manual incident: Grades page is blank"
+    assert [b.label for b in msg.buttons] == ["Acknowledge", "Resolve"]
+    [incident] = await deps.store.incidents_open()
+    clicks = ClickHandler(deps, engine)
+    clicks.alerts = processor
+    assert await clicks.handle(Click(RESOLVE, incident.id, "UOPS", "slack", where), surface) == (
+        "resolved"
+    )
+    stored = await deps.store.incident_get(incident.id)
+    assert stored is not None and stored.status == "resolved" and stored.record_path
+    assert "Resolved after" in surface.replies()[-1].text
+
+    usage = await dispatcher.handle(Command("incident", "UOPS", "slack", where), surface)
+    assert usage.exit_code == 2
+    refused = await dispatcher.handle(Command("incident x", "UNOBODY", "slack", where), surface)
+    assert refused.exit_code == 1
