@@ -199,3 +199,37 @@ async def test_manual_incident_opened_and_resolved(deps: Deps, tmp_path: Path) -
     assert usage.exit_code == 2
     refused = await dispatcher.handle(Command("incident x", "UNOBODY", "slack", where), surface)
     assert refused.exit_code == 1
+
+
+async def test_silence_command_creates_a_silence_and_shows_its_id(
+    deps: Deps, tmp_path: Path
+) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_operators=("UOPS",)))
+    surface = FakeSurface()
+    dispatcher = Dispatcher(deps, Engine(deps))
+    where = Conversation("fake", "#ops")
+    handled = await dispatcher.handle(
+        Command("/sms silence HighCPU 4h", "UOPS", "slack", where), surface
+    )
+    assert handled.exit_code == 0
+    [silence] = deps.alertmanager.silences  # type: ignore[attr-defined]
+    assert silence["matchers"] == {"alertname": "HighCPU"}
+    assert silence["ends_at"] - silence["starts_at"] == timedelta(hours=4)
+    fields = {f.label: f.value for f in surface.last().fields}
+    assert fields["Silence"] == "silence-1"
+    assert fields["Link"].endswith("/#/silences/silence-1")
+
+    for text, reason in [
+        ("silence HighCPU", "Give the alert's name and a duration."),
+        ("silence HighCPU forever", "is not a duration like 30m, 4h or 1d."),
+        ("silence HighCPU 30d", "A silence lasts from 1 minute to 7 days."),
+        ("silence bad-name! 1h", "is not an alert name."),
+    ]:
+        bad = await dispatcher.handle(Command(text, "UOPS", "slack", where), surface)
+        assert bad.exit_code == 2, text
+        assert reason in surface.events[-1][2].text
+    viewer = await dispatcher.handle(
+        Command("silence HighCPU 1h", "UVIEW", "slack", where), surface
+    )
+    assert viewer.exit_code == 1
+    assert len(deps.alertmanager.silences) == 1  # type: ignore[attr-defined]
