@@ -27,6 +27,7 @@ from bot.store import (
     AuditEvent,
     ChatMessage,
     Incident,
+    JobRun,
     Migration,
     NewAlertEvent,
     OutboxItem,
@@ -39,6 +40,9 @@ from bot.store import (
 )
 
 __all__ = [
+    "JOB",
+    "LEADER",
+    "SLOT",
     "StoreContract",
     "StoreFactory",
     "add_alerts_then_sigkill",
@@ -49,6 +53,9 @@ __all__ = [
 ]
 
 T0 = datetime(2024, 5, 1, 7, 30, 0, 123456, tzinfo=UTC)
+JOB = "morning-summary"
+SLOT = datetime(2024, 5, 1, 7, 30, tzinfo=UTC)  # a cron fire time
+LEADER = "sms-bot-scheduler"
 
 
 class StoreFactory(Protocol):
@@ -1344,6 +1351,183 @@ class StoreContract:
             assert await store.incident_open(make_incident()) is None
         finally:
             await store.close()
+
+    async def test_version_3_database_upgrades_to_job_runs(self, make_store: StoreFactory) -> None:
+        old = make_store(MIGRATIONS[:3])
+        await old.open()
+        run = make_run()
+        incident = make_incident()
+        try:
+            assert await old.schema_version() == 3
+            await old.start_run(run)
+            await old.incident_open(incident)
+            (event_id,) = await old.alert_events_add([make_alert()], received_at=T0)
+        finally:
+            await old.close()
+        store = make_store()
+        await store.open()
+        try:
+            assert LATEST_VERSION >= 4
+            assert await store.schema_version() == LATEST_VERSION
+            assert await store.get_run(run.id) == run
+            assert await store.incident_open_for("fp-A") == incident
+            assert ids(await store.alert_events_claim(now=T0)) == [event_id]
+            assert await store.job_claim(JOB, slot=SLOT, runner="host-a:1", now=T0) is True
+            assert await store.job_last(JOB) == JobRun(JOB, SLOT, T0, "host-a:1")
+        finally:
+            await store.close()
+
+    # --- scheduled jobs ---------------------------------------------------
+
+    async def test_job_claim_finish_and_last(self, store: Store) -> None:
+        cest = timezone(timedelta(hours=2))
+        started = T0 + timedelta(seconds=1)
+        assert await store.job_last(JOB) is None
+        assert await store.job_runs(JOB) == []
+        # The slot given in another zone is the same instant, stored and returned as UTC.
+        claimed = await store.job_claim(
+            JOB, slot=SLOT.astimezone(cest), runner="host-a:1", now=started
+        )
+        assert claimed is True
+        running = JobRun(job=JOB, slot=SLOT, started_at=started, runner="host-a:1")
+        last = await store.job_last(JOB)
+        assert last == running
+        assert last is not None and last.slot.tzinfo == UTC and last.status == "running"
+        # Taken: nobody claims it again, not even its own runner, and the row is untouched.
+        assert await store.job_claim(JOB, slot=SLOT, runner="host-b:2", now=started) is False
+        assert await store.job_claim(JOB, slot=SLOT, runner="host-a:1", now=started) is False
+        assert await store.job_runs(JOB) == [running]
+
+        finished = T0 + timedelta(seconds=42)
+        await store.job_finish(JOB, slot=SLOT.astimezone(cest), status="warn", now=finished)
+        done = replace(running, status="warn", finished_at=finished)
+        assert await store.job_last(JOB) == done
+        # Finishing twice keeps the first outcome; finishing a never-claimed slot adds nothing.
+        await store.job_finish(JOB, slot=SLOT, status="failed", now=finished + timedelta(1))
+        await store.job_finish(JOB, slot=SLOT + timedelta(days=1), status="ok", now=finished)
+        assert await store.job_runs(JOB) == [done]
+        # Other jobs have their own slots.
+        assert await store.job_claim("weekly-routine", slot=SLOT, runner="h:3", now=T0) is True
+        assert await store.job_runs(JOB) == [done]
+        assert await store.job_last("weekly-routine") == JobRun("weekly-routine", SLOT, T0, "h:3")
+
+    async def test_job_runs_newest_slot_first_whatever_the_claim_order(self, store: Store) -> None:
+        slots = [SLOT + timedelta(days=d) for d in range(5)]
+        # A catch-up after downtime can claim an older slot after a newer one.
+        for day in (2, 0, 4, 1, 3):
+            now = T0 + timedelta(minutes=day)
+            assert await store.job_claim(JOB, slot=slots[day], runner="r:1", now=now)
+        await store.job_claim("weekly-routine", slot=SLOT + timedelta(days=9), runner="r", now=T0)
+        runs = await store.job_runs(JOB)
+        assert [r.slot for r in runs] == slots[::-1]
+        assert [r.started_at for r in runs] == [T0 + timedelta(minutes=d) for d in (4, 3, 2, 1, 0)]
+        assert [r.slot for r in await store.job_runs(JOB, limit=2)] == [slots[4], slots[3]]
+        assert await store.job_runs(JOB, limit=0) == []
+        assert await store.job_runs("no-such-job") == []
+        last = await store.job_last(JOB)
+        assert last is not None and last.slot == slots[4]
+
+    async def test_job_slot_is_claimed_exactly_once_under_concurrency(
+        self, store: Store, other: Store
+    ) -> None:
+        for day in range(3):
+            slot = SLOT + timedelta(days=day)
+            results = await asyncio.gather(
+                *(
+                    (store if i % 2 else other).job_claim(
+                        JOB, slot=slot, runner=f"replica-{i}", now=T0
+                    )
+                    for i in range(20)
+                )
+            )
+            assert sum(results) == 1, results
+            winner = f"replica-{results.index(True)}"
+            last = await other.job_last(JOB)
+            assert last is not None and (last.slot, last.runner) == (slot, winner)
+        assert len(await store.job_runs(JOB)) == 3
+
+    async def test_job_refuses_bad_input(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="naive"):
+            await store.job_claim(JOB, slot=datetime(2024, 5, 1, 7, 30), runner="r", now=T0)
+        with pytest.raises(ValueError, match="naive"):
+            await store.job_claim(JOB, slot=SLOT, runner="r", now=datetime(2024, 5, 1))
+        with pytest.raises(ValueError, match="job name"):
+            await store.job_claim("", slot=SLOT, runner="r", now=T0)
+        with pytest.raises(ValueError, match="runner"):
+            await store.job_claim(JOB, slot=SLOT, runner="", now=T0)
+        assert await store.job_runs(JOB) == []
+        assert await store.job_claim(JOB, slot=SLOT, runner="r", now=T0)
+        for status in ("running", "pending", "OK"):
+            with pytest.raises(ValueError, match="status"):
+                await store.job_finish(JOB, slot=SLOT, status=status, now=T0)
+        with pytest.raises(ValueError, match="naive"):
+            await store.job_finish(JOB, slot=SLOT, status="ok", now=datetime(2024, 5, 1))
+        last = await store.job_last(JOB)
+        assert last is not None and last.status == "running" and last.finished_at is None
+
+    async def test_job_runs_survive_close_and_reopen(
+        self, store: Store, make_store: StoreFactory
+    ) -> None:
+        await store.job_claim(JOB, slot=SLOT, runner="r:1", now=T0)
+        await store.job_finish(JOB, slot=SLOT, status="ok", now=T0 + timedelta(seconds=3))
+        await store.close()
+        again = make_store()
+        await again.open()
+        try:
+            assert await again.job_runs(JOB) == [
+                JobRun(JOB, SLOT, T0, "r:1", "ok", T0 + timedelta(seconds=3))
+            ]
+            assert await again.job_claim(JOB, slot=SLOT, runner="r:2", now=T0) is False
+        finally:
+            await again.close()
+
+    # --- leadership -------------------------------------------------------
+
+    async def test_leadership_is_exclusive_idempotent_and_handed_over(
+        self, store: Store, other: Store
+    ) -> None:
+        assert await store.leader_check(LEADER) is False
+        assert await store.leader_acquire(LEADER) is True
+        assert await store.leader_acquire(LEADER) is True  # already held: still True
+        assert await store.leader_check(LEADER) is True
+        assert await other.leader_acquire(LEADER) is False
+        assert await other.leader_check(LEADER) is False
+        # Another name is another lock.
+        assert await other.leader_acquire("sms-bot-other") is True
+        assert await store.leader_acquire("sms-bot-other") is False
+
+        await store.leader_release(LEADER)
+        assert await store.leader_check(LEADER) is False
+        assert await other.leader_acquire(LEADER) is True
+        assert await other.leader_check(LEADER) is True
+        assert await store.leader_acquire(LEADER) is False
+        # Releasing what one does not hold changes nothing, twice over.
+        await store.leader_release(LEADER)
+        await store.leader_release("never-held")
+        assert await other.leader_check(LEADER) is True
+        await other.leader_release(LEADER)
+        await other.leader_release(LEADER)
+        assert await store.leader_acquire(LEADER) is True
+
+    async def test_leadership_is_released_by_close(self, store: Store, other: Store) -> None:
+        assert await store.leader_acquire(LEADER) is True
+        assert await store.leader_acquire("sms-bot-other") is True
+        await store.close()
+        assert await store.leader_check(LEADER) is False
+        assert await other.leader_acquire(LEADER) is True
+        assert await other.leader_acquire("sms-bot-other") is True
+
+    async def test_leadership_checks_its_input_and_needs_an_open_store(
+        self, store: Store, make_store: StoreFactory
+    ) -> None:
+        for bad in ("", "../escape", "a b", "-dash-first", "x" * 101):
+            with pytest.raises(ValueError, match="leader name"):
+                await store.leader_acquire(bad)
+        unopened = make_store()
+        with pytest.raises(StoreUnavailable, match="not open"):
+            await unopened.leader_acquire(LEADER)
+        assert await unopened.leader_check(LEADER) is False
+        await unopened.leader_release(LEADER)
 
     # --- availability -----------------------------------------------------
 

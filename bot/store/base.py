@@ -8,6 +8,7 @@ interchangeable; one contract test suite holds both to the same behaviour.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ __all__ = [
     "FINISHED_PROPOSAL_STATUSES",
     "INCIDENT_PRIORITIES",
     "INCIDENT_STATUSES",
+    "JOB_FINISHED_STATUSES",
+    "JOB_STATUSES",
     "OUTBOX_OPS",
     "PROPOSAL_STATUSES",
     "RUN_STATUSES",
@@ -29,6 +32,7 @@ __all__ = [
     "AuditEvent",
     "ChatMessage",
     "Incident",
+    "JobRun",
     "NewAlertEvent",
     "OutboxItem",
     "Proposal",
@@ -39,6 +43,8 @@ __all__ = [
     "UnknownRun",
     "check_alert_event",
     "check_incident",
+    "check_job",
+    "check_leader_name",
     "check_lease",
     "check_outbox_op",
     "check_outcomes",
@@ -62,6 +68,10 @@ FINISHED_PROPOSAL_STATUSES = frozenset({"done", "failed"})
 ALERT_STATUSES = frozenset({"firing", "resolved"})
 INCIDENT_STATUSES = frozenset({"open", "resolved"})
 INCIDENT_PRIORITIES = frozenset({"P0", "P1", "P2", "P3"})
+JOB_STATUSES = frozenset({"running", "ok", "warn", "crit", "failed"})
+JOB_FINISHED_STATUSES = JOB_STATUSES - {"running"}
+# Leader names become part of a lock file name (SQLite), so keep them filename-safe.
+_LEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 
 
 class StoreUnavailable(AdapterError):
@@ -232,6 +242,23 @@ class Incident:
     escalated_at: datetime | None = None
     resolved_at: datetime | None = None
     record_path: str | None = None  # the markdown incident record once written
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One scheduled slot of a job, claimed by the replica that runs it.
+
+    Why keyed by slot and not by start time: every replica computes the same
+    slot (the cron fire time) for a run, so ``(job, slot)`` is what makes a
+    slot run exactly once however many replicas, restarts or catch-ups try.
+    """
+
+    job: str  # e.g. "morning-summary"
+    slot: datetime  # the scheduled fire time this run is for (aware UTC)
+    started_at: datetime
+    runner: str  # which replica, e.g. hostname:pid
+    status: str = "running"  # running | ok | warn | crit | failed
+    finished_at: datetime | None = None
 
 
 class Store(Protocol):
@@ -442,6 +469,42 @@ class Store(Protocol):
     async def incidents_opened_since(self, since: datetime) -> int:
         """How many incidents were opened at or after ``since`` (alert-storm limiting)."""
 
+    # --- scheduled jobs ---------------------------------------------------
+
+    async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
+        """Record ``(job, slot)`` as started by ``runner``; True for exactly one caller ever.
+
+        Atomic across replicas: of any number of concurrent claims of one slot,
+        one returns True and the others False. A slot is never claimed again,
+        even if its runner died before finishing it.
+        """
+
+    async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None:
+        """``running -> ok|warn|crit|failed``; a finished or never-claimed slot is left as is."""
+
+    async def job_last(self, job: str) -> JobRun | None:
+        """The claimed slot of this job with the latest ``slot`` time, or None."""
+
+    async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]:
+        """This job's claimed slots, newest slot first."""
+
+    # --- leadership -------------------------------------------------------
+
+    async def leader_acquire(self, name: str) -> bool:
+        """Try, without waiting, to become the leader for ``name``.
+
+        True if this store now holds it (or already did). Leadership lasts until
+        ``leader_release``, ``close``, or the process dying: it is tied to a
+        resource the operating system or the database frees then (a PostgreSQL
+        session, a locked file), never to a row that a dead replica leaves behind.
+        """
+
+    async def leader_check(self, name: str) -> bool:
+        """Does this store still hold leadership for ``name``? False once it was lost."""
+
+    async def leader_release(self, name: str) -> None:
+        """Give up leadership for ``name``; a no-op if not held."""
+
 
 def to_utc(value: datetime) -> datetime:
     """Normalise to aware UTC; naive datetimes are refused because their zone is a guess."""
@@ -528,6 +591,23 @@ def check_alert_event(event: NewAlertEvent) -> None:
     check_status(event.status, ALERT_STATUSES, what="alert")
     if not event.fingerprint:
         raise ValueError("an alert event needs a fingerprint")
+
+
+def check_job(job: str, *, runner: str | None = None) -> None:
+    """Refuse an empty job name or runner: a slot nobody can attribute is a bug."""
+    if not job:
+        raise ValueError("a job run needs a job name")
+    if runner is not None and not runner:
+        raise ValueError("a job run needs a runner (which replica runs it)")
+
+
+def check_leader_name(name: str) -> None:
+    """Refuse leader names that could not be a lock file name beside the database."""
+    if not _LEADER_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid leader name {name!r}: 1-100 of letters, digits and _.:-,"
+            " starting with a letter or digit"
+        )
 
 
 def check_incident(incident: Incident) -> None:

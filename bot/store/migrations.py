@@ -345,6 +345,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_conversation ON runs (conversation, started_at, seq)",
         ),
     ),
+    Migration(
+        version=4,
+        name="scheduled job slots",
+        # The primary key is the rule: one row, so one run, per (job, slot), claimed
+        # with INSERT ... ON CONFLICT DO NOTHING by whichever replica gets there
+        # first. Its index also serves job_last and job_runs (WHERE job = ? ORDER
+        # BY slot DESC, read backwards), so no second index. status: running | ok |
+        # warn | crit | failed. Leadership needs no table: it is an advisory lock
+        # (PostgreSQL) or a locked file (SQLite), freed when its holder dies.
+        sqlite=(
+            """
+            CREATE TABLE job_runs (
+                job TEXT NOT NULL,
+                slot TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                runner TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'running',
+                finished_at TEXT,
+                PRIMARY KEY (job, slot)
+            )
+            """,
+        ),
+        postgres=(
+            """
+            CREATE TABLE job_runs (
+                job TEXT NOT NULL,
+                slot TIMESTAMPTZ NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL,
+                runner TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'running',
+                finished_at TIMESTAMPTZ,
+                PRIMARY KEY (job, slot)
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -11,10 +11,22 @@ sequence, and without it a webhook transaction holding id 10 could commit
 after another holding id 11, letting a processor see a fingerprint's
 ``resolved`` before its ``firing``. Under the lock ids are handed out and
 committed in one order, so a claimer that sees an id sees every older one.
+
+Why leadership is a session advisory lock on a dedicated connection: the
+server releases it the moment that session ends, whether the leader called
+``leader_release``, crashed, or lost its network (detected by the TCP
+keepalives set on that connection). A pooled connection would hand the lock
+to whichever coroutine borrows it next and keep it after the pool recycles it,
+so the leader's connection never enters the pool. (Through PgBouncer in
+transaction mode session locks do not work: point the bot at PostgreSQL.)
+Leadership only decides who schedules; ``job_claim`` is what keeps a slot
+from running twice while a lost leader has not noticed yet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -24,6 +36,7 @@ import asyncpg
 
 from bot.store.base import (
     FINISHED_PROPOSAL_STATUSES,
+    JOB_FINISHED_STATUSES,
     PROPOSAL_STATUSES,
     RUN_STATUSES,
     STEP_STATUSES,
@@ -31,6 +44,7 @@ from bot.store.base import (
     AuditEvent,
     ChatMessage,
     Incident,
+    JobRun,
     NewAlertEvent,
     OutboxItem,
     Proposal,
@@ -40,6 +54,8 @@ from bot.store.base import (
     UnknownRun,
     check_alert_event,
     check_incident,
+    check_job,
+    check_leader_name,
     check_lease,
     check_outbox_op,
     check_outcomes,
@@ -53,12 +69,29 @@ from bot.store.base import (
 )
 from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
 
-__all__ = ["ALERT_INBOX_LOCK_KEY", "MIGRATION_LOCK_KEY", "PostgresStore", "redact_dsn"]
+__all__ = [
+    "ALERT_INBOX_LOCK_KEY",
+    "LEADER_CHECK_TIMEOUT_S",
+    "MIGRATION_LOCK_KEY",
+    "PostgresStore",
+    "leader_lock_key",
+    "redact_dsn",
+]
 
 # Arbitrary constant shared by every replica: "sms-bot migrations" as a bigint.
 MIGRATION_LOCK_KEY = 0x736D732D626F74
 # Likewise for inserts into the alert inbox (see the module docstring): "sms-bot-alerts".
 ALERT_INBOX_LOCK_KEY = 0x736D732D616C7274
+# A leader that cannot answer a round-trip this quickly is treated as lost.
+LEADER_CHECK_TIMEOUT_S = 2.0
+# On the leader's own connection: the server notices a vanished leader host in
+# about idle + interval * count = 25 s and frees the lock, instead of after the
+# kernel default of two hours. Ignored (harmlessly) over a Unix socket.
+_LEADER_KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
 
 # Literal SQL, column names matching the row mappers below.
 _INSERT_RUN = (
@@ -298,6 +331,27 @@ _RESOLVE_INCIDENT = (
     " record_path"
 )
 
+# The primary key decides: of concurrent claims of one slot, one inserts a row.
+_CLAIM_JOB = (
+    "INSERT INTO job_runs (job, slot, started_at, runner, status)"
+    " VALUES ($1, $2, $3, $4, 'running') ON CONFLICT (job, slot) DO NOTHING"
+)
+_FINISH_JOB = (
+    "UPDATE job_runs SET status = $3, finished_at = $4"
+    " WHERE job = $1 AND slot = $2 AND status = 'running'"
+)
+_JOB_RUNS = (
+    "SELECT job, slot, started_at, runner, status, finished_at FROM job_runs"
+    " WHERE job = $1 ORDER BY slot DESC LIMIT $2"
+)
+# A bigint advisory key shows in pg_locks as its high half (classid) and low half
+# (objid) with objsubid 1; pg_backend_pid() narrows it to this very session.
+_LEADER_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+    " AND pid = pg_backend_pid() AND granted AND classid = $1 AND objid = $2"
+    " AND objsubid = 1)"
+)
+
 # What asyncpg and the socket layer raise when the server is gone or a query fails.
 _DB_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.PostgresError,
@@ -318,6 +372,17 @@ def redact_dsn(dsn: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+def leader_lock_key(name: str) -> int:
+    """The advisory lock key for leadership ``name``: stable across processes and versions.
+
+    Why not ``hashtext``: it is an undocumented internal whose result changed
+    between PostgreSQL versions; replicas must agree on the key whatever server
+    or Python they run.
+    """
+    digest = hashlib.blake2b(f"sms-bot leader:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _dt(value: datetime | None) -> datetime | None:
@@ -453,6 +518,17 @@ def _incident(row: asyncpg.Record) -> Incident:
     )
 
 
+def _job_run(row: asyncpg.Record) -> JobRun:
+    return JobRun(
+        job=row["job"],
+        slot=to_utc(row["slot"]),
+        started_at=to_utc(row["started_at"]),
+        runner=row["runner"],
+        status=row["status"],
+        finished_at=_dt(row["finished_at"]),
+    )
+
+
 class PostgresStore:
     """``Store`` over an asyncpg pool."""
 
@@ -474,6 +550,11 @@ class PostgresStore:
         self._timeout = query_timeout
         self._migrations = tuple(migrations)
         self._pool: asyncpg.Pool | None = None
+        # Leader name -> the dedicated connection whose session holds its lock.
+        self._leaders: dict[str, asyncpg.Connection] = {}
+        # One leadership operation at a time: a connection runs one query at once,
+        # and two concurrent acquires must not open two sessions for one name.
+        self._leader_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact_dsn(self.dsn)!r})"
@@ -501,6 +582,9 @@ class PostgresStore:
             raise
 
     async def close(self) -> None:
+        async with self._leader_lock:
+            for name in list(self._leaders):
+                await self._release_leader(name)
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -998,3 +1082,136 @@ class PostgresStore:
                 "SELECT COUNT(*) FROM incidents WHERE opened_at >= $1", when, timeout=self._timeout
             )
         return int(value)
+
+    # --- scheduled jobs ---------------------------------------------------
+
+    async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
+        check_job(job, runner=runner)
+        args = (job, to_utc(slot), to_utc(now), runner)
+        async with self._conn() as conn:
+            status = await conn.execute(_CLAIM_JOB, *args, timeout=self._timeout)
+        return bool(status == "INSERT 0 1")
+
+    async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None:
+        check_status(status, JOB_FINISHED_STATUSES, what="finished job")
+        args = (job, to_utc(slot), status, to_utc(now))
+        async with self._conn() as conn:
+            await conn.execute(_FINISH_JOB, *args, timeout=self._timeout)
+
+    async def job_last(self, job: str) -> JobRun | None:
+        runs = await self.job_runs(job, limit=1)
+        return runs[0] if runs else None
+
+    async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_JOB_RUNS, job, max(limit, 0), timeout=self._timeout)
+        return [_job_run(row) for row in rows]
+
+    # --- leadership -------------------------------------------------------
+
+    async def leader_acquire(self, name: str) -> bool:
+        check_leader_name(name)
+        if self._pool is None:
+            raise StoreUnavailable(f"PostgreSQL store {redact_dsn(self.dsn)} is not open")
+        async with self._leader_lock:
+            if name in self._leaders and await self._leader_held(name):
+                return True
+            conn = await self._leader_connect(name)
+            try:
+                got = await conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", leader_lock_key(name), timeout=self._timeout
+                )
+            except BaseException as exc:
+                # Whatever happened, this session must not live on holding the lock.
+                conn.terminate()
+                if isinstance(exc, _DB_ERRORS):
+                    raise self._unavailable(f"leader lock {name!r}", exc) from exc
+                raise
+            if not got:
+                await self._close_leader_conn(conn)
+                return False
+            self._leaders[name] = conn
+            return True
+
+    async def leader_check(self, name: str) -> bool:
+        async with self._leader_lock:
+            return name in self._leaders and await self._leader_held(name)
+
+    async def leader_release(self, name: str) -> None:
+        async with self._leader_lock:
+            await self._release_leader(name)
+
+    async def _leader_connect(self, name: str) -> asyncpg.Connection:
+        """A new connection outside the pool, named for ``pg_stat_activity``."""
+        settings = {**_LEADER_KEEPALIVES, "application_name": f"sms-bot leader {name}"[:63]}
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self.dsn,
+                timeout=self._connect_timeout,
+                command_timeout=self._timeout,
+                server_settings=settings,
+            )
+        except _CONNECT_ERRORS as exc:
+            raise self._unavailable(f"leader connection for {name!r}", exc) from exc
+        return conn
+
+    async def _leader_held(self, name: str) -> bool:
+        """Is the session alive and still holding the lock? If not, forget it.
+
+        Called under ``_leader_lock``. A session that died (terminated, server
+        restarted, network gone) lost its lock with it, so an error here means
+        "no longer leader", not "store unavailable".
+        """
+        conn = self._leaders[name]
+        key = leader_lock_key(name)
+        held = False
+        if not conn.is_closed():
+            try:
+                held = bool(
+                    await conn.fetchval(
+                        _LEADER_HELD,
+                        (key >> 32) & 0xFFFFFFFF,
+                        key & 0xFFFFFFFF,
+                        timeout=min(LEADER_CHECK_TIMEOUT_S, self._timeout),
+                    )
+                )
+            except _DB_ERRORS:
+                held = False
+        if not held:
+            del self._leaders[name]
+            # Closing the socket ends the session server-side: if it was only slow,
+            # it must not keep a lock we have stopped acting on.
+            conn.terminate()
+        return held
+
+    async def _release_leader(self, name: str) -> None:
+        """Unlock, then close. Called under ``_leader_lock``; a no-op if not leading.
+
+        Why unlock first: a closed session frees its locks only once the server
+        process has exited, a moment later, and the next replica should be able
+        to take over as soon as this returns.
+        """
+        conn = self._leaders.pop(name, None)
+        if conn is None:
+            return
+        try:
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1)",
+                leader_lock_key(name),
+                timeout=min(LEADER_CHECK_TIMEOUT_S, self._timeout),
+            )
+        except _DB_ERRORS:
+            conn.terminate()  # gone already, or unresponsive: dropping it frees the lock
+            return
+        await self._close_leader_conn(conn)
+
+    async def _close_leader_conn(self, conn: asyncpg.Connection) -> None:
+        try:
+            await conn.close(timeout=min(LEADER_CHECK_TIMEOUT_S, self._timeout))
+        except _DB_ERRORS:
+            conn.terminate()
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"PostgreSQL store {redact_dsn(self.dsn)}: {what}: {type(exc).__name__}: {exc}"
+        )

@@ -6,6 +6,12 @@ migration now, atomic claims later) from interleaving with another
 coroutine's statements on the same connection. WAL lets readers (``sqlite3``
 on the command line, a backup) look while the bot writes.
 
+Why leadership is a locked file beside the database: SQLite serves one host,
+so the OS's ``flock`` is the lock every process on that file can see, and the
+kernel drops it when its holder exits or is killed; a row in the database would
+outlive a dead leader. ``flock`` belongs to the open file, not the process, so
+two stores in one process exclude each other too.
+
 Why ``synchronous = FULL``: in WAL mode NORMAL already survives the process
 being killed (a commit is in the OS's page cache), but a power cut or kernel
 crash can lose the last commits. The alert webhook answers 200 once
@@ -17,6 +23,8 @@ returns. Set explicitly because the compiled-in default varies by build.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -30,6 +38,7 @@ import aiosqlite
 
 from bot.store.base import (
     FINISHED_PROPOSAL_STATUSES,
+    JOB_FINISHED_STATUSES,
     PROPOSAL_STATUSES,
     RUN_STATUSES,
     STEP_STATUSES,
@@ -37,6 +46,7 @@ from bot.store.base import (
     AuditEvent,
     ChatMessage,
     Incident,
+    JobRun,
     NewAlertEvent,
     OutboxItem,
     Proposal,
@@ -46,6 +56,8 @@ from bot.store.base import (
     UnknownRun,
     check_alert_event,
     check_incident,
+    check_job,
+    check_leader_name,
     check_lease,
     check_outbox_op,
     check_outcomes,
@@ -59,7 +71,7 @@ from bot.store.base import (
 )
 from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
 
-__all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore"]
+__all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore", "leader_lock_path"]
 
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5000
@@ -261,6 +273,19 @@ _ESCALATE_INCIDENT = (
 _RESOLVE_INCIDENT = (
     "UPDATE incidents SET status = 'resolved', resolved_at = ? WHERE id = ? AND status = 'open'"
 )
+# The primary key decides: of concurrent claims of one slot, one inserts a row.
+_CLAIM_JOB = (
+    "INSERT INTO job_runs (job, slot, started_at, runner, status) VALUES (?, ?, ?, ?, 'running')"
+    " ON CONFLICT (job, slot) DO NOTHING"
+)
+_FINISH_JOB = (
+    "UPDATE job_runs SET status = ?, finished_at = ?"
+    " WHERE job = ? AND slot = ? AND status = 'running'"
+)
+_JOB_RUNS = (
+    "SELECT job, slot, started_at, runner, status, finished_at FROM job_runs"
+    " WHERE job = ? ORDER BY slot DESC LIMIT ?"
+)
 
 
 def _dt_out(value: datetime | None) -> str | None:
@@ -401,6 +426,59 @@ def _incident(row: Sequence[Any]) -> Incident:
     )
 
 
+def _job_run(row: Sequence[Any]) -> JobRun:
+    return JobRun(
+        job=row[0],
+        slot=_dt_required(row[1]),
+        started_at=_dt_required(row[2]),
+        runner=row[3],
+        status=row[4],
+        finished_at=_dt_in(row[5]),
+    )
+
+
+def leader_lock_path(db_path: str, name: str) -> str:
+    """The file whose ``flock`` is leadership for ``name`` on this database."""
+    return f"{db_path}.leader.{name}.lock"
+
+
+def _is_file_at(fd: int, path: str) -> bool:
+    """Is ``fd`` still the file at ``path``? Not if it was deleted or replaced."""
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+
+def _try_lock_file(path: str) -> int | None:
+    """An fd holding ``LOCK_EX`` on ``path``, or None if another open file holds it.
+
+    Plain non-blocking syscalls on a local file, so fine on the event loop. The
+    fd is close-on-exec: a child process the bot starts must not inherit, and
+    outlive it with, the leadership.
+    """
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _is_file_at(fd, path):
+            # Who leads, for a human looking; the lock itself is the flock.
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        # Locked a file someone unlinked in between: it guards nothing, try the new one.
+        os.close(fd)
+    raise OSError(f"lock file {path} keeps being replaced")
+
+
 async def _fetchone(
     conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
 ) -> sqlite3.Row | None:
@@ -425,6 +503,9 @@ class SqliteStore:
         self._migrations = tuple(migrations)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        # Leader name -> fd holding its lock file (None for ``:memory:``, which
+        # no other store or process can open, so leading it is never contested).
+        self._leaders: dict[str, int | None] = {}
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -474,6 +555,8 @@ class SqliteStore:
             delay = min(delay * 2, 0.2)
 
     async def close(self) -> None:
+        for name in list(self._leaders):
+            self._drop_leader(name)
         db, self._db = self._db, None
         if db is not None:
             try:
@@ -980,3 +1063,73 @@ class SqliteStore:
                 (_dt_required_out(since),),
             )
         return int(row[0]) if row else 0
+
+    # --- scheduled jobs ---------------------------------------------------
+
+    async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
+        check_job(job, runner=runner)
+        args = (job, _dt_required_out(slot), _dt_required_out(now), runner)
+        async with self._conn() as conn:
+            cursor = await conn.execute(_CLAIM_JOB, args)
+            claimed = cursor.rowcount == 1
+        return claimed
+
+    async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None:
+        check_status(status, JOB_FINISHED_STATUSES, what="finished job")
+        args = (status, _dt_required_out(now), job, _dt_required_out(slot))
+        async with self._conn() as conn:
+            await conn.execute(_FINISH_JOB, args)
+
+    async def job_last(self, job: str) -> JobRun | None:
+        runs = await self.job_runs(job, limit=1)
+        return runs[0] if runs else None
+
+    async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(_JOB_RUNS, (job, max(limit, 0)))
+            rows = await cursor.fetchall()
+        return [_job_run(row) for row in rows]
+
+    # --- leadership -------------------------------------------------------
+
+    async def leader_acquire(self, name: str) -> bool:
+        check_leader_name(name)
+        if self._db is None:
+            raise StoreUnavailable(f"SQLite store {self.path} is not open")
+        if name in self._leaders and await self.leader_check(name):
+            return True
+        if self.path == MEMORY:
+            self._leaders[name] = None
+            return True
+        path = leader_lock_path(self.path, name)
+        try:
+            fd = _try_lock_file(path)
+        except OSError as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: leader lock {path}: {exc}") from exc
+        if fd is None:
+            return False
+        self._leaders[name] = fd
+        return True
+
+    async def leader_check(self, name: str) -> bool:
+        if name not in self._leaders:
+            return False
+        fd = self._leaders[name]
+        if fd is None:
+            return True
+        try:
+            held = _is_file_at(fd, leader_lock_path(self.path, name))
+        except OSError:
+            held = False
+        if not held:
+            self._drop_leader(name)
+        return held
+
+    async def leader_release(self, name: str) -> None:
+        self._drop_leader(name)
+
+    def _drop_leader(self, name: str) -> None:
+        """Closing the fd releases the flock; the file stays (unlinking it would race)."""
+        fd = self._leaders.pop(name, None)
+        if fd is not None:
+            os.close(fd)

@@ -21,8 +21,12 @@ from bot.store import (  # noqa: E402
     StoreUnavailable,
     open_store,
 )
+from bot.store.postgres import leader_lock_key  # noqa: E402
 from tests.harness.postgres import PgServer  # noqa: E402
 from tests.store_contract import (  # noqa: E402
+    JOB,
+    LEADER,
+    SLOT,
     T0,
     StoreContract,
     StoreFactory,
@@ -163,3 +167,128 @@ async def test_alert_and_incident_columns_are_jsonb_and_the_open_rule_is_an_inde
     assert set(types.values()) == {"jsonb"} and len(types) == 4
     assert alertname == "BackendDown"
     assert "UNIQUE" in index and "WHERE" in index
+
+
+# Who holds a leadership lock, seen from outside: pg_locks shows a bigint key as
+# its high half (classid) and low half (objid).
+_LOCK_HOLDERS = (
+    "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.classid = $1 AND l.objid = $2 AND l.database ="
+    " (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+async def lock_holders(admin: asyncpg.Connection, name: str) -> list[tuple[int, str]]:
+    key = leader_lock_key(name)
+    rows = await admin.fetch(_LOCK_HOLDERS, (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
+    return [(r["pid"], r["application_name"]) for r in rows]
+
+
+def test_leader_lock_key_is_a_stable_signed_bigint() -> None:
+    key = leader_lock_key(LEADER)
+    assert key == leader_lock_key(LEADER)
+    assert -(2**63) <= key < 2**63
+    assert key != leader_lock_key("sms-bot-other")
+    # Pinned: every replica, whatever its version, must compute the same key.
+    assert leader_lock_key("sms-bot-scheduler") == -2369520572419102512
+
+
+async def test_leader_holds_the_lock_on_its_own_connection_not_the_pool(pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn, min_size=1, max_size=1)
+    admin = await asyncpg.connect(pg_dsn)
+    await store.open()
+    try:
+        assert await lock_holders(admin, LEADER) == []
+        assert await store.leader_acquire(LEADER) is True
+        ((pid, app),) = await lock_holders(admin, LEADER)
+        assert app == f"sms-bot leader {LEADER}"
+        # The pool's only connection is another session, busy or not with the store's queries.
+        async with store._conn() as conn:
+            pool_pid = await conn.fetchval("SELECT pg_backend_pid()")
+        assert pool_pid != pid
+        await asyncio.gather(*(store.ping() for _ in range(20)))
+        assert await store.leader_check(LEADER) is True
+        assert await lock_holders(admin, LEADER) == [(pid, app)]
+        # Released means unlocked at once, before the session is even gone.
+        await store.leader_release(LEADER)
+        assert await lock_holders(admin, LEADER) == []
+    finally:
+        await store.close()
+        await admin.close()
+
+
+async def test_dead_leader_connection_hands_leadership_over(pg_dsn: str) -> None:
+    """A replica whose session dies (crash, network cut) stops leading; another takes over."""
+    a, b = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    admin = await asyncpg.connect(pg_dsn)  # the harness DSN is a superuser's
+    await a.open()
+    await b.open()
+    try:
+        assert await a.leader_acquire(LEADER) is True
+        assert await b.leader_acquire(LEADER) is False
+        ((pid, _),) = await lock_holders(admin, LEADER)
+        # Wait (up to 10 s) until the backend has exited and so released its locks.
+        assert await admin.fetchval("SELECT pg_terminate_backend($1, 10000)", pid) is True
+        assert await b.leader_acquire(LEADER) is True
+        assert await a.leader_check(LEADER) is False
+        assert await a.leader_acquire(LEADER) is False
+        # Only the leader's session died: A's pool still serves the store.
+        await a.ping()
+        assert await a.job_claim(JOB, slot=SLOT, runner="a", now=T0) is True
+        ((b_pid, _),) = await lock_holders(admin, LEADER)
+        assert b_pid != pid
+        await b.leader_release(LEADER)
+        assert await a.leader_acquire(LEADER) is True
+    finally:
+        await a.close()
+        await b.close()
+        await admin.close()
+
+
+async def test_leader_check_notices_a_terminated_session_without_a_contender(
+    pg_dsn: str,
+) -> None:
+    store = PostgresStore(pg_dsn)
+    admin = await asyncpg.connect(pg_dsn)
+    await store.open()
+    try:
+        assert await store.leader_acquire(LEADER) is True
+        ((pid, _),) = await lock_holders(admin, LEADER)
+        assert await admin.fetchval("SELECT pg_terminate_backend($1, 10000)", pid) is True
+        assert await store.leader_check(LEADER) is False
+        assert await store.leader_check(LEADER) is False
+        # And it can lead again on a fresh session.
+        assert await store.leader_acquire(LEADER) is True
+        ((new_pid, _),) = await lock_holders(admin, LEADER)
+        assert new_pid != pid
+    finally:
+        await store.close()
+        await admin.close()
+
+
+async def test_job_last_is_served_by_the_primary_key(pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    try:
+        await store.job_claim(JOB, slot=SLOT, runner="r:1", now=T0)
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        rows = await conn.fetch(
+            "EXPLAIN SELECT job, slot, started_at, runner, status, finished_at FROM job_runs"
+            " WHERE job = $1 ORDER BY slot DESC LIMIT 1",
+            JOB,
+        )
+        slot_type = await conn.fetchval(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_name = 'job_runs' AND column_name = 'slot'"
+        )
+    finally:
+        await conn.close()
+    plan = "\n".join(r[0] for r in rows)
+    assert "Index Scan Backward using job_runs_pkey" in plan, plan
+    assert "Sort" not in plan, plan
+    assert slot_type == "timestamp with time zone"

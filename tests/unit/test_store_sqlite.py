@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sqlite3
-from collections.abc import Sequence
+import sys
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +25,12 @@ from bot.store import (  # noqa: E402
     StoreUnavailable,
     open_store,
 )
-from bot.store.sqlite import SYNCHRONOUS  # noqa: E402
+from bot.store.sqlite import SYNCHRONOUS, leader_lock_path  # noqa: E402
 from tests.store_contract import (  # noqa: E402
+    JOB,
+    LEADER,
+    SLOT,
+    T0,
     StoreContract,
     StoreFactory,
     add_alerts_then_sigkill,
@@ -136,3 +144,144 @@ async def test_alerts_stored_before_a_sigkill_are_there_after(tmp_path: Path) ->
         assert [e.labels["i"] for e in claimed] == [str(i) for i in range(50)]
     finally:
         await store.close()
+
+
+# Another process on the same file: open the store, try to lead, say how it went,
+# and with "hold" keep leading until told to stop on stdin (or killed).
+_TRY_TO_LEAD = """
+import asyncio, sys
+from bot.store import open_store
+
+async def main() -> None:
+    store = open_store(sys.argv[1])
+    await store.open()
+    try:
+        leading = await store.leader_acquire(sys.argv[2])
+        print("leader" if leading else "follower", flush=True)
+        if leading and sys.argv[3] == "hold":
+            sys.stdin.readline()
+    finally:
+        await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def start_contender(url: str, *, hold: bool) -> tuple[asyncio.subprocess.Process, str]:
+    """A second bot process trying to lead; returns it and its first answer."""
+    root = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _TRY_TO_LEAD,
+        url,
+        LEADER,
+        "hold" if hold else "once",
+        cwd=root,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        answer = (await proc.stdout.readline()).decode().strip()
+    if not answer:
+        _, err = await proc.communicate()
+        raise AssertionError(f"contender said nothing: {err.decode()}")
+    return proc, answer
+
+
+@pytest.fixture
+async def db_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(str(tmp_path / "state.db"))
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_leadership_excludes_another_process(db_store: SqliteStore) -> None:
+    url = f"sqlite:///{db_store.path}"
+    assert await db_store.leader_acquire(LEADER) is True
+    proc, answer = await start_contender(url, hold=False)
+    async with asyncio.timeout(60):
+        await proc.communicate()
+    assert (answer, proc.returncode) == ("follower", 0)
+
+    await db_store.leader_release(LEADER)
+    proc, answer = await start_contender(url, hold=False)
+    async with asyncio.timeout(60):
+        await proc.communicate()
+    assert (answer, proc.returncode) == ("leader", 0)
+    # That process closed its store on exit, so leadership is free again.
+    assert await db_store.leader_acquire(LEADER) is True
+
+
+async def test_leadership_passes_on_when_the_leading_process_is_killed(
+    db_store: SqliteStore,
+) -> None:
+    proc, answer = await start_contender(f"sqlite:///{db_store.path}", hold=True)
+    try:
+        assert answer == "leader"
+        assert await db_store.leader_acquire(LEADER) is False
+        with open(leader_lock_path(db_store.path, LEADER)) as f:
+            assert f.read().strip() == str(proc.pid)
+    finally:
+        proc.kill()  # a replica dying without closing anything
+        async with asyncio.timeout(60):
+            await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert await db_store.leader_acquire(LEADER) is True
+    assert await db_store.leader_check(LEADER) is True
+
+
+async def test_leadership_lock_file_sits_beside_the_database(db_store: SqliteStore) -> None:
+    lock = Path(leader_lock_path(db_store.path, LEADER))
+    assert lock == Path(f"{db_store.path}.leader.{LEADER}.lock")
+    assert await db_store.leader_acquire(LEADER) is True
+    assert lock.read_text() == f"{os.getpid()}\n"
+    await db_store.leader_release(LEADER)
+    assert lock.exists()  # kept: unlinking a lock file races with the next locker
+
+
+async def test_deleted_lock_file_ends_leadership(db_store: SqliteStore) -> None:
+    """A lock on a file no longer at the path guards nothing: a newcomer locks the new file."""
+    other = SqliteStore(db_store.path)
+    await other.open()
+    try:
+        assert await db_store.leader_acquire(LEADER) is True
+        Path(leader_lock_path(db_store.path, LEADER)).unlink()
+        assert await other.leader_acquire(LEADER) is True
+        assert await db_store.leader_check(LEADER) is False
+        assert await db_store.leader_acquire(LEADER) is False
+    finally:
+        await other.close()
+
+
+async def test_memory_store_leads_alone() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        assert await store.leader_acquire(LEADER) is True
+        assert await store.leader_acquire(LEADER) is True
+        assert await store.leader_check(LEADER) is True
+        await store.leader_release(LEADER)
+        assert await store.leader_check(LEADER) is False
+        assert await store.leader_acquire(LEADER) is True
+    finally:
+        await store.close()
+    assert await store.leader_check(LEADER) is False
+
+
+async def test_job_last_is_served_by_the_primary_key(db_store: SqliteStore) -> None:
+    await db_store.job_claim(JOB, slot=SLOT, runner="r:1", now=T0)
+    async with (
+        db_store._conn() as conn,
+        conn.execute(
+            "EXPLAIN QUERY PLAN SELECT job, slot, started_at, runner, status, finished_at"
+            " FROM job_runs WHERE job = ? ORDER BY slot DESC LIMIT 1",
+            (JOB,),
+        ) as cursor,
+    ):
+        plan = " ".join(str(row[-1]) for row in await cursor.fetchall())
+    assert "USING INDEX sqlite_autoindex_job_runs_1 (job=?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # no sort: the index order is the answer
