@@ -7,15 +7,16 @@ see exactly what they would see in production.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.adapters.docker import ContainerInfo, ContainerNotFound, ContainerOverview
+from bot.adapters.alertmanager import AlertInfo
+from bot.adapters.docker import ContainerInfo, ContainerNotFound, ContainerOverview, ExecResult
 from bot.adapters.http_health import ComponentHealth, HealthReport
 from bot.adapters.postgres import ActiveQuery, DbCheck, UserCount
-from bot.adapters.prometheus import Sample
+from bot.adapters.prometheus import Sample, Series
 from bot.chat.base import Conversation, MessageRef
 from bot.errors import UnknownService
 from bot.messages import Message
@@ -104,6 +105,11 @@ class FakeDocker:
         # Per-service log text; services not in here answer with ``log_text``.
         self.service_logs: dict[str, str] = {}
         self.log_errors: dict[str, Exception] = {}
+        # ``exec``: what it answers, what it raises, and what it does (e.g. write a file).
+        self.exec_result = ExecResult(exit_code=0, output="")
+        self.exec_error: Exception | None = None
+        self.on_exec: Callable[[str, tuple[str, ...]], None] | None = None
+        self.exec_calls: list[tuple[str, tuple[str, ...], float]] = []
 
     @property
     def services(self) -> Mapping[str, str]:
@@ -148,6 +154,19 @@ class FakeDocker:
         lines = self.service_logs.get(service, self.log_text).splitlines()
         return "\n".join(lines[-tail:])
 
+    async def exec(
+        self, service: str, argv: Sequence[str], *, timeout_s: float = 300.0
+    ) -> ExecResult:
+        name = self.container_name(service)
+        if name not in {c.name for c in self.containers}:
+            raise ContainerNotFound(name, service=service)
+        self.exec_calls.append((service, tuple(argv), timeout_s))
+        if self.exec_error:
+            raise self.exec_error
+        if self.on_exec is not None:
+            self.on_exec(service, tuple(argv))
+        return self.exec_result
+
     async def close(self) -> None:
         return None
 
@@ -190,14 +209,32 @@ class FakePrometheus:
         self.errors: dict[str, Exception] = {}
         self.unavailable: Exception | None = None
         self.delay = 0.0
+        # Answers of ``scalar(promql, at=...)`` by (PromQL, time); other times answer as now.
+        self.at_values: dict[tuple[str, datetime], float | None] = {}
+        # Answers of ``query_range`` by exact PromQL text (nothing for others), and its calls.
+        self.ranges: dict[str, list[Series]] = {}
+        self.range_calls: list[tuple[str, datetime, datetime, float]] = []
 
-    async def scalar(self, promql: str, **_: Any) -> float | None:
+    async def scalar(self, promql: str, *, at: datetime | None = None, **_: Any) -> float | None:
         await asyncio.sleep(self.delay)
         if self.unavailable:
             raise self.unavailable
         if promql in self.errors:
             raise self.errors[promql]
+        if at is not None and (promql, at) in self.at_values:
+            return self.at_values[(promql, at)]
         return self.by_query.get(promql)
+
+    async def query_range(
+        self, promql: str, *, start: datetime, end: datetime, step_s: float
+    ) -> list[Series]:
+        await asyncio.sleep(self.delay)
+        if self.unavailable:
+            raise self.unavailable
+        if promql in self.errors:
+            raise self.errors[promql]
+        self.range_calls.append((promql, start, end, step_s))
+        return list(self.ranges.get(promql, []))
 
     async def query(self, promql: str, **_: Any) -> list[Sample]:
         """``samples[promql]``, or one unlabelled sample from ``by_query``, or nothing."""
@@ -210,6 +247,15 @@ class FakePrometheus:
             return list(self.samples[promql])
         value = self.by_query.get(promql)
         return [] if value is None else [Sample(labels={}, value=value)]
+
+
+def series(values: Sequence[float], *, labels: Mapping[str, str] | None = None) -> Series:
+    """A range-query series with one point per hour, ending at ``NOW``."""
+    start = NOW - timedelta(hours=len(values) - 1)
+    return Series(
+        labels=dict(labels or {}),
+        points=tuple((start + timedelta(hours=i), v) for i, v in enumerate(values)),
+    )
 
 
 def samples(label: str, values: Mapping[str, float]) -> list[Sample]:
@@ -245,6 +291,9 @@ class FakeDb:
         self.terminated: list[int] = []
         # A backend that ignores pg_terminate_backend (stuck in uninterruptible I/O).
         self.survives_terminate = False
+        # ``vacuum_analyze``: the duration it reports, and the timeouts it was called with.
+        self.vacuum_s = 1.5
+        self.vacuums: list[float] = []
 
     async def count_users(self) -> UserCount:
         await asyncio.sleep(self.delay)
@@ -278,6 +327,12 @@ class FakeDb:
         self.queries = [q for q in self.queries if q.pid != pid]
         return len(self.queries) < before
 
+    async def vacuum_analyze(self, *, timeout_s: float = 600.0) -> float:
+        if self.error:
+            raise self.error
+        self.vacuums.append(timeout_s)
+        return self.vacuum_s
+
     async def close(self) -> None:
         return None
 
@@ -289,6 +344,9 @@ class FakeAlertmanager:
         self.base_url = base_url
         self.silences: list[dict[str, Any]] = []
         self.error: Exception | None = None
+        # ``alerts()``: what Alertmanager holds now, or the error it fails with.
+        self.active: list[AlertInfo] = []
+        self.alerts_error: Exception | None = None
 
     async def create_silence(
         self,
@@ -316,3 +374,23 @@ class FakeAlertmanager:
 
     def silence_url(self, silence_id: str) -> str:
         return f"{self.base_url}/#/silences/{silence_id}"
+
+    async def alerts(self, **_: Any) -> list[AlertInfo]:
+        if self.alerts_error:
+            raise self.alerts_error
+        return list(self.active)
+
+
+def alert_info(
+    name: str, *, severity: str = "warning", since: datetime = NOW - timedelta(hours=1)
+) -> AlertInfo:
+    """An alert as Alertmanager's v2 API lists it."""
+    return AlertInfo(
+        fingerprint=f"fp-{name}",
+        labels={"alertname": name, "severity": severity},
+        annotations={"summary": f"{name} is firing"},
+        starts_at=since,
+        ends_at=since + timedelta(hours=4),
+        state="active",
+        generator_url="http://localhost:9090/graph",
+    )

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -33,6 +34,8 @@ __all__ = [
     "DockerAdapter",
     "DockerError",
     "DockerUnavailable",
+    "ExecResult",
+    "ExecTimeout",
     "HealthState",
 ]
 
@@ -47,6 +50,8 @@ _STATES: frozenset[str] = frozenset(
 _HEALTH: frozenset[str] = frozenset({"healthy", "unhealthy", "starting"})
 _LOG_TAIL_MIN = 1
 _LOG_TAIL_MAX = 1000
+# What ``exec`` keeps of a command's output: its end, where the errors are.
+_EXEC_OUTPUT_MAX = 64 * 1024
 # Docker reports "never started" as the zero time of Go.
 _ZERO_TIME_PREFIX = "0001-01-01"
 _ISO_RE = re.compile(
@@ -74,6 +79,22 @@ class ContainerNotFound(DockerError):
         super().__init__(f"Container {label} does not exist.")
         self.container = container
         self.service = service
+
+
+class ExecTimeout(DockerError):
+    """A command run with ``exec`` did not finish in time.
+
+    Docker cannot stop an exec'd process, so it may still be running in the
+    container; the message says so.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """How a command run inside a container ended, and the end of its output."""
+
+    exit_code: int
+    output: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +302,40 @@ class DockerAdapter:
 
         return await self._call(run, container=name)
 
+    async def exec(
+        self, service: str, argv: Sequence[str], *, timeout_s: float = 300.0
+    ) -> ExecResult:
+        """Run ``argv`` in ``service``'s container (``docker exec``) and wait for it to end.
+
+        ``argv`` is an argument vector from code, never from chat: it goes to
+        the engine as a list, so no shell ever parses it. The wait, the
+        output read included, is bounded by ``timeout_s``; stdout and stderr
+        come back interleaved, at most the last 64 KiB.
+        """
+        name = self.container_name(service)
+        cmd = [str(arg) for arg in argv]
+        if not cmd:
+            raise ValueError("exec needs a command")
+
+        def run() -> ExecResult:
+            deadline = time.monotonic() + timeout_s
+            api = self._api()
+            exec_id = str(api.exec_create(name, cmd, stdout=True, stderr=True, tty=False)["Id"])
+            sock = api.exec_start(exec_id, socket=True)
+            try:
+                output = _read_frames(sock, deadline)
+            except TimeoutError as exc:
+                raise ExecTimeout(
+                    f"{' '.join(cmd[:3])} in {name} did not finish within {timeout_s:g} s; "
+                    "it may still be running in the container."
+                ) from exc
+            finally:
+                sock.close()
+            code = api.exec_inspect(exec_id).get("ExitCode")
+            return ExecResult(exit_code=-1 if code is None else int(code), output=output)
+
+        return await self._call(run, container=name, extra_timeout=timeout_s)
+
     # -- worker-thread side ------------------------------------------------
 
     def _api(self) -> docker.APIClient:
@@ -362,6 +417,38 @@ class DockerAdapter:
             raise DockerError(f"Docker refused the request: {exc.explanation or exc}") from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise DockerUnavailable(f"Docker engine is not reachable: {exc}") from exc
+
+
+def _read_frames(sock: object, deadline: float) -> str:
+    """Read an exec's multiplexed output until it ends, raising ``TimeoutError`` at ``deadline``.
+
+    The SDK's own reader waits in ``poll()`` without a timeout, so a command
+    that never ends would hold a worker thread forever; this one reads the
+    engine's socket (unwrapped from its ``SocketIO``) with a timeout. Each
+    frame is an 8-byte header (stream, 0, 0, 0, big-endian size) and data.
+    """
+    raw: Any = getattr(sock, "_sock", sock)
+    if not callable(getattr(raw, "recv", None)) or not callable(getattr(raw, "settimeout", None)):
+        raise DockerError("cannot read a command's output over this kind of Docker connection")
+    output = bytearray()
+    pending = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        raw.settimeout(remaining)
+        chunk: bytes = raw.recv(65536)
+        if not chunk:
+            break
+        pending += chunk
+        while len(pending) >= 8:
+            size = int.from_bytes(pending[4:8], "big")
+            if len(pending) < 8 + size:
+                break
+            output += pending[8 : 8 + size]
+            del pending[: 8 + size]
+            del output[:-_EXEC_OUTPUT_MAX]
+    return output.decode("utf-8", errors="replace")
 
 
 def _missing(name: str, service: str) -> ContainerInfo:

@@ -1,0 +1,97 @@
+"""``VACUUM ANALYZE`` on the SMS database, after an approval (runbook: Monthly Tasks).
+
+The proposal names the database; the action refuses when the configured
+database is no longer that one, so a click never vacuums something else
+than what the approver read.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from bot.deps import Deps
+from bot.engine import Outcome, Run
+from bot.errors import UserError
+from bot.messages import Status
+from bot.store.base import Proposal
+
+__all__ = [
+    "VACUUM_ACTION",
+    "VACUUM_TIMEOUT_S",
+    "database_name",
+    "propose_vacuum",
+    "vacuum_action",
+    "vacuum_note",
+]
+
+VACUUM_ACTION = "vacuum"
+# A plain VACUUM ANALYZE of a ~100 MB database takes seconds; a big one may take long.
+VACUUM_TIMEOUT_S = 30 * 60.0
+
+
+def database_name(dsn: str) -> str | None:
+    """The database a ``postgresql://`` URL connects to, as libpq would pick it.
+
+    The path, else a ``dbname`` parameter, else the user name (libpq's
+    default); None when the URL is empty or names none of them.
+    """
+    if not dsn.strip():
+        return None
+    parts = urlsplit(dsn.strip())
+    name = unquote(parts.path.lstrip("/"))
+    if name:
+        return name
+    params = parse_qs(parts.query)
+    if params.get("dbname"):
+        return params["dbname"][0]
+    return unquote(parts.username) if parts.username else None
+
+
+def vacuum_note(database: str) -> str:
+    return (
+        f"On approval the bot runs `VACUUM ANALYZE;` on {database} (runbook: Monthly Tasks, "
+        f"at most {VACUUM_TIMEOUT_S / 60:g} min). A plain VACUUM does not block reads or "
+        "writes, but it adds I/O load: prefer a quiet hour."
+    )
+
+
+async def propose_vacuum(run: Run) -> Proposal | None:
+    """Propose ``VACUUM ANALYZE`` on the configured SMS database (monthly, or ``/sms vacuum``).
+
+    Raises ``UserError`` when ``SMS_DATABASE_URL`` names no database.
+    """
+    name = database_name(run.deps.settings.sms_database_url)
+    if name is None:
+        raise UserError("Not proposing VACUUM ANALYZE: SMS_DATABASE_URL names no database.")
+    return await run.propose(
+        action=VACUUM_ACTION,
+        args={"database": name},
+        summary=f"run VACUUM ANALYZE on {name}",
+        confirm_label="Run VACUUM ANALYZE",
+        note=vacuum_note(name),
+    )
+
+
+async def _vacuum(deps: Deps) -> Outcome:
+    took = await deps.db.vacuum_analyze(timeout_s=VACUUM_TIMEOUT_S)
+    return Outcome(Status.OK, f"done in {took:.1f} s")
+
+
+async def vacuum_action(run: Run, *, database: str) -> None:
+    """Run ``VACUUM ANALYZE`` if ``database`` is still the configured SMS database."""
+    deps = run.deps
+    configured = database_name(deps.settings.sms_database_url)
+    if configured != database:
+        raise UserError(
+            f"Not running VACUUM ANALYZE: SMS_DATABASE_URL now points at "
+            f"{configured or 'no database'}, not {database}. Nothing was changed."
+        )
+    done = await run.step(
+        "VACUUM ANALYZE",
+        _vacuum(deps),
+        timeout=VACUUM_TIMEOUT_S + deps.settings.sms_check_timeout_s,
+    )
+    if done is None:
+        run.text = f"VACUUM ANALYZE on {database} failed: {run.steps[-1].summary}"
+    else:
+        run.text = f"VACUUM ANALYZE on {database} finished: {done.summary}."
