@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -30,11 +31,13 @@ from bot.deps import Clock, Deps, utc_now
 from bot.engine import Engine
 from bot.events import Click, Command
 from bot.outbox import OutboxWorker
+from bot.scheduler import Scheduler
 from bot.store import open_store
 from bot.telemetry import BotMetrics
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
+from handlers.jobs import build_jobs
 
 __all__ = ["App", "SlackParts", "build_app"]
 
@@ -53,6 +56,8 @@ class App:
     clicks: ClickHandler
     outbox: OutboxWorker
     alerts: AlertProcessor
+    scheduler: Scheduler
+    alert_surface: ChatSurface
     slack: SlackParts | None = None
 
 
@@ -129,6 +134,17 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
         )
         clicks.alerts = alerts
         dispatcher.alerts = alerts
+        scheduler = Scheduler(
+            deps,
+            build_jobs(
+                deps=deps,
+                engine=engine,
+                surface=alert_surface,
+                channel=settings.slack_alert_channel,
+                alerts=alerts,
+            ),
+            grace=timedelta(minutes=settings.sms_schedule_grace_min),
+        )
         stack.push_async_callback(engine.shutdown)
         yield App(
             deps=deps,
@@ -137,6 +153,8 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             clicks=clicks,
             outbox=outbox,
             alerts=alerts,
+            scheduler=scheduler,
+            alert_surface=alert_surface,
             slack=slack,
         )
 

@@ -31,12 +31,16 @@ from bot.http import build_http_app, serve
 from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
 from bot.routing import route_alert
+from bot.scheduler import JobSpec
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from handlers.jobs import JOBS, job_procedure
 
 __all__ = ["main"]
 
 log = structlog.get_logger(__name__)
+
+JOB_NAMES = frozenset(job.name for job in JOBS)
 
 _SHELL_HELP = (
     "Type a command as in chat, e.g. `/sms health`, `status`, `logs backend 50`.\n"
@@ -53,7 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="start the HTTP server (health, readiness, metrics)")
     sub.add_parser("shell", help="a terminal chat: type /sms commands")
     run = sub.add_parser("run", help="run one command as typed in chat, e.g. `run health`")
-    run.add_argument("words", nargs="+", metavar="WORDS", help="the command, e.g. logs backend 50")
+    run.add_argument(
+        "words",
+        nargs="+",
+        metavar="WORDS",
+        help="the command, e.g. logs backend 50; or a scheduled job, e.g. morning-summary",
+    )
+    run.add_argument(
+        "--post",
+        action="store_true",
+        help="with a job: post it to SLACK_ALERT_CHANNEL instead of printing it",
+    )
     sub.add_parser("check-config", help="validate the configuration and print it")
     replay = sub.add_parser(
         "replay",
@@ -88,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(settings)
     try:
         if args.action == "run":
+            if args.words[0] in JOB_NAMES:
+                if len(args.words) > 1:
+                    print(f"sms-bot: the job {args.words[0]} takes no arguments", file=sys.stderr)
+                    return EXIT_USAGE
+                return asyncio.run(_run_job(settings, args.words[0], post=args.post))
+            if args.post:
+                print("sms-bot: --post goes with a scheduled job", file=sys.stderr)
+                return EXIT_USAGE
             return asyncio.run(_run_once(settings, " ".join(args.words)))
         if args.action == "shell":
             return asyncio.run(_shell(settings))
@@ -125,6 +147,44 @@ async def _run_once(settings: Settings, text: str) -> int:
         )
         handled = await app.dispatcher.handle(command, surface)
         return handled.exit_code
+
+
+async def _run_job(settings: Settings, name: str, *, post: bool) -> int:
+    """Run a scheduled job now: printed, or posted like the scheduler would (--post)."""
+    async with build_app(settings) as app:
+        if post:
+            if app.slack is None:
+                print("sms-bot: --post needs Slack (SLACK_BOT_TOKEN)", file=sys.stderr)
+                return EXIT_USAGE
+            [spec] = [j for j in build_jobs_for(app) if j.name == name]
+            status = await spec.action()
+            # Deliver before exiting: the outbox is the only way out to Slack.
+            deadline = asyncio.get_running_loop().time() + 60
+            while await app.deps.store.outbox_pending():
+                if asyncio.get_running_loop().time() > deadline:
+                    print(
+                        "sms-bot: Slack did not take every message; they stay queued",
+                        file=sys.stderr,
+                    )
+                    return EXIT_FAILED
+                if not await app.outbox.drain_once():
+                    await asyncio.sleep(0.5)
+            return EXIT_FAILED if status.is_bad else EXIT_OK
+        job, procedure = job_procedure(name)
+        command = Command(
+            text=name,
+            user=_local_user("cli"),
+            source="cli",
+            conversation=Conversation(surface="console"),
+        )
+        run = await app.engine.execute(
+            procedure, name=name, title=job.title, command=command, surface=ConsoleSurface()
+        )
+        return EXIT_FAILED if run.status.is_bad else EXIT_OK
+
+
+def build_jobs_for(app: App) -> list[JobSpec]:
+    return list(app.scheduler.jobs.values())
 
 
 async def _replay(settings: Settings, path: str) -> int:
@@ -253,6 +313,7 @@ async def _serve(settings: Settings) -> int:
         worker = asyncio.create_task(app.outbox.run(), name="outbox")
         sweeper = asyncio.create_task(_expire_proposals(app), name="proposals")
         alerts = asyncio.create_task(app.alerts.run(), name="alerts")
+        schedules = asyncio.create_task(app.scheduler.run(), name="scheduler")
         log.info(
             "serve.listening",
             host=settings.bot_host,
@@ -264,7 +325,7 @@ async def _serve(settings: Settings) -> int:
         finally:
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
-            for task in (alerts, sweeper):
+            for task in (schedules, alerts, sweeper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

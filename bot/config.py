@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -187,7 +186,17 @@ class Settings(BaseSettings):
     sms_operators: UserIds = ()
     sms_approvers: UserIds = ()
     sms_timezone: str = "UTC"
+    # Schedules (cron: minute hour day month weekday, in SMS_TIMEZONE; a sixth
+    # field in front is seconds). Day and weekday are ANDed: "0 9 1-7 * mon" is
+    # the first Monday of the month.
     sms_morning_summary_cron: str = "30 7 * * *"
+    sms_weekly_checklist_cron: str = "0 8 * * mon"
+    sms_weekly_report_cron: str = "0 16 * * fri"
+    sms_monthly_maintenance_cron: str = "0 9 1-7 * mon"
+    # In UTC, half an hour after the runbook's 02:00 UTC backup.
+    sms_backup_check_cron: str = "30 2 * * *"
+    # A job missed while the bot was down runs once on start within this window.
+    sms_schedule_grace_min: float = Field(default=60.0, ge=0)
 
     # How long one check may take before it is reported as timed out.
     sms_check_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -289,11 +298,19 @@ class Settings(BaseSettings):
             ) from None
         return value
 
-    @field_validator("sms_morning_summary_cron")
+    @field_validator(
+        "sms_morning_summary_cron",
+        "sms_weekly_checklist_cron",
+        "sms_weekly_report_cron",
+        "sms_monthly_maintenance_cron",
+        "sms_backup_check_cron",
+    )
     @classmethod
     def _cron(cls, value: str) -> str:
+        from bot.scheduler import cron_trigger
+
         try:
-            CronTrigger.from_crontab(value)
+            cron_trigger(value, "UTC")
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a 5-field cron expression: {exc}") from None
         return value

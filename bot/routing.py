@@ -23,7 +23,7 @@ __all__ = [
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 # The procedures alerts may be routed to ("" is the generic thread).
-PROCEDURES = ("backend_down", "slow_responses", "high_error_rate", "")
+PROCEDURES = ("backend_down", "slow_responses", "high_error_rate", "backup_freshness", "")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ DEFAULT_ROUTES: tuple[RouteRule, ...] = (
     RouteRule("SlowResponses", "slow_responses", "P1"),
     RouteRule("HighLatency", "slow_responses", "P1"),
     RouteRule("HighErrorRate", "high_error_rate", "P2"),
+    RouteRule("BackupStale", "backup_freshness", "P1"),
 )
 
 _SEVERITY_PRIORITY = {"critical": "P1", "page": "P1", "error": "P2", "warning": "P2"}

@@ -28,8 +28,10 @@ from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
 from bot.store.base import Incident, Proposal
 from handlers.auth import authorize
 from handlers.registry import Role
+from procedures.backup import BACKUP_ACTION, backup_action
 from procedures.restart import RESTART_ACTION, restart_action
 from procedures.terminate import TERMINATE_ACTION, terminate_action
+from procedures.vacuum import VACUUM_ACTION, vacuum_action
 
 if TYPE_CHECKING:
     from handlers.alerts import AlertProcessor
@@ -68,6 +70,22 @@ ACTIONS: dict[str, ActionSpec] = {
             query=str(p.args["query"]),
         ),
         confirm_label=lambda p: f"Terminate {p.args['pid']}",
+    ),
+    # The backup command itself is a constant in procedures/backup.py; stored
+    # arguments only name the container, never what runs in it.
+    BACKUP_ACTION: ActionSpec(
+        title=lambda p: f"Manual backup in {p.args['container']}",
+        audit_target=lambda p: str(p.args["container"]),
+        bind=lambda p: partial(
+            backup_action, service=str(p.args["service"]), container=str(p.args["container"])
+        ),
+        confirm_label=lambda p: "Run manual backup",
+    ),
+    VACUUM_ACTION: ActionSpec(
+        title=lambda p: f"VACUUM ANALYZE on {p.args['database']}",
+        audit_target=lambda p: str(p.args["database"]),
+        bind=lambda p: partial(vacuum_action, database=str(p.args["database"])),
+        confirm_label=lambda p: "Run VACUUM ANALYZE",
     ),
 }
 

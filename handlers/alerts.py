@@ -46,12 +46,15 @@ ProcedureFactory = Callable[[Alert | None], Procedure]
 
 
 def _procedures() -> dict[str, ProcedureFactory]:
+    from procedures.backup_freshness import backup_freshness
+
     from procedures.incident_response import backend_down, high_error_rate, slow_responses
 
     return {
         "backend_down": lambda alert: partial(backend_down, alert=alert),
         "slow_responses": lambda alert: partial(slow_responses, alert=alert),
         "high_error_rate": lambda alert: partial(high_error_rate, alert=alert),
+        "backup_freshness": lambda alert: backup_freshness,
     }
 
 
@@ -64,6 +67,7 @@ _TITLES = {
     "backend_down": "P0 Backend down: first response",
     "slow_responses": "P1 Slow responses: diagnosis",
     "high_error_rate": "P2 High error rate: diagnosis",
+    "backup_freshness": "Backup freshness: manual backup",
 }
 
 

@@ -7,6 +7,7 @@ number raises ``UsageError`` with the command's usage, never a stack trace.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -199,6 +200,66 @@ def _silence(args: list[str], deps: Deps) -> Invocation:
         name="silence",
         title=f"Silence {name}",
         procedure=partial(silence, alertname=name, duration=duration),
+    )
+
+
+@command(
+    "backup",
+    usage="backup",
+    summary="Offer to run the runbook's manual backup now (an approver clicks)",
+    role=Role.OPERATOR,
+    changes=True,
+)
+def _backup(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "backup")
+    return Invocation(name="backup", title="Manual backup?", procedure=_propose_backup)
+
+
+async def _propose_backup(run: Any) -> None:
+    from procedures.backup_freshness import propose_manual_backup
+
+    await propose_manual_backup(run, reason="requested with /sms backup")
+
+
+@command(
+    "vacuum",
+    usage="vacuum",
+    summary="Offer to run VACUUM ANALYZE on the SMS database (an approver clicks)",
+    role=Role.OPERATOR,
+    changes=True,
+)
+def _vacuum(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "vacuum")
+    from procedures.vacuum import propose_vacuum
+
+    return Invocation(name="vacuum", title="VACUUM ANALYZE?", procedure=_discard(propose_vacuum))
+
+
+def _discard(propose: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
+    async def procedure(run: Any) -> None:
+        await propose(run)
+
+    return procedure
+
+
+@command("schedule", usage="schedule", summary="The scheduled jobs and their next run")
+def _schedule(args: list[str], deps: Deps) -> Invocation:
+    _no_more(args, "schedule")
+    from handlers.jobs import schedule_rows
+
+    table = Table(
+        title="Scheduled jobs (they run in sms-bot serve)",
+        columns=("job", "cron", "time zone", "next run"),
+        rows=tuple(schedule_rows(deps.settings, deps.clock())),
+    )
+    return Invocation(
+        name="schedule",
+        message=Message(
+            title="Schedule",
+            status=Status.OK,
+            text="Run one now with `sms-bot run JOB` (add --post to post it to the channel).",
+            details=(table,),
+        ),
     )
 
 

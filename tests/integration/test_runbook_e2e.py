@@ -421,3 +421,29 @@ async def test_console_surface_shows_progress_live_in_a_terminal(
     shown = out.getvalue()
     for name in ("Container health", "Performance metrics", "Backup verification"):
         assert name in shown
+
+
+async def test_cli_runs_a_scheduled_job_now(deployment: dict[str, str]) -> None:
+    done = await asyncio.to_thread(_cli, deployment, "run", "morning-summary")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All 5 checks passed." in done.stdout
+    assert "[OK] Morning summary" in done.stdout
+
+    no_slack = await asyncio.to_thread(_cli, deployment, "run", "morning-summary", "--post")
+    assert no_slack.returncode == 2
+    assert "--post needs Slack" in no_slack.stderr
+    extra = await asyncio.to_thread(_cli, deployment, "run", "morning-summary", "now")
+    assert extra.returncode == 2
+    post_without_job = await asyncio.to_thread(_cli, deployment, "run", "health", "--post")
+    assert post_without_job.returncode == 2
+
+    schedule = await asyncio.to_thread(_cli, deployment, "run", "schedule")
+    assert schedule.returncode == 0
+    for job in (
+        "morning-summary",
+        "backup-freshness",
+        "weekly-checklist",
+        "weekly-report",
+        "monthly-maintenance",
+    ):
+        assert job in schedule.stdout

@@ -1,0 +1,224 @@
+"""Scheduled jobs: APScheduler fires them, the store makes each slot run exactly once.
+
+Only the replica holding the scheduler leadership (a PostgreSQL advisory
+lock, or a lock file next to a SQLite store) schedules; the others wait and
+take over when it goes. Every run claims its (job, slot) in the store first,
+so even two leaders at once would not post twice. After downtime, a job
+whose latest slot was missed runs once on start when that slot is still
+within ``SMS_SCHEDULE_GRACE_MIN``; older misses are skipped, never replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from bot.deps import Deps
+from bot.messages import Status
+from bot.store.base import StoreUnavailable
+
+__all__ = [
+    "LEADER_LOCK",
+    "JobAction",
+    "JobSpec",
+    "Scheduler",
+    "cron_trigger",
+    "next_fire",
+    "previous_fire",
+    "runner_id",
+]
+
+log = structlog.get_logger(__name__)
+
+LEADER_LOCK = "sms-bot-scheduler"
+
+# What a job does once its slot is claimed: returns the run's status.
+JobAction = Callable[[], Awaitable[Status]]
+
+
+def cron_trigger(expr: str, timezone: str) -> CronTrigger:
+    """Five cron fields (minute hour day month weekday), or six with seconds first.
+
+    APScheduler ANDs day and weekday, so ``0 9 1-7 * mon`` is the first Monday.
+    """
+    fields = expr.split()
+    tz = ZoneInfo(timezone)
+    if len(fields) == 5:
+        return CronTrigger.from_crontab(expr, timezone=tz)
+    if len(fields) == 6:
+        second, minute, hour, day, month, day_of_week = fields
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=tz,
+        )
+    raise ValueError(f"{expr!r} has {len(fields)} fields; a cron expression has 5 (or 6)")
+
+
+def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return fire
+
+
+def previous_fire(trigger: CronTrigger, now: datetime, *, lookback: timedelta) -> datetime | None:
+    """The latest fire time at or before ``now``, looking back at most ``lookback``."""
+    found: datetime | None = None
+    current = trigger.get_next_fire_time(None, now - lookback)
+    while current is not None and current <= now:
+        found = current
+        current = trigger.get_next_fire_time(current, current + timedelta(microseconds=1))
+    return found
+
+
+def runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str  # e.g. "morning-summary"
+    title: str  # what the user reads
+    cron: str
+    timezone: str
+    action: JobAction
+
+    def trigger(self) -> CronTrigger:
+        return cron_trigger(self.cron, self.timezone)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        deps: Deps,
+        jobs: Sequence[JobSpec],
+        *,
+        grace: timedelta,
+        runner: str | None = None,
+        retry_leadership_s: float = 5.0,
+    ) -> None:
+        self.deps = deps
+        self.jobs = {job.name: job for job in jobs}
+        self.grace = grace
+        self.runner = runner or runner_id()
+        self.retry_leadership_s = retry_leadership_s
+        self._aps: AsyncIOScheduler | None = None
+
+    # -- one slot ----------------------------------------------------------------------
+
+    async def fire(self, name: str, slot: datetime) -> bool:
+        """Run ``name`` for ``slot`` if no one has yet; True when this call ran it."""
+        job = self.jobs[name]
+        store = self.deps.store
+        claimed = await store.job_claim(name, slot=slot, runner=self.runner, now=self.deps.clock())
+        if not claimed:
+            log.info("schedule.slot_taken", job=name, slot=slot.isoformat())
+            return False
+        log.info("schedule.job_started", job=name, slot=slot.isoformat())
+        status = Status.FAILED
+        try:
+            status = await job.action()
+        except Exception:
+            log.exception("schedule.job_crashed", job=name)
+        finally:
+            await store.job_finish(name, slot=slot, status=status.value, now=self.deps.clock())
+        log.info("schedule.job_finished", job=name, status=status.value)
+        return True
+
+    async def fire_due(self, name: str) -> bool:
+        """What APScheduler calls: the slot is the latest fire time up to now."""
+        now = self.deps.clock()
+        slot = previous_fire(self.jobs[name].trigger(), now, lookback=timedelta(hours=1))
+        if slot is None:
+            return False
+        return await self.fire(name, slot)
+
+    async def catch_up(self) -> list[str]:
+        """Run, once, each job whose latest slot was missed but is within the grace period."""
+        now = self.deps.clock()
+        ran = []
+        for name, job in self.jobs.items():
+            slot = previous_fire(job.trigger(), now, lookback=self.grace)
+            if slot is None:
+                continue
+            last = await self.deps.store.job_last(name)
+            if last is not None and last.slot >= slot:
+                continue
+            log.info("schedule.catching_up", job=name, slot=slot.isoformat())
+            if await self.fire(name, slot):
+                ran.append(name)
+        return ran
+
+    def upcoming(self) -> list[tuple[JobSpec, datetime | None]]:
+        now = self.deps.clock()
+        return [(job, next_fire(job.trigger(), now)) for job in self.jobs.values()]
+
+    # -- leadership and APScheduler -----------------------------------------------------
+
+    async def run(self) -> None:
+        """Lead when possible: catch up, schedule, and hand over if leadership is lost."""
+        store = self.deps.store
+        while True:
+            try:
+                leading = await store.leader_acquire(LEADER_LOCK)
+            except StoreUnavailable as exc:
+                log.error("schedule.leadership_failed", error=str(exc))
+                leading = False
+            if not leading:
+                await asyncio.sleep(self.retry_leadership_s)
+                continue
+            log.info("schedule.leading", runner=self.runner)
+            try:
+                await self.catch_up()
+                self._start_aps()
+                while True:
+                    await asyncio.sleep(self.retry_leadership_s)
+                    if not await store.leader_check(LEADER_LOCK):
+                        break
+                log.warning("schedule.leadership_lost", runner=self.runner)
+            except StoreUnavailable as exc:
+                log.error("schedule.store_failed", error=str(exc))
+            finally:
+                self._stop_aps()
+                with contextlib.suppress(StoreUnavailable):
+                    await store.leader_release(LEADER_LOCK)
+            await asyncio.sleep(self.retry_leadership_s)
+
+    def _start_aps(self) -> None:
+        aps = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+        )
+        for name, job in self.jobs.items():
+            aps.add_job(self._fire_logged, job.trigger(), args=[name], id=name, name=job.title)
+        aps.start()
+        self._aps = aps
+
+    def _stop_aps(self) -> None:
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None
+
+    async def _fire_logged(self, name: str) -> None:
+        try:
+            await self.fire_due(name)
+        except StoreUnavailable as exc:
+            log.error("schedule.fire_failed", job=name, error=str(exc))
+
+    def next_run_times(self) -> dict[str, datetime | None]:
+        """APScheduler's own idea of the next runs (empty when not leading)."""
+        if self._aps is None:
+            return {}
+        return {job.id: job.next_run_time for job in self._aps.get_jobs()}

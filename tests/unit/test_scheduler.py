@@ -1,0 +1,164 @@
+"""The scheduler: cron semantics, one run per slot, catch-up after downtime, APScheduler firing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.deps import Deps
+from bot.messages import Status
+from bot.scheduler import JobSpec, Scheduler, cron_trigger, next_fire, previous_fire
+from bot.store import open_store
+from handlers.jobs import schedule_rows
+from tests.unit.conftest import make_settings
+
+
+def test_five_and_six_field_crons() -> None:
+    trigger = cron_trigger("30 7 * * *", "Europe/Athens")
+    now = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 06:00 in Athens
+    fire = next_fire(trigger, now)
+    assert fire is not None and fire.astimezone(UTC) == datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
+    every5s = cron_trigger("*/5 * * * * *", "UTC")
+    assert next_fire(every5s, datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 0, 0, 5, tzinfo=UTC
+    )
+    with pytest.raises(ValueError):
+        cron_trigger("* * *", "UTC")
+
+
+def test_first_monday_of_the_month() -> None:
+    trigger = cron_trigger("0 9 1-7 * mon", "UTC")
+    fire = next_fire(trigger, datetime(2026, 11, 26, tzinfo=UTC))
+    assert fire == datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # the first Monday of December
+    fire = next_fire(trigger, datetime(2026, 12, 8, tzinfo=UTC))
+    assert fire == datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
+
+
+def test_previous_fire() -> None:
+    trigger = cron_trigger("30 7 * * *", "UTC")
+    now = datetime(2026, 11, 26, 7, 45, tzinfo=UTC)
+    assert previous_fire(trigger, now, lookback=timedelta(hours=1)) == datetime(
+        2026, 11, 26, 7, 30, tzinfo=UTC
+    )
+    assert previous_fire(trigger, now, lookback=timedelta(minutes=10)) is None
+
+
+def test_schedule_lists_every_job_with_its_next_run(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    rows = schedule_rows(settings, datetime(2026, 11, 26, 8, 0, tzinfo=UTC))  # a Thursday
+    by_name = {r[0]: r for r in rows}
+    assert set(by_name) == {
+        "morning-summary",
+        "backup-freshness",
+        "weekly-checklist",
+        "weekly-report",
+        "monthly-maintenance",
+    }
+    assert by_name["morning-summary"][3].startswith("Fri 2026-11-27 07:30")
+    assert by_name["weekly-report"][3].startswith("Fri 2026-11-27 16:00")
+    assert by_name["monthly-maintenance"][3].startswith("Mon 2026-12-07 09:00")
+    assert by_name["backup-freshness"][2] == "UTC"
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> Status:
+        self.calls += 1
+        return Status.OK
+
+
+def _scheduler(
+    deps: Deps,
+    counter: Counter,
+    *,
+    cron: str = "30 7 * * *",
+    runner: str = "a",
+    grace_min: float = 60,
+) -> Scheduler:
+    job = JobSpec("morning-summary", "Morning summary", cron, "UTC", counter)
+    return Scheduler(
+        deps, [job], grace=timedelta(minutes=grace_min), runner=runner, retry_leadership_s=0.05
+    )
+
+
+async def test_a_slot_runs_once_even_with_two_schedulers(deps: Deps) -> None:
+    counter = Counter()
+    slot = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
+    first, second = _scheduler(deps, counter), _scheduler(deps, counter, runner="b")
+    results = await asyncio.gather(
+        first.fire("morning-summary", slot), second.fire("morning-summary", slot)
+    )
+    assert sorted(results) == [False, True]
+    assert counter.calls == 1
+    last = await deps.store.job_last("morning-summary")
+    assert last is not None and last.slot == slot and last.status == "ok"
+
+
+async def test_a_missed_run_catches_up_once_within_the_grace(deps: Deps) -> None:
+    counter = Counter()
+    at = {"now": datetime(2026, 11, 26, 8, 10, tzinfo=UTC)}  # the bot was down at 07:30
+    clocked = replace(deps, clock=lambda: at["now"])
+    assert await _scheduler(clocked, counter).catch_up() == ["morning-summary"]
+    assert counter.calls == 1
+    # Started again ten minutes later: the slot already ran, nothing more.
+    at["now"] = datetime(2026, 11, 26, 8, 20, tzinfo=UTC)
+    assert await _scheduler(clocked, counter).catch_up() == []
+    assert counter.calls == 1
+
+
+async def test_a_run_missed_beyond_the_grace_is_skipped(deps: Deps) -> None:
+    counter = Counter()
+    clocked = replace(deps, clock=lambda: datetime(2026, 11, 26, 9, 0, tzinfo=UTC))
+    assert await _scheduler(clocked, counter).catch_up() == []
+    assert counter.calls == 0
+    assert await deps.store.job_last("morning-summary") is None
+
+
+async def test_apscheduler_fires_the_job_while_leading(deps: Deps, tmp_path: Path) -> None:
+    counter = Counter()
+    live = replace(deps, clock=lambda: datetime.now(UTC))
+    scheduler = _scheduler(live, counter, cron="* * * * * *", grace_min=0)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        deadline = time.monotonic() + 15
+        while counter.calls < 2:
+            assert time.monotonic() < deadline, "APScheduler did not fire the job"
+            await asyncio.sleep(0.1)
+        assert "morning-summary" in scheduler.next_run_times()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    runs = await deps.store.job_runs("morning-summary")
+    assert len({r.slot for r in runs}) == len(runs) >= 2
+
+
+async def test_only_one_of_two_schedulers_leads(deps: Deps, tmp_path: Path) -> None:
+    other_store = open_store(deps.settings.bot_state_url)
+    await other_store.open()
+    try:
+        live = replace(deps, clock=lambda: datetime.now(UTC))
+        a_count, b_count = Counter(), Counter()
+        a = _scheduler(live, a_count, cron="* * * * * *", runner="a", grace_min=0)
+        b = _scheduler(
+            replace(live, store=other_store), b_count, cron="* * * * * *", runner="b", grace_min=0
+        )
+        tasks = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
+        deadline = time.monotonic() + 15
+        while a_count.calls + b_count.calls < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert (a_count.calls == 0) != (b_count.calls == 0), (a_count.calls, b_count.calls)
+    finally:
+        await other_store.close()
