@@ -23,7 +23,7 @@ from bot.alerts import WebhookInvalid, parse_webhook
 from bot.app import App, build_app
 from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
-from bot.chat.slack import slack_events_route
+from bot.chat.slack import slack_client, slack_events_route
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, SmsBotError
 from bot.events import Click, Command
@@ -301,7 +301,14 @@ async def _serve(settings: Settings) -> int:
             if settings.slack_app_token:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-                socket_mode = AsyncSocketModeHandler(app.slack.app, settings.slack_app_token)
+                socket_mode = AsyncSocketModeHandler(
+                    app.slack.app,
+                    settings.slack_app_token,
+                    # apps.connections.open goes to SLACK_API_URL like every other call.
+                    web_client=slack_client(
+                        token=settings.slack_bot_token, base_url=settings.slack_api_url
+                    ),
+                )
                 await socket_mode.connect_async()  # type: ignore[no-untyped-call]
                 log.info("slack.socket_mode_connected")
         http_app.router.add_post(

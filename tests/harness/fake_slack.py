@@ -17,17 +17,26 @@ a load balancer in trouble), ``rate_limit_next`` (HTTP 429 with
 answers ``invalid_blocks`` when it finds a problem, and the renderer's tests
 use the same function, so renderer and fake cannot drift apart.
 
+Socket Mode works as with Slack: ``apps.connections.open`` with the app-level
+token (``xapp-...``) answers a ``ws://127.0.0.1`` URL on the same server, which
+slack_sdk's ``SocketModeClient`` (and Bolt's ``AsyncSocketModeHandler``)
+connects to unchanged. The server greets each connection with ``hello``,
+answers pings, and records what the client sends. A test pushes envelopes
+with ``send_envelope`` and waits for their acknowledgement with ``wait_ack``.
+
 Loaded as a pytest plugin (``tests.harness.fake_slack``) it provides the
 ``fake_slack`` fixture.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
 import re
 import secrets
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,11 +44,13 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 import pytest
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 __all__ = [
+    "APP_ID",
     "BOT_ID",
     "BOT_USER_ID",
+    "ENVELOPE_TYPES",
     "TEAM_ID",
     "Call",
     "Ephemeral",
@@ -54,6 +65,11 @@ __all__ = [
 TEAM_ID = "T0001"
 BOT_USER_ID = "U0BOT"
 BOT_ID = "B0001"
+APP_ID = "A0SMSBOT"  # the api_app_id of tests.harness.slack_signing
+ENVELOPE_TYPES = frozenset({"slash_commands", "interactive", "events_api"})
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+# What Slack says in hello: a connection lives about this long before a refresh.
+_APPROXIMATE_CONNECTION_TIME_S = 18060
 _FIRST_TS_MICROS = 1_764_140_000_000_000
 _TS_STEP_MICROS = 100
 _TS_PATTERN = re.compile(r"^\d{1,12}\.\d{1,6}$")
@@ -260,6 +276,14 @@ class _Failure(NamedTuple):
     retry_after: int | None
 
 
+@dataclass(eq=False)
+class _SocketClient:
+    """One open Socket Mode connection."""
+
+    ticket: str
+    ws: web.WebSocketResponse
+
+
 class _ApiError(Exception):
     """An ``{"ok": false}`` answer; raised inside a method handler."""
 
@@ -278,14 +302,22 @@ class FakeSlack:
     RESPONSE_URL_USES = 5
     """Slack lets a response_url be used five times (within 30 minutes)."""
 
-    def __init__(self, token: str = "xoxb-test-token", *, strict_threads: bool = False) -> None:
-        """``strict_threads``: answer ``thread_not_found`` for an unknown ``thread_ts``.
+    def __init__(
+        self,
+        token: str = "xoxb-test-token",
+        *,
+        app_token: str = "xapp-test-token",
+        strict_threads: bool = False,
+    ) -> None:
+        """``app_token`` is the app-level token ``apps.connections.open`` takes.
 
+        ``strict_threads``: answer ``thread_not_found`` for an unknown ``thread_ts``.
         Off by default because real Slack accepts a well-formed but unknown
         ``thread_ts`` with ``ok: true`` (the reply is then visible nowhere);
         the fake records such a reply so a test can still see the mistake.
         """
         self.token = token
+        self.app_token = app_token
         self.strict_threads = strict_threads
         self.calls: list[Call] = []
         self.ephemerals: list[Ephemeral] = []
@@ -299,12 +331,20 @@ class FakeSlack:
         self._down = False
         self._runner: web.AppRunner | None = None
         self._url = ""
+        # Socket Mode: every envelope sent and every message a client sent, in order.
+        self.envelopes: list[dict[str, Any]] = []
+        self.socket_messages: list[dict[str, Any]] = []
+        self._tickets: set[str] = set()
+        self._sockets: list[_SocketClient] = []
+        self._acks: dict[str, dict[str, Any]] = {}
+        self._socket_changed = asyncio.Condition()
         self.add_channel("sms-alerts", "C0ALERTS")
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
+            "apps.connections.open": self._connections_open,
         }
 
     # -- lifecycle ----------------------------------------------------------------
@@ -314,6 +354,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self._handle_api)
         app.router.add_post("/response/{rid}", self._handle_response_url)
+        app.router.add_get("/socket/{ticket}", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -322,6 +363,9 @@ class FakeSlack:
         return self
 
     async def close(self) -> None:
+        # Open websockets would otherwise hold the server's shutdown up.
+        for client in list(self._sockets):
+            await client.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -410,6 +454,63 @@ class FakeSlack:
         self._errors.clear()
         self._down = False
 
+    # -- Socket Mode ---------------------------------------------------------------------
+
+    @property
+    def socket_clients(self) -> int:
+        """How many Socket Mode connections are open now."""
+        return len(self._sockets)
+
+    async def socket_connected(self, timeout: float = 10, *, count: int = 1) -> None:
+        """Wait until at least ``count`` clients are connected (and were sent ``hello``)."""
+        what = f"{count} Socket Mode client(s)"
+        await self._wait_socket(lambda: len(self._sockets) >= count, timeout, what)
+
+    async def socket_disconnected(self, timeout: float = 10) -> None:
+        """Wait until no Socket Mode client is connected."""
+        await self._wait_socket(lambda: not self._sockets, timeout, "every client to disconnect")
+
+    async def send_envelope(
+        self, type_: str, payload: dict[str, Any], *, accepts_response_payload: bool = True
+    ) -> str:
+        """Push ``payload`` to the newest connection as Slack does; returns the envelope_id.
+
+        ``type_`` is ``slash_commands``, ``interactive`` or ``events_api``.
+        Slack may pick any open connection; the newest is the one a client
+        that just reconnected listens on.
+        """
+        if type_ not in ENVELOPE_TYPES:
+            raise ValueError(f"unknown envelope type {type_!r}; one of {sorted(ENVELOPE_TYPES)}")
+        if not self._sockets:
+            raise RuntimeError("no Socket Mode client is connected")
+        envelope: dict[str, Any] = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": type_,
+            "payload": payload,
+            "accepts_response_payload": accepts_response_payload,
+        }
+        if type_ == "events_api":
+            envelope |= {"retry_attempt": 0, "retry_reason": ""}
+        await self._sockets[-1].ws.send_json(envelope)
+        self.envelopes.append(envelope)
+        return str(envelope["envelope_id"])
+
+    async def wait_ack(self, envelope_id: str, timeout: float = 5) -> dict[str, Any]:
+        """The message the client acknowledged ``envelope_id`` with (``payload`` optional)."""
+        await self._wait_socket(lambda: envelope_id in self._acks, timeout, f"ack of {envelope_id}")
+        return self._acks[envelope_id]
+
+    async def _wait_socket(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(timeout), self._socket_changed:
+                await self._socket_changed.wait_for(ready)
+        except TimeoutError as exc:
+            raise TimeoutError(f"FakeSlack: waited {timeout}s for {what}") from exc
+
+    async def _socket_event(self) -> None:
+        async with self._socket_changed:
+            self._socket_changed.notify_all()
+
     # -- introspection ----------------------------------------------------------------
 
     def messages(self, channel: str) -> list[FakeMessage]:
@@ -444,8 +545,11 @@ class FakeSlack:
                 raise _ApiError(queued.popleft())
             if not token:
                 raise _ApiError("not_authed")
-            if token != self.token:
-                raise _ApiError("invalid_auth")
+            wanted = self.app_token if method in _APP_TOKEN_METHODS else self.token
+            if token != wanted:
+                # Slack tells a token of the other kind apart from an unknown one.
+                known = token in (self.token, self.app_token)
+                raise _ApiError("not_allowed_token_type" if known else "invalid_auth")
             if handler is None:
                 raise _ApiError("unknown_method")
             body = {"ok": True, **handler(args)}
@@ -469,6 +573,48 @@ class FakeSlack:
         self.calls.append(Call("response_url", args, status))
         return web.json_response(body, status=status)
 
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.match_info["ticket"]
+        if ticket not in self._tickets:
+            return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
+        # autoping: pings are answered with a pong carrying the same data, as Slack does.
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        client = _SocketClient(ticket, ws)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets) + 1,
+                "debug_info": {
+                    "host": "applink-fake-127-0-0-1",
+                    "build_number": 1,
+                    "approximate_connection_time": _APPROXIMATE_CONNECTION_TIME_S,
+                },
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
+        self._sockets.append(client)
+        await self._socket_event()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    message = json.loads(msg.data)
+                except json.JSONDecodeError:
+                    message = None
+                if not isinstance(message, dict):
+                    message = {"raw": msg.data}
+                self.socket_messages.append(message)
+                envelope_id = message.get("envelope_id")
+                if isinstance(envelope_id, str):
+                    self._acks.setdefault(envelope_id, message)
+                await self._socket_event()
+        finally:
+            self._sockets.remove(client)
+            await self._socket_event()
+        return ws
+
     def _take_failure(self) -> _Failure | None:
         if self._down:
             return _Failure(503, None)
@@ -486,6 +632,11 @@ class FakeSlack:
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        ticket = secrets.token_hex(8)
+        self._tickets.add(ticket)
+        return {"url": f"{self.url.replace('http://', 'ws://', 1)}/socket/{ticket}"}
 
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._postable_channel(args)

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-__all__ = ["PgServer", "pg_dsn", "pg_server", "start_cluster"]
+__all__ = ["PgServer", "pg_dsn", "pg_server", "sms_dsn", "start_cluster"]
 
 ENV_DSN = "SMS_TEST_PG_DSN"
 READY_TIMEOUT_S = 30.0
@@ -293,3 +293,17 @@ async def pg_dsn(pg_server: PgServer, request: pytest.FixtureRequest) -> AsyncIt
     dsn = await pg_server.create_database(request.node.name)
     yield dsn
     await pg_server.drop_database(dsn)
+
+
+@pytest.fixture
+async def sms_dsn(pg_dsn: str) -> str:
+    """A fresh SMS database as the runbook knows it: a ``users`` table with 18 accounts."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)")
+        await conn.executemany(
+            "INSERT INTO users (email) VALUES ($1)", [(f"user{i}@school.edu",) for i in range(18)]
+        )
+    finally:
+        await conn.close()
+    return pg_dsn

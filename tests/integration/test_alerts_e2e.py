@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from bot.adapters.alertmanager import AlertmanagerClient
@@ -34,19 +33,6 @@ pytestmark = pytest.mark.integration
 
 APPROVER = "UAPPROVER"
 SMS_BOT = str(Path(sys.executable).with_name("sms-bot"))
-
-
-@pytest.fixture
-async def sms_dsn(pg_dsn: str) -> str:
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("CREATE TABLE users (id serial PRIMARY KEY, email text)")
-        await conn.execute(
-            "INSERT INTO users (email) SELECT 'u' || g FROM generate_series(1, 18) g"
-        )
-    finally:
-        await conn.close()
-    return pg_dsn
 
 
 @pytest.fixture

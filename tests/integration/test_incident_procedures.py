@@ -44,19 +44,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def sms_dsn(pg_dsn: str) -> str:
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO users (email) VALUES ($1)", [(f"user{i}@school.edu",) for i in range(18)]
-        )
-    finally:
-        await conn.close()
-    return pg_dsn
-
-
-@pytest.fixture
 async def app(
     tmp_path: Path,
     sms_containers: SmsContainers,

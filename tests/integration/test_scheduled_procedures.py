@@ -51,19 +51,6 @@ pytestmark = pytest.mark.integration
 TEST_LABEL = "sms-bot-test"
 
 
-@pytest.fixture
-async def sms_dsn(pg_dsn: str) -> str:
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO users (email) VALUES ($1)", [(f"user{i}@school.edu",) for i in range(18)]
-        )
-    finally:
-        await conn.close()
-    return pg_dsn
-
-
 def _write_backup(directory: Path, name: str, *, age_h: float, size: int = 4096) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
