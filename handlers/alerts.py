@@ -47,7 +47,6 @@ ProcedureFactory = Callable[[Alert | None], Procedure]
 
 def _procedures() -> dict[str, ProcedureFactory]:
     from procedures.backup_freshness import backup_freshness
-
     from procedures.incident_response import backend_down, high_error_rate, slow_responses
 
     return {
