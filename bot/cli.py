@@ -31,7 +31,6 @@ from bot.http import build_http_app, serve
 from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
 from bot.routing import route_alert
-from bot.scheduler import JobSpec
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from handlers.jobs import JOBS, job_procedure
@@ -156,8 +155,7 @@ async def _run_job(settings: Settings, name: str, *, post: bool) -> int:
             if app.slack is None:
                 print("sms-bot: --post needs Slack (SLACK_BOT_TOKEN)", file=sys.stderr)
                 return EXIT_USAGE
-            [spec] = [j for j in build_jobs_for(app) if j.name == name]
-            status = await spec.action()
+            status = await app.scheduler.jobs[name].action()
             # Deliver before exiting: the outbox is the only way out to Slack.
             deadline = asyncio.get_running_loop().time() + 60
             while await app.deps.store.outbox_pending():
@@ -181,10 +179,6 @@ async def _run_job(settings: Settings, name: str, *, post: bool) -> int:
             procedure, name=name, title=job.title, command=command, surface=ConsoleSurface()
         )
         return EXIT_FAILED if run.status.is_bad else EXIT_OK
-
-
-def build_jobs_for(app: App) -> list[JobSpec]:
-    return list(app.scheduler.jobs.values())
 
 
 async def _replay(settings: Settings, path: str) -> int:

@@ -212,13 +212,13 @@ def _silence(args: list[str], deps: Deps) -> Invocation:
 )
 def _backup(args: list[str], deps: Deps) -> Invocation:
     _no_more(args, "backup")
-    return Invocation(name="backup", title="Manual backup?", procedure=_propose_backup)
-
-
-async def _propose_backup(run: Any) -> None:
     from procedures.backup_freshness import propose_manual_backup
 
-    await propose_manual_backup(run, reason="requested with /sms backup")
+    return Invocation(
+        name="backup",
+        title="Manual backup?",
+        procedure=_discard(partial(propose_manual_backup, reason="requested with /sms backup")),
+    )
 
 
 @command(

@@ -122,3 +122,27 @@ async def test_unclicked_proposals_expire(deps: Deps, tmp_path) -> None:  # type
     assert last.buttons == () and "Expired" in last.text
     assert await handler.handle(_click(APPROVE, pid), surface) == "already_decided"
     assert deps.docker.restarts == []  # type: ignore[attr-defined]
+
+
+async def test_backup_and_vacuum_commands_propose_and_bind_the_stored_target(
+    deps: Deps,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from handlers.actions import ACTIONS
+    from handlers.dispatch import Dispatcher
+
+    deps = _with_approvers(deps, tmp_path)
+    dispatcher = Dispatcher(deps, Engine(deps))
+    for text, action, args in [
+        ("backup", "backup", {"service": "backup", "container": "sms-db-backup"}),
+        ("vacuum", "vacuum", {"database": "student_management"}),
+    ]:
+        handled = await dispatcher.handle(
+            Command(text, "console:bob", "console", Conversation("console")), FakeSurface()
+        )
+        assert handled.run is not None, text
+        [proposal] = handled.run.proposals
+        assert (proposal.action, dict(proposal.args)) == (action, args)
+        bound = ACTIONS[action].bind(proposal)
+        assert bound.keywords == args  # type: ignore[attr-defined]
+        assert "argv" not in bound.keywords  # type: ignore[attr-defined]
