@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.action == "replay":
             return asyncio.run(_replay(settings, args.file))
         return asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        print(f"sms-bot: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SmsBotError as exc:
         print(f"sms-bot: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -293,18 +296,7 @@ async def _serve(settings: Settings) -> int:
                 slack_events_route(app.slack.app, signing_secret=settings.slack_signing_secret),
             )
             if settings.slack_app_token:
-                from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-                socket_mode = AsyncSocketModeHandler(
-                    app.slack.app,
-                    settings.slack_app_token,
-                    # apps.connections.open goes to SLACK_API_URL like every other call.
-                    web_client=slack_client(
-                        token=settings.slack_bot_token, base_url=settings.slack_api_url
-                    ),
-                )
-                await socket_mode.connect_async()  # type: ignore[no-untyped-call]
-                log.info("slack.socket_mode_connected")
+                socket_mode = await _socket_mode(app, settings)
         http_app.router.add_post(
             "/alerts/alertmanager",
             alert_webhook_route(token=settings.alert_webhook_token, receive=app.alerts.receive),
@@ -325,7 +317,9 @@ async def _serve(settings: Settings) -> int:
             await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)
         finally:
             if socket_mode is not None:
-                await socket_mode.close_async()  # type: ignore[no-untyped-call]
+                socket_mode.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await socket_mode
             for task in (schedules, alerts, sweeper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -340,6 +334,50 @@ async def _serve(settings: Settings) -> int:
                 await worker
     log.info("serve.stopped")
     return EXIT_OK
+
+
+# Slack's answers to apps.connections.open that no retry can fix.
+_BAD_APP_TOKEN = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked"}
+)
+
+
+async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
+    """Connect Socket Mode in the background, after refusing an app token Slack refuses.
+
+    slack_sdk retries a refused token forever inside ``connect_async``; checked
+    here first, a wrong SLACK_APP_TOKEN stops the start with one clear line.
+    Any other failure (Slack unreachable) leaves the HTTP side serving while the
+    connection keeps being retried.
+    """
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    assert app.slack is not None
+    client = slack_client(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    try:
+        await asyncio.wait_for(
+            client.apps_connections_open(app_token=settings.slack_app_token), timeout=10
+        )
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", ""))
+        if error in _BAD_APP_TOKEN:
+            raise ConfigError(f"SLACK_APP_TOKEN: Slack refused it ({error})") from None
+        log.warning("slack.socket_mode_unavailable", error=error)
+    except (TimeoutError, OSError) as exc:
+        log.warning("slack.socket_mode_unavailable", error=str(exc))
+    # apps.connections.open goes to SLACK_API_URL like every other call.
+    handler = AsyncSocketModeHandler(app.slack.app, settings.slack_app_token, web_client=client)
+
+    async def connect() -> None:
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        log.info("slack.socket_mode_connected")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+    return asyncio.create_task(connect(), name="socket-mode")
 
 
 async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:

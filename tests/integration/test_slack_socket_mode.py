@@ -30,7 +30,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.harness.docker import free_port, wait_until
-from tests.harness.fake_slack import APP_ID, FakeMessage, FakeSlack
+from tests.harness.fake_slack import APP_ID, Ephemeral, FakeMessage, FakeSlack
 from tests.harness.slack_signing import block_actions_payload, slash_command_body
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ async def sdk_client(fake_slack: FakeSlack) -> AsyncIterator[SocketModeClient]:
     try:
         yield client
     finally:
-        await client.close()
+        await client.close()  # type: ignore[no-untyped-call]
 
 
 async def test_sdk_client_connects_gets_hello_and_acks_envelopes(
@@ -89,7 +89,7 @@ async def test_sdk_client_connects_gets_hello_and_acks_envelopes(
     sdk_client.message_listeners.append(on_message)
     sdk_client.socket_mode_request_listeners.append(on_request)
     assert fake_slack.socket_clients == 0
-    await sdk_client.connect()
+    await sdk_client.connect()  # type: ignore[no-untyped-call]
     await fake_slack.socket_connected(timeout=10)
     assert fake_slack.socket_clients == 1
 
@@ -118,7 +118,7 @@ async def test_sdk_client_connects_gets_hello_and_acks_envelopes(
     assert fake_slack.envelopes[1]["retry_attempt"] == 0
     assert {m["envelope_id"] for m in fake_slack.socket_messages} == {command, event}
 
-    await sdk_client.close()
+    await sdk_client.close()  # type: ignore[no-untyped-call]
     await fake_slack.socket_disconnected(timeout=10)
     assert fake_slack.socket_clients == 0
     with pytest.raises(RuntimeError, match="no Socket Mode client"):
@@ -172,6 +172,36 @@ async def test_socket_answers_pings_and_refuses_unknown_tickets(fake_slack: Fake
         assert info.value.status == 401
     with pytest.raises(TimeoutError, match="ack of nope"):
         await fake_slack.wait_ack("nope", timeout=0.1)
+
+
+async def test_hello_counts_connections_and_close_sends_going_away() -> None:
+    fake = await FakeSlack().start()
+    web = AsyncWebClient(base_url=fake.api_url, retry_handlers=[])
+    try:
+        async with aiohttp.ClientSession() as session:
+            urls = [
+                str((await web.apps_connections_open(app_token=APP_TOKEN))["url"]) for _ in "ab"
+            ]
+            first = await session.ws_connect(urls[0])
+            assert (await first.receive_json(timeout=5))["num_connections"] == 1
+            second = await session.ws_connect(urls[1])
+            assert (await second.receive_json(timeout=5))["num_connections"] == 2
+            await fake.socket_connected(timeout=5, count=2)
+            assert fake.socket_clients == 2
+
+            envelope_id = await fake.send_envelope("events_api", {"type": "event_callback"})
+            assert (await second.receive_json(timeout=5))["envelope_id"] == envelope_id
+
+            await fake.close()
+            for ws in (first, second):
+                closing = await ws.receive(timeout=5)
+                assert (closing.type, closing.data) == (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSCloseCode.GOING_AWAY,
+                )
+            assert fake.socket_clients == 0
+    finally:
+        await fake.close()
 
 
 # -- sms-bot serve over Socket Mode --------------------------------------------------------------
@@ -233,28 +263,29 @@ async def serve(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[asyncio.
         exited = asyncio.create_task(proc.wait())
         connected = asyncio.create_task(fake_slack.socket_connected(timeout=30))
         try:
-            await asyncio.wait({exited, connected}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({exited, connected}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            exited.cancel()
-        assert not exited.done() or exited.cancelled(), (
-            f"sms-bot serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-        )
-        await connected  # raises TimeoutError naming what it waited for
+            for task in (exited, connected):
+                task.cancel()
+        if connected not in done:
+            pytest.fail(f"sms-bot serve exited with {proc.returncode} before connecting")
+        connected.result()  # a TimeoutError naming what it waited for
         yield proc
     finally:
         await _stop(proc)
         print(f"--- sms-bot serve output ---\n{log.read_text()[-5000:]}")  # shown on failure
 
 
-def _text(item: Any) -> str:
+def _text(item: FakeMessage | Ephemeral) -> str:
     return json.dumps(item.blocks) + item.text
 
 
 async def test_commands_and_clicks_over_socket_mode(
     serve: asyncio.subprocess.Process, fake_slack: FakeSlack
 ) -> None:
-    [opened] = fake_slack.calls_to("apps.connections.open")
-    assert opened.status == 200
+    # One call checks the app token at start, one opens the connection.
+    opened = fake_slack.calls_to("apps.connections.open")
+    assert [c.status for c in opened] == [200, 200]
     assert fake_slack.socket_clients == 1
 
     # /sms help: acknowledged on the websocket, answered only to the user.
@@ -319,4 +350,27 @@ async def test_commands_and_clicks_over_socket_mode(
     # SIGTERM: the bot closes its websocket and stops cleanly.
     assert await _stop(serve) == 0
     await fake_slack.socket_disconnected(timeout=10)
+    assert fake_slack.socket_clients == 0
+
+
+async def test_a_refused_app_token_stops_the_start_with_a_clear_line(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    env = {**_env(tmp_path, fake_slack), "SLACK_APP_TOKEN": "xapp-wrong"}
+    proc = await asyncio.create_subprocess_exec(
+        SMS_BOT,
+        "serve",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 2
+    assert "configuration error: SLACK_APP_TOKEN: Slack refused it (invalid_auth)" in err.decode()
     assert fake_slack.socket_clients == 0
