@@ -89,10 +89,14 @@ async def check_still_proposed(deps: Deps, pid: int, started: datetime) -> Query
     )
 
 
-async def _terminate(deps: Deps, pid: int) -> Outcome:
-    if await deps.db.terminate(pid):
+async def _terminate(deps: Deps, pid: int, started: datetime) -> Outcome:
+    # One statement checks and terminates, so nothing can slip in between.
+    if await deps.db.terminate(pid, query_start=started):
         return Outcome(Status.OK, f"pg_terminate_backend({pid}) signalled it")
-    return Outcome(Status.WARN, f"no backend with pid {pid} any more: it ended on its own")
+    return Outcome(
+        Status.WARN,
+        f"pid {pid} no longer runs that query (it ended or was replaced): nothing terminated",
+    )
 
 
 async def _until_gone(deps: Deps, pid: int, started: datetime, wait_s: float) -> Outcome:
@@ -120,7 +124,7 @@ async def terminate_action(run: Run, *, pid: int, query_start: str, query: str) 
     if not check.same:
         run.text = f"Not terminating {what}: {check.summary}. Nothing was changed."
         return
-    done = await run.step(f"Terminate pid {pid}", _terminate(deps, pid))
+    done = await run.step(f"Terminate pid {pid}", _terminate(deps, pid, started))
     if done is None:
         run.text = f"The termination of {what} failed."
         return

@@ -316,10 +316,15 @@ class FakeDb:
             raise self.error
         return next((q for q in self.queries if q.pid == pid), None)
 
-    async def terminate(self, pid: int) -> bool:
+    async def terminate(self, pid: int, *, query_start: datetime | None = None) -> bool:
         """Like ``pg_terminate_backend``: the backend (and its row) goes away."""
         if self.error:
             raise self.error
+        if query_start is not None and not any(
+            q.pid == pid and q.started_at == query_start and q.state == "active"
+            for q in self.queries
+        ):
+            return False
         self.terminated.append(pid)
         if self.survives_terminate:
             return True

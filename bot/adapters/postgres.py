@@ -236,12 +236,26 @@ class SmsDatabase:
             row = await conn.fetchrow(BACKEND_SQL, int(pid), timeout=self._query_timeout)
         return None if row is None else _active_query(row)
 
-    async def terminate(self, pid: int) -> bool:
-        """``pg_terminate_backend``; False when no such backend exists (already gone)."""
+    async def terminate(self, pid: int, *, query_start: datetime | None = None) -> bool:
+        """``pg_terminate_backend``; False when no such backend exists (already gone).
+
+        With ``query_start`` the check and the termination are one statement: the
+        backend is terminated only while it still runs the query started then, so a
+        pid reused by another query in between is never hit.
+        """
         async with self._connect() as conn:
-            result = await conn.fetchval(
-                "SELECT pg_terminate_backend($1)", int(pid), timeout=self._query_timeout
-            )
+            if query_start is None:
+                result = await conn.fetchval(
+                    "SELECT pg_terminate_backend($1)", int(pid), timeout=self._query_timeout
+                )
+            else:
+                result = await conn.fetchval(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid = $1 AND query_start = $2 AND state = 'active'",
+                    int(pid),
+                    query_start,
+                    timeout=self._query_timeout,
+                )
         return bool(result)
 
     async def vacuum_analyze(self, *, timeout_s: float = 600.0) -> float:

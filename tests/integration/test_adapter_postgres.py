@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -103,6 +103,27 @@ async def test_slow_query_is_listed_then_terminated(
     async with asyncio.timeout(10):
         while [q for q in await db.active_queries(min_age_s=0) if q.pid == pid]:
             await asyncio.sleep(0.1)
+
+
+async def test_terminate_only_the_query_that_was_shown(
+    pg_dsn: str, sleeper: tuple[int, asyncio.Task[object]]
+) -> None:
+    pid, task = sleeper
+    db = SmsDatabase(pg_dsn)
+    current = None
+    async with asyncio.timeout(20):
+        while current is None or current.state != "active":
+            current = await db.backend(pid)
+            await asyncio.sleep(0.1)
+    assert current.started_at is not None
+    # Another query under the same pid (a different start): nothing is terminated.
+    other = current.started_at - timedelta(seconds=5)
+    assert await db.terminate(pid, query_start=other) is False
+    assert not task.done()
+    assert await db.terminate(pid, query_start=current.started_at) is True
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+        async with asyncio.timeout(10):
+            await task
 
 
 async def test_young_queries_are_not_slow(
