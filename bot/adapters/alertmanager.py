@@ -9,7 +9,6 @@ a procedure can tell "Alertmanager is down" (say so, retry later) from
 
 from __future__ import annotations
 
-import errno
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from bot.adapters._http import describe_connect_failure
 from bot.errors import AdapterError
 
 __all__ = [
@@ -342,7 +342,7 @@ class AlertmanagerClient:
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise AlertmanagerUnavailable(
-                f"Alertmanager at {self._base_url}: {_connect_failure(exc)}"
+                f"Alertmanager at {self._base_url}: {describe_connect_failure(exc)}"
             ) from exc
         except aiohttp.ClientError as exc:
             raise AlertmanagerUnavailable(f"Alertmanager at {self._base_url}: {exc}") from exc
@@ -392,12 +392,3 @@ def _alert(item: Any) -> AlertInfo:
         silenced_by=tuple(str(s) for s in status.get("silencedBy") or ()),
         inhibited_by=tuple(str(s) for s in status.get("inhibitedBy") or ()),
     )
-
-
-def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
-    """Say what went wrong in the words an on-call engineer would search for."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"cannot resolve host {exc.host!r}"
-    if exc.os_error.errno == errno.ECONNREFUSED:
-        return "connection refused"
-    return f"cannot connect ({exc.os_error.strerror or exc.os_error})"

@@ -9,7 +9,6 @@ cannot be reached or answers nonsense" (typed errors).
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.adapters._http import describe_connect_failure
 from bot.errors import AdapterError
 
 __all__ = [
@@ -193,7 +193,9 @@ class HealthClient:
                 f"{self._url}: no answer within {self._timeout:g} s"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise HealthEndpointUnreachable(f"{self._url}: {_connect_failure(exc)}") from exc
+            raise HealthEndpointUnreachable(
+                f"{self._url}: {describe_connect_failure(exc)}"
+            ) from exc
         except aiohttp.ClientError as exc:
             raise HealthEndpointUnreachable(f"{self._url}: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000
@@ -202,12 +204,3 @@ class HealthClient:
                 f"{self._url}: answered HTTP {http_status} (expected 200, or 503 when unhealthy)"
             )
         return parse_report(body, url=self._url, http_status=http_status, latency_ms=latency_ms)
-
-
-def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
-    """Say what went wrong in the words an on-call engineer would search for."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"cannot resolve host {exc.host!r}"
-    if exc.os_error.errno == errno.ECONNREFUSED:
-        return "connection refused"
-    return f"cannot connect ({exc.os_error.strerror or exc.os_error})"

@@ -10,7 +10,6 @@ wrong" (a configuration bug someone must fix).
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.adapters._http import describe_connect_failure
 from bot.errors import AdapterError
 
 __all__ = [
@@ -270,15 +270,8 @@ class PrometheusClient:
                 f"{self._base_url}: no answer within {self._timeout:g} s"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise PrometheusUnavailable(f"{self._base_url}: {_connect_failure(exc)}") from exc
+            raise PrometheusUnavailable(
+                f"{self._base_url}: {describe_connect_failure(exc)}"
+            ) from exc
         except aiohttp.ClientError as exc:
             raise PrometheusUnavailable(f"{self._base_url}: {exc}") from exc
-
-
-def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
-    """Say what went wrong in the words an on-call engineer would search for."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"cannot resolve host {exc.host!r}"
-    if exc.os_error.errno == errno.ECONNREFUSED:
-        return "connection refused"
-    return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
