@@ -181,10 +181,10 @@ async def check_database(deps: Deps) -> Outcome:
     return Outcome(Status.OK, f"connected, {result.count} users ({result.latency_ms:.0f} ms)")
 
 
-def backups_table(files: list[BackupFile], deps: Deps) -> Table:
+def backups_table(files: list[BackupFile], deps: Deps, *, title: str = "") -> Table:
     now = deps.clock()
     return Table(
-        title=f"Newest backups in {deps.backups.directory}",
+        title=title or f"Newest backups in {deps.backups.directory}",
         columns=("file", "written (UTC)", "age", "size"),
         rows=tuple(
             (

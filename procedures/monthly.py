@@ -10,8 +10,8 @@ from __future__ import annotations
 from bot.adapters.backups import BackupFile
 from bot.deps import Deps
 from bot.engine import Outcome, Run
-from bot.messages import Status, Table
-from procedures.checks import format_age, format_size
+from bot.messages import Status
+from procedures.checks import backups_table, format_size
 from procedures.vacuum import database_name, propose_vacuum
 
 __all__ = ["BY_HAND", "RETENTION_DAYS", "monthly_maintenance", "old_backups"]
@@ -45,18 +45,8 @@ async def old_backups(deps: Deps) -> Outcome:
         )
     old.sort(key=lambda f: f.modified)
     size = sum(f.size for f in old)
-    table = Table(
-        title=f"Backups older than {RETENTION_DAYS} days (oldest first)",
-        columns=("file", "written (UTC)", "age", "size"),
-        rows=tuple(
-            (
-                f.name,
-                f.modified.strftime("%Y-%m-%d %H:%M"),
-                format_age(f.age_hours(now)),
-                format_size(f.size),
-            )
-            for f in old[:_LISTED]
-        ),
+    table = backups_table(
+        old[:_LISTED], deps, title=f"Backups older than {RETENTION_DAYS} days (oldest first)"
     )
     more = f" (first {_LISTED} listed)" if len(old) > _LISTED else ""
     return Outcome(

@@ -33,50 +33,12 @@ from bot.events import Command
 from bot.messages import Status, Table
 from handlers.dispatch import Handled
 from tests.fakes import FakeSurface
-from tests.harness.docker import free_port, wait_until
+from tests.harness.docker import free_port
+from tests.integration.conftest import write_backup
 
 pytestmark = pytest.mark.integration
 
 SMS_BOT = str(Path(sys.executable).with_name("sms-bot"))
-
-
-def _write_backup(directory: Path, name: str, *, age_h: float, size: int = 4096) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_bytes(b"-- dump\n" * (size // 8))
-    ts = time.time() - age_h * 3600
-    os.utime(path, (ts, ts))
-
-
-@pytest.fixture
-async def deployment(
-    tmp_path: Path, sms_containers: Any, sms_dsn: str, prometheus_healthy: Any
-) -> dict[str, str]:
-    """The environment of a healthy SMS: every variable the bot reads."""
-
-    async def backend_healthy() -> bool:
-        def probe() -> bool:
-            attrs = sms_containers.container("backend").attrs
-            return bool(attrs["State"].get("Health", {}).get("Status") == "healthy")
-
-        return await asyncio.to_thread(probe)
-
-    await wait_until(backend_healthy, timeout=20, what="backend container healthy")
-    backups = tmp_path / "backups"
-    _write_backup(backups, "backup_20261125_020000.sql", age_h=30)
-    _write_backup(backups, "backup_20261126_020000.sql", age_h=2)
-    return {
-        "BOT_STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-        "SMS_SERVICES": ",".join(f"{k}={v}" for k, v in sms_containers.services.items()),
-        "SMS_EXPECTED_CONTAINERS": "3",
-        "SMS_HEALTH_URL": sms_containers.health_url,
-        "SMS_PROMETHEUS_URL": prometheus_healthy.url,
-        "SMS_DATABASE_URL": sms_dsn,
-        "SMS_BACKUP_DIR": str(backups),
-        "SMS_CHECK_TIMEOUT_S": "8",
-        "SMS_SLOW_QUERY_S": "1",
-    }
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -144,7 +106,7 @@ async def test_health_fails_on_a_broken_deployment(
         }
     )
     old = tmp_path / "old-backups"
-    _write_backup(old, "backup_20261120_020000.sql", age_h=150)
+    write_backup(old, "backup_20261120_020000.sql", age_h=150)
     env = {
         **deployment,
         "SMS_PROMETHEUS_URL": prometheus_degraded.url,

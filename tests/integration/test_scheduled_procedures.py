@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -42,22 +41,14 @@ from procedures.vacuum import database_name, vacuum_action
 from procedures.weekly import weekly_checklist, weekly_report
 from tests.fakes import FakeSurface
 from tests.harness.alertmanager import AlertmanagerFactory
-from tests.harness.docker import DockerEngine, SmsContainers, free_port, wait_until
+from tests.harness.docker import DockerEngine, SmsContainers, free_port
 from tests.harness.exporter import HEALTHY, SLOW_HANDLER
 from tests.harness.prometheus import PrometheusInstance
+from tests.integration.conftest import write_backup
 
 pytestmark = pytest.mark.integration
 
 TEST_LABEL = "sms-bot-test"
-
-
-def _write_backup(directory: Path, name: str, *, age_h: float, size: int = 4096) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_bytes(b"-- PostgreSQL database dump\n" + b"-- dump\n" * (size // 8))
-    ts = time.time() - age_h * 3600
-    os.utime(path, (ts, ts))
-    return path
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -118,40 +109,6 @@ async def _execute(
     return Done(run, surface)
 
 
-@pytest.fixture
-async def deployment(
-    tmp_path: Path,
-    sms_containers: SmsContainers,
-    sms_dsn: str,
-    prometheus_healthy: PrometheusInstance,
-) -> dict[str, str]:
-    """The environment of a healthy SMS: every variable the bot reads."""
-
-    async def backend_healthy() -> bool:
-        def probe() -> bool:
-            attrs = sms_containers.container("backend").attrs
-            return bool(attrs["State"].get("Health", {}).get("Status") == "healthy")
-
-        return await asyncio.to_thread(probe)
-
-    await wait_until(backend_healthy, timeout=20, what="backend container healthy")
-    backups = tmp_path / "backups"
-    _write_backup(backups, "backup_20261125_020000.sql", age_h=30)
-    _write_backup(backups, "backup_20261126_020000.sql", age_h=2)
-    return {
-        "BOT_STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-        "SMS_SERVICES": ",".join(f"{k}={v}" for k, v in sms_containers.services.items()),
-        "SMS_EXPECTED_CONTAINERS": "3",
-        "SMS_HEALTH_URL": sms_containers.health_url,
-        "SMS_PROMETHEUS_URL": prometheus_healthy.url,
-        "SMS_ALERTMANAGER_URL": f"http://127.0.0.1:{free_port()}",
-        "SMS_DATABASE_URL": sms_dsn,
-        "SMS_BACKUP_DIR": str(backups),
-        "SMS_CHECK_TIMEOUT_S": "8",
-    }
-
-
 # -- morning summary --------------------------------------------------------------
 
 
@@ -190,7 +147,7 @@ async def test_morning_summary_on_a_broken_deployment(
         {"status": "degraded", "checks": {"database": {"status": "unhealthy"}}}
     )
     old = tmp_path / "old-backups"
-    _write_backup(old, "backup_20261120_020000.sql", age_h=150)
+    write_backup(old, "backup_20261120_020000.sql", age_h=150)
     env = {
         **deployment,
         "SMS_PROMETHEUS_URL": prometheus_degraded.url,
@@ -269,7 +226,7 @@ async def test_stale_backup_proposal_then_a_real_manual_backup(
     backup_container: tuple[str, Path], tmp_path: Path
 ) -> None:
     container, backups = backup_container
-    _write_backup(backups, "backup_20261120_020000.sql", age_h=40)
+    write_backup(backups, "backup_20261120_020000.sql", age_h=40)
     env = _backup_env(tmp_path, container, backups)
 
     checked = await _execute(env, backup_freshness, "backup-freshness")
@@ -442,7 +399,7 @@ async def test_monthly_maintenance_and_vacuum_on_the_real_database(
     deployment: dict[str, str], sms_dsn: str
 ) -> None:
     backups = Path(deployment["SMS_BACKUP_DIR"])
-    _write_backup(backups, "backup_20261001_020000.sql", age_h=24 * 40)
+    write_backup(backups, "backup_20261001_020000.sql", age_h=24 * 40)
     name = database_name(sms_dsn)
     assert name
 
