@@ -34,7 +34,10 @@ __all__ = [
 # The runbook's "Action if Failed" for each Morning Checklist step.
 ACTIONS_IF_FAILED = {
     "containers": "Check the container's logs: `/sms logs SERVICE` (runbook: docker logs).",
-    "health": "Check the failing component named above (runbook step 2).",
+    "health": (
+        "Check the failing component named above, or why the endpoint does not answer "
+        "(runbook step 2)."
+    ),
     "performance": "Investigate the alerts in Alertmanager and the Grafana dashboards.",
     "database": "Check the PostgreSQL logs: `/sms logs postgres`.",
     "backups": "Trigger a manual backup (runbook: Manual Backup).",
