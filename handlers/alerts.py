@@ -271,8 +271,6 @@ class AlertProcessor:
             detail={"incident_id": resolved.id, "duration_s": round(took, 1)},
         )
         path = await self._write_record(resolved)
-        if path:
-            await self.deps.store.incident_set_record(resolved.id, path=path)
         if resolved.root_key and resolved.conversation:
             thread = decode_thread(resolved.conversation)
             from bot.incidents import format_duration
@@ -373,14 +371,17 @@ class AlertProcessor:
             or (incident.root_key and e.detail.get("thread") == incident.root_key)
         ]
         text = incident_record(incident, runs=runs, audit=audit)
+        path = ""
         try:
-            path = await asyncio.to_thread(
+            written = await asyncio.to_thread(
                 write_record, self.deps.settings.sms_incidents_dir, incident, text
             )
+            path = str(written)
         except OSError as exc:
             log.error("incident.record_failed", incident_id=incident.id, error=str(exc))
-            return None
-        return str(path)
+        # Kept in the store as well, so the record outlives the folder.
+        await store.incident_set_record(incident.id, path=path, text=text)
+        return path or None
 
     # -- manual incidents ------------------------------------------------------------------
 

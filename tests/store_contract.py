@@ -1293,6 +1293,20 @@ class StoreContract:
         await store.incident_set_record("nope", path="x.md")
         assert await store.incident_get("nope") is None
 
+    async def test_incident_record_text_is_kept(self, store: Store) -> None:
+        incident = make_incident()
+        await store.incident_open(incident)
+        assert await store.incident_record_text(incident.id) is None
+        text = "# P0 BackendDown\n\n- Opened: ...\n" + "x" * 100_000
+        await store.incident_set_record(incident.id, path="", text=text)
+        assert await store.incident_record_text(incident.id) == text
+        # A later path without text keeps the text.
+        await store.incident_set_record(incident.id, path="incidents/x.md")
+        assert await store.incident_record_text(incident.id) == text
+        got = await store.incident_get(incident.id)
+        assert got is not None and got.record_path == "incidents/x.md"
+        assert await store.incident_record_text("nope") is None
+
     async def test_incidents_open_between_and_opened_since(self, store: Store) -> None:
         at = [T0 + timedelta(minutes=m) for m in range(5)]
         made = [make_incident(f"fp-{i}", opened_at=at[i]) for i in range(5)]

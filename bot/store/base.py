@@ -457,8 +457,11 @@ class Store(Protocol):
     async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
         """``open -> resolved``, exactly once; else None."""
 
-    async def incident_set_record(self, id: str, *, path: str) -> None:
-        """Record where the incident's markdown record was written."""
+    async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None:
+        """Record where the incident's markdown record was written, and keep its text."""
+
+    async def incident_record_text(self, id: str) -> str | None:
+        """The incident's markdown record as kept in the store, if any."""
 
     async def incidents_open(self) -> list[Incident]:
         """Open incidents, oldest first."""

@@ -381,6 +381,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        version=5,
+        name="incident record text",
+        # The markdown record is written to SMS_INCIDENTS_DIR and kept here too, so
+        # it survives the loss of that folder and any replica can read it back.
+        sqlite=("ALTER TABLE incidents ADD COLUMN record_text TEXT",),
+        postgres=("ALTER TABLE incidents ADD COLUMN record_text TEXT",),
+    ),
 )
 
 

@@ -1060,14 +1060,23 @@ class PostgresStore:
     async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
         return await self._incident_row(_RESOLVE_INCIDENT, id, to_utc(now))
 
-    async def incident_set_record(self, id: str, *, path: str) -> None:
+    async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None:
         async with self._conn() as conn:
             await conn.execute(
-                "UPDATE incidents SET record_path = $2 WHERE id = $1",
+                "UPDATE incidents SET record_path = $2, record_text = COALESCE($3, record_text)"
+                " WHERE id = $1",
                 id,
                 path,
+                text,
                 timeout=self._timeout,
             )
+
+    async def incident_record_text(self, id: str) -> str | None:
+        async with self._conn() as conn:
+            text = await conn.fetchval(
+                "SELECT record_text FROM incidents WHERE id = $1", id, timeout=self._timeout
+            )
+        return None if text is None else str(text)
 
     async def incidents_open(self) -> list[Incident]:
         return await self._incident_rows(_OPEN_INCIDENTS)

@@ -1037,9 +1037,18 @@ class SqliteStore:
     async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
         return await self._change_incident(id, _RESOLVE_INCIDENT, (_dt_required_out(now), id))
 
-    async def incident_set_record(self, id: str, *, path: str) -> None:
+    async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None:
         async with self._conn() as conn:
-            await conn.execute("UPDATE incidents SET record_path = ? WHERE id = ?", (path, id))
+            await conn.execute(
+                "UPDATE incidents SET record_path = ?, record_text = COALESCE(?, record_text)"
+                " WHERE id = ?",
+                (path, text, id),
+            )
+
+    async def incident_record_text(self, id: str) -> str | None:
+        async with self._conn() as conn:
+            row = await _fetchone(conn, "SELECT record_text FROM incidents WHERE id = ?", (id,))
+        return None if row is None or row[0] is None else str(row[0])
 
     async def incidents_open(self) -> list[Incident]:
         async with self._conn() as conn:

@@ -86,6 +86,7 @@ async def test_firing_repeat_resolved(deps: Deps, tmp_path: Path) -> None:
     record = Path(stored.record_path).read_text()
     assert "# P3 DiskSpace: DiskSpace on sms-1" in record
     assert "Alert DiskSpace firing" in record and "Resolved" in record
+    assert await deps.store.incident_record_text(incident.id) == record  # kept in the store too
     assert await deps.store.alert_events_pending() == 0
 
 
