@@ -44,6 +44,9 @@ log = structlog.get_logger(__name__)
 
 ProcedureFactory = Callable[[Alert | None], Procedure]
 
+# After this many failed attempts an alert is posted as received instead.
+MAX_ATTEMPTS = 10
+
 
 def _procedures() -> dict[str, ProcedureFactory]:
     from procedures.backup_freshness import backup_freshness
@@ -146,13 +149,52 @@ class AlertProcessor:
             try:
                 await self._process(event)
             except Exception as exc:
-                bound.exception("alerts.process_failed")
+                bound.exception("alerts.process_failed", attempts=event.attempts + 1)
+                if event.attempts + 1 >= MAX_ATTEMPTS and await self._fallback(event, exc):
+                    await self.deps.store.alert_event_done(event.id)
+                    continue
                 await self.deps.store.alert_event_retry(
                     event.id, at=self.deps.clock() + timedelta(seconds=5), error=repr(exc)
                 )
             else:
                 await self.deps.store.alert_event_done(event.id)
         return len(events)
+
+    async def _fallback(self, event: AlertEvent, exc: Exception) -> bool:
+        """After repeated failures, still show the alert: a plain message with its labels.
+
+        An event that can never be processed would otherwise hold back every
+        later event of its fingerprint; this way a human sees it and nothing is lost.
+        """
+        alert = alert_from_event(event)
+        ref = uuid.uuid4().hex[:8]
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+        text = (
+            f"The bot could not handle this alert after {event.attempts + 1} attempts "
+            f"(ref {ref}; see its log), so it is shown as received.\n"
+            f"Status: {alert.status}. Summary: {alert.summary}\nLabels: {labels}"
+        )
+        if alert.generator_url:
+            text += f"\nSource: {alert.generator_url}"
+        try:
+            await self.surface.post(
+                Conversation(self.surface.name, self.channel),
+                Message(title=f"Unprocessed alert: {alert.name}", status=Status.CRIT, text=text),
+            )
+            await self.deps.audit.record(
+                at=self.deps.clock(),
+                actor="alertmanager",
+                source="alertmanager",
+                action="alert",
+                target=alert.name,
+                outcome="fallback",
+                conversation=self.channel,
+                detail={"fingerprint": alert.fingerprint, "error": repr(exc), "ref": ref},
+            )
+        except Exception:
+            log.exception("alerts.fallback_failed", fingerprint=alert.fingerprint)
+            return False
+        return True
 
     async def _process(self, event: AlertEvent) -> None:
         alert = alert_from_event(event)
@@ -165,6 +207,10 @@ class AlertProcessor:
         store = self.deps.store
         now = self.deps.clock()
         existing = await store.incident_open_for(alert.fingerprint)
+        if existing is not None and existing.root_key is None:
+            # Opened by an earlier attempt whose thread never made it: post it now.
+            await self._open_thread(existing, alert, now)
+            return
         if existing is not None:
             touched = await store.incident_touch(existing.id, now=now)
             if touched is not None and touched.root_key and not _in_digest(touched):
@@ -215,15 +261,19 @@ class AlertProcessor:
         if storm:
             await self._add_to_digest(incident, now)
             return
+        await self._open_thread(incident, alert, now)
+
+    async def _open_thread(self, incident: Incident, alert: Alert, now: datetime) -> None:
+        """Post the incident's root message and start its procedure in the thread."""
         where = Conversation(self.surface.name, self.channel)
         ref = await self.surface.post(
             where, incident_message(incident, self.deps.settings, now=now)
         )
-        await store.incident_set_thread(
+        await self.deps.store.incident_set_thread(
             incident.id, root_key=ref.id, conversation=encode_thread(ref)
         )
-        if route.procedure in self._procedures:
-            self._start_procedure(incident, ref, alert, route.procedure)
+        if incident.procedure in self._procedures:
+            self._start_procedure(incident, ref, alert, incident.procedure)
 
     def _start_procedure(
         self, incident: Incident, ref: MessageRef, alert: Alert, name: str

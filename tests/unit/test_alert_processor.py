@@ -234,3 +234,60 @@ async def test_silence_command_creates_a_silence_and_shows_its_id(
     )
     assert viewer.exit_code == 1
     assert len(deps.alertmanager.silences) == 1  # type: ignore[attr-defined]
+
+
+class BrokenThreads(FakeSurface):
+    """A surface that fails on incident threads (as a rendering bug would), not on others."""
+
+    async def post(self, where, msg):  # type: ignore[no-untyped-def]
+        if msg.title.startswith("FIRING"):
+            raise RuntimeError("cannot render this alert")
+        return await super().post(where, msg)
+
+
+async def test_an_alert_that_keeps_failing_is_still_shown(deps: Deps) -> None:
+    at = {"now": NOW}
+    deps = replace(deps, clock=lambda: at["now"])
+    surface = BrokenThreads()
+    processor = _processor(deps, surface)
+    await processor.receive(_batch(_alert()))
+    for attempt in range(1, 10):
+        assert await processor.process_once() == 1
+        assert _posts(surface) == [], attempt  # retried, not shown yet
+        at["now"] += timedelta(seconds=6)
+    assert await processor.process_once() == 1  # the tenth attempt falls back
+    [posted] = _posts(surface)
+    msg = surface.last(posted)
+    assert msg.title == "Unprocessed alert: DiskSpace"
+    assert "after 10 attempts" in msg.text and "instance=sms-1" in msg.text
+    assert await deps.store.alert_events_pending() == 0
+    events = await deps.store.recent_audit(5)
+    assert any(e.outcome == "fallback" for e in events)
+
+
+class FlakyThreads(FakeSurface):
+    """Fails to post the first two incident threads, then recovers."""
+
+    failures = 2
+
+    async def post(self, where, msg):  # type: ignore[no-untyped-def]
+        if msg.title.startswith("FIRING") and self.failures:
+            self.failures -= 1
+            raise RuntimeError("chat hiccup")
+        return await super().post(where, msg)
+
+
+async def test_a_thread_that_failed_to_post_is_posted_on_retry(deps: Deps) -> None:
+    at = {"now": NOW}
+    deps = replace(deps, clock=lambda: at["now"])
+    surface = FlakyThreads()
+    processor = _processor(deps, surface)
+    await processor.receive(_batch(_alert()))
+    for _ in range(3):
+        await processor.process_once()
+        at["now"] += timedelta(seconds=6)
+    [root] = _posts(surface)
+    assert surface.last(root).title.startswith("FIRING [P3] DiskSpace")
+    incident = await deps.store.incident_open_for("fp1")
+    assert incident is not None and incident.root_key == root
+    assert len(await deps.store.incidents_open()) == 1  # one incident, not three
