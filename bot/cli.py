@@ -30,6 +30,7 @@ from bot.events import Click, Command
 from bot.http import build_http_app, serve
 from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
+from bot.redact import redact
 from bot.routing import route_alert
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -125,14 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+_SECRET_SETTINGS = ("token", "secret", "password")
+
+
 def _check_config(settings: Settings) -> int:
+    """Print the settings, secrets masked: this output ends up in terminals and tickets."""
     console = Console(highlight=False)
     console.print("Configuration is valid:")
     for name, value in settings.model_dump().items():
         shown = value
-        if isinstance(value, str) and "://" in value and "@" in value:
-            from bot.redact import redact
-
+        if any(word in name for word in _SECRET_SETTINGS):
+            shown = "(set, hidden)" if value else "(not set)"
+        elif isinstance(value, str):
             shown = redact(value)
         console.print(f"  {name.upper()} = {shown}", markup=False)
     return EXIT_OK

@@ -94,3 +94,28 @@ def test_slack_settings_must_be_complete(tmp_path: Path, overrides: dict, messag
     with pytest.raises(ConfigError) as info:
         make_settings(tmp_path, **overrides)
     assert str(info.value).startswith(message)
+
+
+def test_check_config_never_prints_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", f"sqlite:///{tmp_path}/s.db")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-very-secret-token")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing-secret-value")
+    monkeypatch.setenv("ALERT_WEBHOOK_TOKEN", "webhook-secret-value")
+    monkeypatch.setenv("SMS_DATABASE_URL", "postgresql://sms_user:db-password@db:5432/sms")
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    for secret in (
+        "very-secret-token",
+        "signing-secret-value",
+        "webhook-secret-value",
+        "db-password",
+    ):
+        assert secret not in out
+    assert "SLACK_BOT_TOKEN = (set, hidden)" in out
+    assert "SLACK_APP_TOKEN = (not set)" in out
+    assert "SMS_DATABASE_URL = postgresql://sms_user:[REDACTED]@db:5432/sms" in out
