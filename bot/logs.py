@@ -10,6 +10,22 @@ import structlog
 __all__ = ["configure_logging"]
 
 
+class _StderrLogger:
+    """Writes each event to whatever ``sys.stderr`` is at that moment.
+
+    structlog's ``PrintLogger`` keeps the file it was created with; when stderr
+    is replaced later (a redirect, a test's capture) it would write to a closed file.
+    """
+
+    def __init__(self, *_args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
 def configure_logging(level: str, *, json: bool) -> None:
     """Send structured events to stderr at ``level`` (stdout stays for chat output)."""
     numeric = logging.getLevelName(level.upper())
@@ -28,6 +44,6 @@ def configure_logging(level: str, *, json: bool) -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=False,
     )
