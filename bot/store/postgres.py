@@ -362,6 +362,12 @@ _DB_ERRORS: tuple[type[Exception], ...] = (
 )
 # Connecting can also fail on a DSN asyncpg cannot parse.
 _CONNECT_ERRORS: tuple[type[Exception], ...] = (*_DB_ERRORS, ValueError)
+# A real read of the tables a 200 from the webhook relies on; a missing table fails it.
+_PING = (
+    "SELECT (SELECT MAX(version) FROM schema_migrations),"
+    " EXISTS (SELECT 1 FROM alert_events), EXISTS (SELECT 1 FROM outbox),"
+    " EXISTS (SELECT 1 FROM audit)"
+)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -637,8 +643,25 @@ class PostgresStore:
                     )
 
     async def ping(self) -> None:
-        async with self._conn() as conn:
-            await conn.fetchval("SELECT 1", timeout=self._timeout)
+        """A real read of the bot's tables, bounded as a whole.
+
+        ``SELECT 1`` answers even when the bot's schema was dropped or the
+        tables emptied; reading them fails then, as the next write would.
+        The bound covers waiting for a pooled connection as well as the query.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._conn() as conn:
+                    version = await conn.fetchval(_PING, timeout=self._timeout)
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL store {redact_dsn(self.dsn)} did not answer within {self._timeout:g} s"
+            ) from exc
+        if version is None:
+            raise StoreUnavailable(
+                f"PostgreSQL store {redact_dsn(self.dsn)}: schema_migrations is empty; the "
+                "bot's tables were emptied while it ran: restart the bot"
+            )
 
     async def schema_version(self) -> int:
         async with self._conn() as conn:

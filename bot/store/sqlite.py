@@ -18,6 +18,14 @@ crash can lose the last commits. The alert webhook answers 200 once
 ``alert_events_add`` returns, and Alertmanager does not resend after a 200,
 so a commit must be on disk (one fsync of the WAL per commit) before it
 returns. Set explicitly because the compiled-in default varies by build.
+
+Why ``ping`` looks at the file as well as querying: the connection keeps the
+file it opened, so a state file deleted, moved away or replaced while the bot
+runs goes on answering every query from the unlinked inode, and everything
+written to it is gone at the next start. In WAL mode even a file overwritten
+in place keeps answering, from the WAL and the page cache. So ``ping`` checks
+that the path is still the file the store opened (device and inode) and still
+starts with SQLite's header, then reads the bot's tables on the connection.
 """
 
 from __future__ import annotations
@@ -75,6 +83,14 @@ __all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore", "leader_lock_path"]
 
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5000
+# The first 16 bytes of every SQLite 3 database file.
+_HEADER = b"SQLite format 3\x00"
+# A real read of the tables a 200 from the webhook relies on; a missing table fails it.
+_PING = (
+    "SELECT (SELECT MAX(version) FROM schema_migrations),"
+    " EXISTS (SELECT 1 FROM alert_events), EXISTS (SELECT 1 FROM outbox),"
+    " EXISTS (SELECT 1 FROM audit)"
+)
 SYNCHRONOUS = "FULL"  # see the module docstring
 
 # Literal SQL, column order matching the row mappers below.
@@ -494,6 +510,38 @@ async def _fetchone(
     return row
 
 
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _file_problem(path: str, identity: tuple[int, int]) -> str | None:
+    """Why the file at ``path`` no longer holds what the store writes, or None if it does."""
+    shown = os.path.abspath(path)
+    try:
+        with open(path, "rb") as file:
+            st = os.fstat(file.fileno())
+            header = file.read(len(_HEADER))
+    except FileNotFoundError:
+        return (
+            f"state file {shown} was deleted while the bot ran; what the bot stores now "
+            "is lost when it stops: restart the bot"
+        )
+    except OSError as exc:
+        return f"state file {shown} cannot be read: {exc.strerror or exc}"
+    if (st.st_dev, st.st_ino) != identity:
+        return (
+            f"state file {shown} was replaced while the bot ran (another file is at its "
+            "path now); restart the bot to use the new file"
+        )
+    if header != _HEADER:
+        return (
+            f"state file {shown} is no longer an SQLite database (overwritten or "
+            "corrupted while the bot ran); restore it from a backup and restart the bot"
+        )
+    return None
+
+
 class SqliteStore:
     """``Store`` over one SQLite file (or ``:memory:``)."""
 
@@ -506,6 +554,8 @@ class SqliteStore:
         # Leader name -> fd holding its lock file (None for ``:memory:``, which
         # no other store or process can open, so leading it is never contested).
         self._leaders: dict[str, int | None] = {}
+        # (st_dev, st_ino) of the file opened; None for ``:memory:`` or before ``open``.
+        self._identity: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -523,6 +573,8 @@ class SqliteStore:
         try:
             async with self._conn() as conn:
                 await self._setup(conn)
+            if self.path != MEMORY:
+                self._identity = await asyncio.to_thread(_identity, self.path)
         except BaseException:
             await self.close()
             raise
@@ -558,6 +610,7 @@ class SqliteStore:
         for name in list(self._leaders):
             self._drop_leader(name)
         db, self._db = self._db, None
+        self._identity = None
         if db is not None:
             try:
                 await db.close()
@@ -622,8 +675,22 @@ class SqliteStore:
             await conn.execute("COMMIT")
 
     async def ping(self) -> None:
+        """The path is still the opened database file, and its tables answer a read.
+
+        Cheap enough for every webhook delivery: one open and read of the file's
+        first bytes, and one query served from the page cache.
+        """
         async with self._conn() as conn:
-            await _fetchone(conn, "SELECT 1")
+            if self._identity is not None:
+                problem = await asyncio.to_thread(_file_problem, self.path, self._identity)
+                if problem is not None:
+                    raise StoreUnavailable(problem)
+            row = await _fetchone(conn, _PING)
+        if row is None or row[0] is None:
+            raise StoreUnavailable(
+                f"SQLite store {self.path}: schema_migrations is empty; the bot's tables were "
+                "emptied while it ran: restart the bot"
+            )
 
     async def schema_version(self) -> int:
         async with self._conn() as conn:

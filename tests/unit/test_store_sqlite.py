@@ -285,3 +285,71 @@ async def test_job_last_is_served_by_the_primary_key(db_store: SqliteStore) -> N
         plan = " ".join(str(row[-1]) for row in await cursor.fetchall())
     assert "USING INDEX sqlite_autoindex_job_runs_1 (job=?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # no sort: the index order is the answer
+
+
+# -- a state file that goes away or changes under the running bot ---------------------------
+
+
+@pytest.fixture
+async def opened(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Path]]:
+    path = tmp_path / "state.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        yield store, path
+    finally:
+        await store.close()
+
+
+async def test_ping_passes_on_the_file_it_opened(opened: tuple[SqliteStore, Path]) -> None:
+    store, _ = opened
+    await store.ping()
+
+
+async def test_ping_fails_when_the_file_was_deleted(opened: tuple[SqliteStore, Path]) -> None:
+    store, path = opened
+    path.unlink()
+    # The connection still takes writes, into a file nobody will see again.
+    await store.start_run(make_run())
+    with pytest.raises(StoreUnavailable, match=r"state\.db was deleted while the bot ran"):
+        await store.ping()
+
+
+async def test_ping_fails_when_the_file_was_replaced(
+    opened: tuple[SqliteStore, Path], tmp_path: Path
+) -> None:
+    store, path = opened
+    other = SqliteStore(str(tmp_path / "other.db"))
+    await other.open()
+    await other.close()
+    os.replace(tmp_path / "other.db", path)  # a valid database, but not the one opened
+    with pytest.raises(StoreUnavailable, match="was replaced while the bot ran"):
+        await store.ping()
+
+
+async def test_ping_fails_when_the_file_was_overwritten_with_garbage(
+    opened: tuple[SqliteStore, Path],
+) -> None:
+    store, path = opened
+    with path.open("r+b") as file:  # in place: same inode, SQLite itself does not notice
+        file.write(os.urandom(8192))
+    await store.start_run(make_run())  # served from the WAL and the page cache
+    with pytest.raises(StoreUnavailable, match="no longer an SQLite database"):
+        await store.ping()
+
+
+async def test_ping_fails_when_the_bot_tables_are_gone(opened: tuple[SqliteStore, Path]) -> None:
+    store, path = opened
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE alert_events")
+    with pytest.raises(StoreUnavailable, match="no such table: alert_events"):
+        await store.ping()
+
+
+async def test_ping_of_a_memory_store_has_no_file_to_check() -> None:
+    store = open_store("sqlite:///:memory:")
+    await store.open()
+    try:
+        await store.ping()
+    finally:
+        await store.close()
