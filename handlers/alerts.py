@@ -120,7 +120,14 @@ class AlertProcessor:
         ]
         if events:
             await self.deps.store.alert_events_add(events, received_at=self.deps.clock())
-        self._wake.set()
+            self._wake.set()
+        # Checked after the commit: a store deleted or replaced under the bot still
+        # takes writes, so only a store that is still there may be promised with a 200
+        # (and one lost between a check and the write is caught too). A 503 after a
+        # write that was kept makes Alertmanager send the alerts again; the repeat
+        # lands on the fingerprint's open incident (``incident_open_for``, and
+        # ``incident_open`` refuses a second one), so it opens no second thread.
+        await self.deps.store.ping()
         return len(events)
 
     # -- the processing side -------------------------------------------------------
@@ -516,7 +523,7 @@ def alert_webhook_route(
             stored = await receive(batch)
         except StoreUnavailable as exc:
             log.error("alerts.store_failed", error=str(exc))
-            return _error(503, "the bot cannot store alerts right now; retry")
+            return _error(503, "the bot cannot keep alerts right now; retry")
         return web.json_response({"status": "stored", "alerts": stored})
 
     return handle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,9 +11,12 @@ from aiohttp import web
 
 from bot.alerts import AlertBatch, WebhookInvalid, parse_webhook
 from bot.config import parse_routes
+from bot.deps import Deps
+from bot.engine import Engine
 from bot.routing import route_alert
 from bot.store.base import StoreUnavailable
-from handlers.alerts import alert_webhook_route
+from handlers.alerts import AlertProcessor, alert_webhook_route
+from tests.fakes import FakeSurface
 
 TOKEN = "webhook-token"
 
@@ -219,3 +223,32 @@ async def test_a_store_outage_is_a_503_so_alertmanager_retries(aiohttp_client: A
         "/alerts/alertmanager", json=payload(alert()), headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert resp.status == 503
+
+
+async def test_a_state_file_deleted_under_the_bot_is_a_503_not_a_promise(
+    aiohttp_client: Any, deps: Deps, tmp_path: Path
+) -> None:
+    """The write still succeeds, into a file that is gone: only the check after it tells."""
+    processor = AlertProcessor(deps, Engine(deps), surface=FakeSurface(), channel="#sms-alerts")
+    client = await _client(aiohttp_client, processor.receive)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    resp = await client.post("/alerts/alertmanager", json=payload(alert()), headers=headers)
+    assert resp.status == 200
+
+    (tmp_path / "state.db").unlink()
+    resp = await client.post("/alerts/alertmanager", json=payload(alert()), headers=headers)
+    assert resp.status == 503
+    assert (await resp.json())["error"] == "the bot cannot keep alerts right now; retry"
+
+
+async def test_a_repeated_delivery_after_a_503_opens_no_second_thread(deps: Deps) -> None:
+    """A 503 after a write that was kept makes Alertmanager send the same alerts again."""
+    surface = FakeSurface()
+    processor = AlertProcessor(deps, Engine(deps), surface=surface, channel="#sms-alerts")
+    batch = parse_webhook(json.dumps(payload(alert(), alert("HighCPU", fp="fp2"))).encode())
+    for _ in range(3):
+        await processor.receive(batch)
+    while await processor.process_once():
+        pass
+    assert len([e for e in surface.events if e[0] == "post"]) == 2
+    assert len(await deps.store.incidents_open()) == 2
