@@ -14,6 +14,7 @@ import getpass
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -32,6 +33,7 @@ from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
 from bot.redact import redact
 from bot.routing import route_alert
+from bot.tasks import FailureLog, start_background
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from handlers.jobs import JOBS, job_procedure
@@ -308,10 +310,12 @@ async def _serve(settings: Settings) -> int:
         )
         if not settings.alert_webhook_token:
             log.warning("alerts.webhook_disabled", reason="ALERT_WEBHOOK_TOKEN is not set")
-        worker = asyncio.create_task(app.outbox.run(), name="outbox")
-        sweeper = asyncio.create_task(_expire_proposals(app), name="proposals")
-        alerts = asyncio.create_task(app.alerts.run(), name="alerts")
-        schedules = asyncio.create_task(app.scheduler.run(), name="scheduler")
+        # Each loop is restarted if it raises (a store gone for a while, a bug on one
+        # row) and logged when it starts failing and when it recovers.
+        worker = start_background("outbox", app.outbox.run)
+        sweeper = start_background("proposals", partial(_expire_proposals, app))
+        alerts = start_background("alerts", app.alerts.run)
+        schedules = start_background("scheduler", app.scheduler.run)
         log.info(
             "serve.listening",
             host=settings.bot_host,
@@ -382,17 +386,20 @@ async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
         finally:
             await handler.close_async()  # type: ignore[no-untyped-call]
 
-    return asyncio.create_task(connect(), name="socket-mode")
+    return start_background("socket-mode", connect)
 
 
 async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
     """Take the buttons off proposals nobody approved in time."""
     surfaces = {app.slack.surface.name: app.slack.surface} if app.slack else {}
+    failures = FailureLog("proposals")
     while True:
         try:
             await app.clicks.expire_due(surfaces)
-        except SmsBotError as exc:
-            log.error("proposals.expire_failed", error=str(exc))
+        except Exception as exc:
+            failures.failed(exc)
+        else:
+            failures.succeeded()
         await asyncio.sleep(every_s)
 
 

@@ -374,6 +374,9 @@ class Engine:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # ``execute`` answers every failure itself; one that escapes is a bug to log
+        # now, not a "Task exception was never retrieved" whenever the task is collected.
+        task.add_done_callback(_log_if_failed)
         return task
 
     async def shutdown(self, *, grace_s: float = 5.0) -> None:
@@ -385,6 +388,11 @@ class Engine:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _log_if_failed(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("run.task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
 
 
 def _conversation_key(conversation: Conversation) -> str:

@@ -26,6 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 from bot.deps import Deps
 from bot.messages import Status
 from bot.store.base import StoreUnavailable
+from bot.tasks import FailureLog
 
 __all__ = [
     "LEADER_LOCK",
@@ -171,18 +172,22 @@ class Scheduler:
     async def run(self) -> None:
         """Lead when possible: catch up, schedule, and hand over if leadership is lost."""
         store = self.deps.store
+        # A store that stays down is logged when it goes and when it is back, not every try.
+        failures = FailureLog("scheduler")
         while True:
             try:
                 leading = await store.leader_acquire(LEADER_LOCK)
             except StoreUnavailable as exc:
-                log.error("schedule.leadership_failed", error=str(exc))
+                failures.failed(exc)
                 leading = False
             if not leading:
                 await asyncio.sleep(self.retry_leadership_s)
                 continue
-            log.info("schedule.leading", runner=self.runner)
+            if not failures.failing:  # while the store fails, each retry leads again briefly
+                log.info("schedule.leading", runner=self.runner)
             try:
                 await self.catch_up()
+                failures.succeeded()
                 self._start_aps()
                 while True:
                     await asyncio.sleep(self.retry_leadership_s)
@@ -190,7 +195,7 @@ class Scheduler:
                         break
                 log.warning("schedule.leadership_lost", runner=self.runner)
             except StoreUnavailable as exc:
-                log.error("schedule.store_failed", error=str(exc))
+                failures.failed(exc)
             finally:
                 self._stop_aps()
                 with contextlib.suppress(StoreUnavailable):

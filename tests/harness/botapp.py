@@ -11,6 +11,7 @@ import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -19,6 +20,7 @@ from bot.chat.slack import slack_events_route
 from bot.config import Settings
 from bot.http import build_http_app
 from bot.store.base import AuditEvent
+from bot.tasks import start_background
 from handlers.alerts import alert_webhook_route
 from tests.harness.docker import free_port
 from tests.harness.fake_slack import FakeSlack
@@ -74,8 +76,9 @@ class Bot:
         client = TestClient(TestServer(http, host="127.0.0.1", port=self.port))
         await client.start_server()
         stack.push_async_callback(client.close)
-        self._worker = asyncio.create_task(app.outbox.run())
-        self._alerts = asyncio.create_task(app.alerts.run(idle_s=0.2))
+        # As ``serve`` runs them: restarted when they raise, logged when they start failing.
+        self._worker = start_background("outbox", app.outbox.run)
+        self._alerts = start_background("alerts", partial(app.alerts.run, idle_s=0.2))
         self.app, self.client, self._stack = app, client, stack
 
     async def stop(self) -> None:

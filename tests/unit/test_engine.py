@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
+from structlog.testing import capture_logs
+
 from bot.adapters.docker import DockerUnavailable
 from bot.chat.base import Conversation
 from bot.deps import Deps
@@ -159,3 +161,17 @@ async def _ok(summary: str) -> Outcome:
 
 async def _value(value: int) -> int:
     return value
+
+
+async def test_a_background_task_that_fails_is_logged_when_it_ends(deps: Deps) -> None:
+    async def escapes() -> None:
+        raise RuntimeError("escaped execute")
+
+    engine = Engine(deps)
+    with capture_logs() as logs:
+        task = engine.spawn(escapes(), name="run:x")
+        await asyncio.wait({task})
+        await asyncio.sleep(0)  # done-callbacks run on the next turn of the loop
+    [failed] = [e for e in logs if e["event"] == "run.task_failed"]
+    assert failed["task"] == "run:x"
+    assert isinstance(failed["exc_info"], RuntimeError)
