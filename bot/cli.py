@@ -33,6 +33,7 @@ from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
 from bot.redact import redact
 from bot.routing import route_alert
+from bot.store import StoreUnavailable
 from bot.tasks import FailureLog, start_background
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -336,8 +337,12 @@ async def _serve(settings: Settings) -> int:
             await app.engine.shutdown()
             # Let what the last runs wrote reach the chat before stopping; what does
             # not make it stays in the outbox for the next start.
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(_drain(app), timeout=5)
+            except TimeoutError:
+                pass
+            except StoreUnavailable as exc:  # a store gone under the bot: stop all the same
+                log.error("serve.drain_failed", error=str(exc))
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker

@@ -31,6 +31,7 @@ starts with SQLite's header, then reads the bot's tables on the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -636,16 +637,22 @@ class SqliteStore:
         a read-then-write (claim, coalesce) cannot interleave with another
         connection's, even from another process or a second store on the file.
         One code path for every SQLite version, instead of ``RETURNING`` (3.35+).
+
+        A COMMIT that fails (a disk error, a file corrupted under the bot) is
+        rolled back as well: left open, the transaction would make every later
+        ``BEGIN`` fail with "cannot start a transaction within a transaction".
         """
         async with self._conn() as conn:
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                await conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
+                    # The first error is the one to report; a failed rollback adds nothing.
+                    with contextlib.suppress(sqlite3.Error):
+                        await conn.execute("ROLLBACK")
                 raise
-            await conn.execute("COMMIT")
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         for migration in self._migrations:
