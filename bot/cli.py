@@ -23,7 +23,7 @@ from bot.alerts import WebhookInvalid, parse_webhook
 from bot.app import App, build_app
 from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
-from bot.chat.slack import slack_client, slack_events_route
+from bot.chat.slack import slack_client, slack_http_routes
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, SmsBotError
 from bot.events import Click, Command
@@ -140,6 +140,7 @@ def _check_config(settings: Settings) -> int:
         elif isinstance(value, str):
             shown = redact(value)
         console.print(f"  {name.upper()} = {shown}", markup=False)
+    console.print(settings.slack_mode, markup=False)
     return EXIT_OK
 
 
@@ -295,12 +296,17 @@ async def _serve(settings: Settings) -> int:
             ready_check=app.deps.store.ping, registry=app.deps.metrics.registry
         )
         socket_mode = None
+        log.info(
+            "slack.mode",
+            mode=settings.slack_mode,
+            http=settings.slack_http_enabled,
+            socket_mode=settings.slack_socket_mode_enabled,
+        )
         if app.slack is not None:
-            http_app.router.add_post(
-                "/slack/events",
-                slack_events_route(app.slack.app, signing_secret=settings.slack_signing_secret),
+            http_app.add_routes(
+                slack_http_routes(app.slack.app, signing_secret=settings.slack_signing_secret)
             )
-            if settings.slack_app_token:
+            if settings.slack_socket_mode_enabled:
                 socket_mode = await _socket_mode(app, settings)
         http_app.router.add_post(
             "/alerts/alertmanager",
@@ -317,6 +323,8 @@ async def _serve(settings: Settings) -> int:
             host=settings.bot_host,
             port=settings.bot_port,
             slack=app.slack is not None,
+            slack_http=settings.slack_http_enabled,
+            slack_socket_mode=settings.slack_socket_mode_enabled,
         )
         try:
             await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)

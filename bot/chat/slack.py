@@ -12,6 +12,7 @@ undeliverable (bad blocks, revoked token).
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "build_slack_app",
     "slack_client",
     "slack_events_route",
+    "slack_http_routes",
     "slack_surface",
 ]
 
@@ -238,7 +240,15 @@ def build_slack_app(
     on_click: ClickSink,
     spawn: Callable[[Awaitable[Any], str], Any],
 ) -> AsyncApp:
-    """Bolt app: ``/sms`` commands and button clicks, acknowledged before any work."""
+    """Bolt app: ``/sms`` commands and button clicks, acknowledged before any work.
+
+    Bolt's own signature check stays on whatever the mode: Socket Mode
+    requests skip it by Bolt's design (the websocket is authenticated by the
+    app token), HTTP requests never do. Without a signing secret (Socket Mode
+    only) Bolt would fall back to an empty key, which anyone can sign with, so
+    it is given a random one nobody knows: an HTTP request that reached this
+    app anyway would be a 401.
+    """
     token = client.token or ""
 
     async def authorize(
@@ -251,8 +261,8 @@ def build_slack_app(
     app = AsyncApp(
         client=client,
         authorize=authorize,
-        signing_secret=signing_secret or None,
-        request_verification_enabled=bool(signing_secret),
+        signing_secret=signing_secret or secrets.token_urlsafe(32),
+        request_verification_enabled=True,
         process_before_response=False,
     )
 
@@ -299,15 +309,19 @@ def slack_events_route(
     """The aiohttp handler of ``POST /slack/events``: size, signature, shape, then Bolt.
 
     The signature is checked before the body is parsed, so a forged request
-    is a 401 whatever it contains; Bolt checks it again on its side.
+    is a 401 whatever it contains; Bolt checks it again on its side. There is
+    no route without a secret: an unverifiable endpoint would run anyone's
+    commands, so the caller mounts none (see ``slack_http_routes``).
     """
-    verifier = SignatureVerifier(signing_secret) if signing_secret else None
+    if not signing_secret:
+        raise ValueError("POST /slack/events needs a signing secret to verify requests")
+    verifier = SignatureVerifier(signing_secret)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, limit=MAX_BODY_BYTES)
         if body is None:
             return web.json_response({"error": "body too large"}, status=413)
-        if verifier is not None and not verifier.is_valid_request(body, dict(request.headers)):
+        if not verifier.is_valid_request(body, dict(request.headers)):
             return web.json_response({"error": "invalid signature"}, status=401)
         try:
             bolt_request = await to_bolt_request(_Replayed(request, body))  # type: ignore[arg-type]
@@ -318,6 +332,18 @@ def slack_events_route(
         return await to_aiohttp_response(bolt_response)
 
     return handle
+
+
+def slack_http_routes(app: AsyncApp, *, signing_secret: str) -> list[web.RouteDef]:
+    """``POST /slack/events`` when requests can be verified, else no route at all (404).
+
+    With Socket Mode only (SLACK_APP_TOKEN, no SLACK_SIGNING_SECRET) Slack
+    never calls the bot over HTTP, and BOT_PORT is reachable by whoever must
+    reach the alert webhook: the endpoint is left out rather than left open.
+    """
+    if not signing_secret:
+        return []
+    return [web.post("/slack/events", slack_events_route(app, signing_secret=signing_secret))]
 
 
 class _Replayed:

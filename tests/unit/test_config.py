@@ -119,3 +119,44 @@ def test_check_config_never_prints_secrets(
     assert "SLACK_BOT_TOKEN = (set, hidden)" in out
     assert "SLACK_APP_TOKEN = (not set)" in out
     assert "SMS_DATABASE_URL = postgresql://sms_user:[REDACTED]@db:5432/sms" in out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mode"),
+    [
+        ({}, "Slack: off (no SLACK_BOT_TOKEN)"),
+        (
+            {"slack_bot_token": "xoxb-1", "slack_signing_secret": "s"},
+            "Slack: HTTP events at /slack/events (signed)",
+        ),
+        (
+            {"slack_bot_token": "xoxb-1", "slack_app_token": "xapp-1"},
+            "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)",
+        ),
+        (
+            {"slack_bot_token": "xoxb-1", "slack_signing_secret": "s", "slack_app_token": "xapp-1"},
+            "Slack: HTTP events at /slack/events (signed) and Socket Mode",
+        ),
+    ],
+)
+def test_slack_mode_says_how_slack_reaches_the_bot(
+    tmp_path: Path, overrides: dict, mode: str
+) -> None:
+    settings = make_settings(tmp_path, **overrides)
+    assert settings.slack_mode == mode
+    assert settings.slack_http_enabled == ("signing_secret" in str(overrides))
+
+
+def test_check_config_says_when_slack_events_is_not_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    monkeypatch.setenv("BOT_STATE_URL", f"sqlite:///{tmp_path}/s.db")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-very-secret-token")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-very-secret-token")
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)" in out
