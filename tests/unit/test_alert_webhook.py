@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +71,8 @@ def test_parse_a_real_shaped_payload() -> None:
             "alerts.0.fingerprint",
         ),
         (json.dumps(payload({**alert(), "labels": "x"})).encode(), "alerts.0.labels"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_payloads_say_what_is_wrong(body: bytes, reason: str) -> None:
@@ -166,6 +169,7 @@ async def test_webhook_stores_then_answers(aiohttp_client: Any) -> None:
         ({"Authorization": TOKEN}, payload(alert()), 401, "bearer token"),
         ({"Authorization": f"Bearer {TOKEN}"}, "{oops", 400, "not JSON"),
         ({"Authorization": f"Bearer {TOKEN}"}, {"version": "4"}, 400, "v4 webhook"),
+        ({"Authorization": f"Bearer {TOKEN}"}, "[" * 100_000, 400, "nested too deeply"),
     ],
 )
 async def test_webhook_refuses_bad_input(
@@ -219,3 +223,18 @@ async def test_a_store_outage_is_a_503_so_alertmanager_retries(aiohttp_client: A
         "/alerts/alertmanager", json=payload(alert()), headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert resp.status == 503
+
+
+def test_replay_of_a_deeply_nested_file_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", f"sqlite:///{tmp_path}/s.db")
+    saved = tmp_path / "nested.json"
+    saved.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    assert main(["replay", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert "nested too deeply" in err
+    assert "Traceback" not in err
