@@ -30,7 +30,7 @@ from bot.events import Click, Command
 from bot.http import build_http_app, serve
 from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
-from bot.redact import redact
+from bot.redact import redact, redact_url
 from bot.routing import route_alert
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -138,7 +138,7 @@ def _check_config(settings: Settings) -> int:
         if any(word in name for word in _SECRET_SETTINGS):
             shown = "(set, hidden)" if value else "(not set)"
         elif isinstance(value, str):
-            shown = redact(value)
+            shown = redact(redact_url(value))
         console.print(f"  {name.upper()} = {shown}", markup=False)
     console.print(settings.slack_mode, markup=False)
     return EXIT_OK

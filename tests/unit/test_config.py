@@ -160,3 +160,37 @@ def test_check_config_says_when_slack_events_is_not_mounted(
     assert main(["check-config"]) == 0
     out = capsys.readouterr().out
     assert "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "shown"),
+    [
+        ("postgresql://:OnlyPw123@host/db", "OnlyPw123", "postgresql://:[REDACTED]@host/db"),
+        ("postgresql://u:my spaced pw@host/db", "spaced pw", "postgresql://u:[REDACTED]@host/db"),
+        ("postgresql://u:Pw@x@host/db", "Pw@x", "postgresql://u:[REDACTED]@host/db"),
+        (
+            "postgresql://u@host/db?password=QueryPw1",
+            "QueryPw1",
+            "postgresql://u@host/db?password=[REDACTED]",
+        ),
+    ],
+)
+def test_check_config_masks_every_url_password(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    secret: str,
+    shown: str,
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", url.replace("/db", "/state"))
+    monkeypatch.setenv("SMS_DATABASE_URL", url)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert secret not in out
+    assert secret.split()[0] not in out
+    assert f"SMS_DATABASE_URL = {shown}" in out
+    assert f"BOT_STATE_URL = {shown.replace('/db', '/state')}" in out
