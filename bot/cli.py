@@ -32,6 +32,7 @@ from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
 from bot.redact import redact, redact_url
 from bot.routing import route_alert
+from bot.store import sqlite_path
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from handlers.jobs import JOBS, job_procedure
@@ -131,7 +132,8 @@ _SECRET_SETTINGS = ("token", "secret", "password")
 
 def _check_config(settings: Settings) -> int:
     """Print the settings, secrets masked: this output ends up in terminals and tickets."""
-    console = Console(highlight=False)
+    # soft_wrap: a long path or URL stays on one line, whole, whatever the terminal's width.
+    console = Console(highlight=False, soft_wrap=True)
     console.print("Configuration is valid:")
     for name, value in settings.model_dump().items():
         shown = value
@@ -140,8 +142,24 @@ def _check_config(settings: Settings) -> int:
         elif isinstance(value, str):
             shown = redact(redact_url(value))
         console.print(f"  {name.upper()} = {shown}", markup=False)
+        if name == "bot_state_url" and (state_file := _sqlite_state_file(value)):
+            console.print(f"  state file: {state_file}", markup=False)
     console.print(settings.slack_mode, markup=False)
     return EXIT_OK
+
+
+def _sqlite_state_file(url: str) -> str | None:
+    """Where a ``sqlite:///`` state URL puts the file, made absolute.
+
+    ``sqlite:///data/x.db`` is relative to the working directory and
+    ``sqlite:////srv/x.db`` absolute: easy to get wrong, so say it.
+    """
+    if not url.startswith("sqlite:"):
+        return None
+    path = sqlite_path(url)
+    if path == ":memory:":
+        return "(in memory, gone when the process ends)"
+    return str(Path(path).resolve())
 
 
 async def _run_once(settings: Settings, text: str) -> int:

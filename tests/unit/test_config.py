@@ -194,3 +194,35 @@ def test_check_config_masks_every_url_password(
     assert secret.split()[0] not in out
     assert f"SMS_DATABASE_URL = {shown}" in out
     assert f"BOT_STATE_URL = {shown.replace('/db', '/state')}" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "state_file"),
+    [
+        ("sqlite:///./data/sms-bot.db", "{cwd}/data/sms-bot.db"),
+        ("sqlite:///data/sms-bot.db", "{cwd}/data/sms-bot.db"),
+        ("sqlite:////var/lib/sms-bot/state.db", "/var/lib/sms-bot/state.db"),
+        ("sqlite:///:memory:", "(in memory, gone when the process ends)"),
+        ("postgresql://bot@db:5432/state", None),
+    ],
+)
+def test_check_config_prints_where_the_sqlite_state_file_is(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    state_file: str | None,
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", url)
+    assert main(["check-config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = [line.removeprefix("  state file: ") for line in lines if "state file:" in line]
+    if state_file is None:
+        assert shown == []
+    else:
+        assert shown == [state_file.format(cwd=tmp_path.resolve())]
+        # Right under the URL it explains.
+        assert lines[lines.index(f"  state file: {shown[0]}") - 1] == f"  BOT_STATE_URL = {url}"
