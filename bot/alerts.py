@@ -71,6 +71,9 @@ MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
 MAX_ALERTS_PER_WEBHOOK = 5000
 
 
+_TOO_DEEP = "body is not an Alertmanager webhook: JSON nested too deeply"
+
+
 class WebhookInvalid(ValueError):
     """The body is not an Alertmanager webhook (v4); the message says what is wrong."""
 
@@ -107,15 +110,25 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def parse_webhook(body: bytes) -> AlertBatch:
-    """Validate and normalise a webhook body; raise ``WebhookInvalid`` with one clear reason."""
+    """Validate and normalise a webhook body; raise ``WebhookInvalid`` with one clear reason.
+
+    JSON nested deeper than the interpreter's recursion limit (``[[[[...``
+    a hundred thousand times fits easily in the size limit) makes ``json``
+    raise ``RecursionError``: that is a body no Alertmanager sends, so it is
+    refused like any other, not left to become a 500.
+    """
     try:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WebhookInvalid(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookInvalid(_TOO_DEEP) from None
     if not isinstance(raw, dict):
         raise WebhookInvalid("body is not a JSON object")
     try:
         model = _WebhookModel.model_validate(raw)
+    except RecursionError:
+        raise WebhookInvalid(_TOO_DEEP) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"

@@ -24,16 +24,16 @@ from bot.alerts import WebhookInvalid, parse_webhook
 from bot.app import App, build_app
 from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
-from bot.chat.slack import slack_client, slack_events_route
+from bot.chat.slack import slack_client, slack_http_routes
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, SmsBotError
 from bot.events import Click, Command
 from bot.http import build_http_app, serve
 from bot.logs import configure_logging
 from bot.messages import Message, Status, worst
-from bot.redact import redact
+from bot.redact import redact, redact_url
 from bot.routing import route_alert
-from bot.store import StoreUnavailable
+from bot.store import StoreUnavailable, sqlite_path
 from bot.tasks import FailureLog, start_background
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -134,16 +134,34 @@ _SECRET_SETTINGS = ("token", "secret", "password")
 
 def _check_config(settings: Settings) -> int:
     """Print the settings, secrets masked: this output ends up in terminals and tickets."""
-    console = Console(highlight=False)
+    # soft_wrap: a long path or URL stays on one line, whole, whatever the terminal's width.
+    console = Console(highlight=False, soft_wrap=True)
     console.print("Configuration is valid:")
     for name, value in settings.model_dump().items():
         shown = value
         if any(word in name for word in _SECRET_SETTINGS):
             shown = "(set, hidden)" if value else "(not set)"
         elif isinstance(value, str):
-            shown = redact(value)
+            shown = redact(redact_url(value))
         console.print(f"  {name.upper()} = {shown}", markup=False)
+        if name == "bot_state_url" and (state_file := _sqlite_state_file(value)):
+            console.print(f"  state file: {state_file}", markup=False)
+    console.print(settings.slack_mode, markup=False)
     return EXIT_OK
+
+
+def _sqlite_state_file(url: str) -> str | None:
+    """Where a ``sqlite:///`` state URL puts the file, made absolute.
+
+    ``sqlite:///data/x.db`` is relative to the working directory and
+    ``sqlite:////srv/x.db`` absolute: easy to get wrong, so say it.
+    """
+    if not url.startswith("sqlite:"):
+        return None
+    path = sqlite_path(url)
+    if path == ":memory:":
+        return "(in memory, gone when the process ends)"
+    return str(Path(path).resolve())
 
 
 async def _run_once(settings: Settings, text: str) -> int:
@@ -298,12 +316,17 @@ async def _serve(settings: Settings) -> int:
             ready_check=app.deps.store.ping, registry=app.deps.metrics.registry
         )
         socket_mode = None
+        log.info(
+            "slack.mode",
+            mode=settings.slack_mode,
+            http=settings.slack_http_enabled,
+            socket_mode=settings.slack_socket_mode_enabled,
+        )
         if app.slack is not None:
-            http_app.router.add_post(
-                "/slack/events",
-                slack_events_route(app.slack.app, signing_secret=settings.slack_signing_secret),
+            http_app.add_routes(
+                slack_http_routes(app.slack.app, signing_secret=settings.slack_signing_secret)
             )
-            if settings.slack_app_token:
+            if settings.slack_socket_mode_enabled:
                 socket_mode = await _socket_mode(app, settings)
         http_app.router.add_post(
             "/alerts/alertmanager",
@@ -322,6 +345,8 @@ async def _serve(settings: Settings) -> int:
             host=settings.bot_host,
             port=settings.bot_port,
             slack=app.slack is not None,
+            slack_http=settings.slack_http_enabled,
+            slack_socket_mode=settings.slack_socket_mode_enabled,
         )
         try:
             await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)

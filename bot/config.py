@@ -274,6 +274,27 @@ class Settings(BaseSettings):
     def slack_enabled(self) -> bool:
         return bool(self.slack_bot_token)
 
+    @property
+    def slack_http_enabled(self) -> bool:
+        """``POST /slack/events`` is served only when its requests can be verified."""
+        return bool(self.slack_bot_token and self.slack_signing_secret)
+
+    @property
+    def slack_socket_mode_enabled(self) -> bool:
+        return bool(self.slack_bot_token and self.slack_app_token)
+
+    @property
+    def slack_mode(self) -> str:
+        """How Slack reaches the bot, in words: ``check-config`` and the start-up log say it."""
+        http = "HTTP events at /slack/events (signed)"
+        if self.slack_http_enabled and self.slack_socket_mode_enabled:
+            return f"Slack: {http} and Socket Mode"
+        if self.slack_http_enabled:
+            return f"Slack: {http}"
+        if self.slack_socket_mode_enabled:
+            return "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)"
+        return "Slack: off (no SLACK_BOT_TOKEN)"
+
     @field_validator("bot_state_url")
     @classmethod
     def _state_url(cls, value: str) -> str:

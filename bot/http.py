@@ -96,6 +96,11 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 
+async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No ``Server: Python/3.x aiohttp/3.x``: versions tell a scanner which advisories to try."""
+    response.headers.popall(hdrs.SERVER, None)
+
+
 def build_http_app(
     *,
     ready_check: ReadyCheck,
@@ -110,6 +115,7 @@ def build_http_app(
     starts, so callers may ``app.router.add_post(...)`` instead.
     """
     app = web.Application()
+    app.on_response_prepare.append(_drop_server_header)
     app[READINESS] = Readiness(ready_check, timeout_s=ready_timeout_s)
     app[METRICS_REGISTRY] = registry
     app.router.add_get("/healthz", _healthz)

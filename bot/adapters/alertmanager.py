@@ -131,7 +131,7 @@ def _reason(body: str) -> str:
     """Alertmanager's error text: a JSON string, a go-swagger ``{"message": ...}``, or plain."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body.strip()[:200]
     if isinstance(payload, str):
         return payload
@@ -297,7 +297,7 @@ class AlertmanagerClient:
         self._raise_for_status(status, text, what=what)
         try:
             return json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise AlertmanagerError(
                 f"Alertmanager at {self._base_url} answered {method} {path} with a body "
                 f"that is not JSON: {text.strip()[:80]!r}"

@@ -137,7 +137,7 @@ def parse_report(body: str, *, url: str, http_status: int, latency_ms: float) ->
     """Turn a ``/health`` body into a report, or say in plain words why it is not one."""
     try:
         payload = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         snippet = " ".join(body.split())[:80]
         raise HealthEndpointInvalid(
             f"{url}: answered HTTP {http_status} but the body is not JSON: {snippet!r}"

@@ -230,7 +230,7 @@ class PrometheusClient:
         status, body = await self._get(path, params)
         try:
             payload = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             if status >= 500:
                 raise PrometheusUnavailable(
                     f"{self._base_url}: answered HTTP {status}: {body.strip()[:80]}"

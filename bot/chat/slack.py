@@ -12,21 +12,29 @@ undeliverable (bad blocks, revoked token).
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.chat.base import Conversation
-from bot.chat.blockkit import base_action, to_block_kit, to_thread_reply
+from bot.chat.blockkit import to_block_kit, to_thread_reply
+from bot.chat.slack_inbound import (
+    MalformedPayload,
+    check_payload,
+    click_from,
+    command_from,
+    parse_slack_body,
+)
 from bot.deps import Clock
 from bot.events import Click, Command
 from bot.http import read_body
@@ -40,6 +48,7 @@ __all__ = [
     "build_slack_app",
     "slack_client",
     "slack_events_route",
+    "slack_http_routes",
     "slack_surface",
 ]
 
@@ -238,7 +247,15 @@ def build_slack_app(
     on_click: ClickSink,
     spawn: Callable[[Awaitable[Any], str], Any],
 ) -> AsyncApp:
-    """Bolt app: ``/sms`` commands and button clicks, acknowledged before any work."""
+    """Bolt app: ``/sms`` commands and button clicks, acknowledged before any work.
+
+    Bolt's own signature check stays on whatever the mode: Socket Mode
+    requests skip it by Bolt's design (the websocket is authenticated by the
+    app token), HTTP requests never do. Without a signing secret (Socket Mode
+    only) Bolt would fall back to an empty key, which anyone can sign with, so
+    it is given a random one nobody knows: an HTTP request that reached this
+    app anyway would be a 401.
+    """
     token = client.token or ""
 
     async def authorize(
@@ -251,43 +268,31 @@ def build_slack_app(
     app = AsyncApp(
         client=client,
         authorize=authorize,
-        signing_secret=signing_secret or None,
-        request_verification_enabled=bool(signing_secret),
+        signing_secret=signing_secret or secrets.token_urlsafe(32),
+        request_verification_enabled=True,
         process_before_response=False,
     )
 
     @app.command("/sms")
     async def _command(ack: AsyncAck, body: dict[str, Any]) -> None:
+        try:
+            command = command_from(body)
+        except MalformedPayload as exc:
+            # Over HTTP the route refused it already; this is Socket Mode's copy.
+            await ack()
+            log.warning("slack.malformed_request", kind="command", error=str(exc))
+            return
         await ack(response_type="in_channel")
-        command = Command(
-            text=str(body.get("text") or ""),
-            user=str(body.get("user_id") or "unknown"),
-            source="slack",
-            conversation=Conversation(
-                surface="slack",
-                channel=str(body.get("channel_id") or ""),
-                reply_url=body.get("response_url") or None,
-            ),
-        )
         spawn(on_command(command), "slack:command")
 
     @app.action(re.compile(r".+"))
-    async def _action(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _action(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        container = body.get("container") or {}
-        channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
-        click = Click(
-            action=base_action(str(action.get("action_id") or "")),
-            value=str(action.get("value") or ""),
-            user=str((body.get("user") or {}).get("id") or "unknown"),
-            source="slack",
-            conversation=Conversation(
-                surface="slack",
-                channel=str(channel),
-                thread=container.get("message_ts"),
-                reply_url=body.get("response_url") or None,
-            ),
-        )
+        try:
+            click = click_from(body)
+        except MalformedPayload as exc:
+            log.warning("slack.malformed_request", kind="click", error=str(exc))
+            return
         spawn(on_click(click), "slack:click")
 
     return app
@@ -299,34 +304,65 @@ def slack_events_route(
     """The aiohttp handler of ``POST /slack/events``: size, signature, shape, then Bolt.
 
     The signature is checked before the body is parsed, so a forged request
-    is a 401 whatever it contains; Bolt checks it again on its side.
+    is a 401 whatever it contains; Bolt checks it again on its side. There is
+    no route without a secret: an unverifiable endpoint would run anyone's
+    commands, so the caller mounts none (see ``slack_http_routes``).
     """
-    verifier = SignatureVerifier(signing_secret) if signing_secret else None
+    if not signing_secret:
+        raise ValueError("POST /slack/events needs a signing secret to verify requests")
+    verifier = SignatureVerifier(signing_secret)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, limit=MAX_BODY_BYTES)
         if body is None:
             return web.json_response({"error": "body too large"}, status=413)
-        if verifier is not None and not verifier.is_valid_request(body, dict(request.headers)):
+        if not _signed(verifier, body, request):
             return web.json_response({"error": "invalid signature"}, status=401)
+        # A valid signature means valid UTF-8: the signature is computed over the text.
+        text = body.decode("utf-8")
         try:
-            bolt_request = await to_bolt_request(_Replayed(request, body))  # type: ignore[arg-type]
-        except ValueError as exc:
+            check_payload(parse_slack_body(text, request.headers))
+            bolt_request = _bolt_request(request, text)
+        except MalformedPayload as exc:
             log.warning("slack.malformed_request", error=str(exc))
-            return web.json_response({"error": "malformed request body"}, status=400)
+            return web.json_response({"error": f"malformed request: {exc}"}, status=400)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
     return handle
 
 
-class _Replayed:
-    """The parts of a request ``to_bolt_request`` reads, with the body already read."""
+def _signed(verifier: SignatureVerifier, body: bytes, request: web.Request) -> bool:
+    """slack_sdk's check, with its exceptions on garbage (a non-numeric timestamp, a
+    body that is not UTF-8) answered as what they are: a request not signed by Slack.
+    """
+    try:
+        return verifier.is_valid_request(body, dict(request.headers))
+    except ValueError:  # int(timestamp), body.decode("utf-8") (UnicodeDecodeError)
+        return False
 
-    def __init__(self, request: web.Request, body: bytes) -> None:
-        self.query_string = request.query_string
-        self.headers = request.headers
-        self._text = body.decode("utf-8", errors="replace")
 
-    async def text(self) -> str:
-        return self._text
+def _bolt_request(request: web.Request, text: str) -> AsyncBoltRequest:
+    """Bolt's request, built as its aiohttp adapter builds it, shape errors refused.
+
+    Bolt reads ids out of the body as it builds the request (``"id" in user``
+    on whatever ``user`` is); a payload it cannot read is a 400, not a 500.
+    """
+    try:
+        return AsyncBoltRequest(
+            body=text, query=request.query_string, headers=dict(request.headers)
+        )
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise MalformedPayload(f"unreadable payload ({type(exc).__name__})") from None
+
+
+def slack_http_routes(app: AsyncApp, *, signing_secret: str) -> list[web.RouteDef]:
+    """``POST /slack/events`` when requests can be verified, else no route at all (404).
+
+    With Socket Mode only (SLACK_APP_TOKEN, no SLACK_SIGNING_SECRET) Slack
+    never calls the bot over HTTP, and BOT_PORT is reachable by whoever must
+    reach the alert webhook: the endpoint is left out rather than left open.
+    """
+    if not signing_secret:
+        return []
+    return [web.post("/slack/events", slack_events_route(app, signing_secret=signing_secret))]

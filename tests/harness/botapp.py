@@ -16,7 +16,7 @@ from functools import partial
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import App, build_app
-from bot.chat.slack import slack_events_route
+from bot.chat.slack import slack_http_routes
 from bot.config import Settings
 from bot.http import build_http_app
 from bot.store.base import AuditEvent
@@ -61,8 +61,9 @@ class Bot:
         app = await stack.enter_async_context(build_app(self.settings, clock=self.clock))
         assert app.slack is not None
         http = build_http_app(ready_check=app.deps.store.ping, registry=app.deps.metrics.registry)
-        http.router.add_post(
-            "/slack/events", slack_events_route(app.slack.app, signing_secret=SECRET)
+        # Mounted as ``serve`` mounts it: only with a signing secret.
+        http.add_routes(
+            slack_http_routes(app.slack.app, signing_secret=self.settings.slack_signing_secret)
         )
         http.router.add_post(
             "/alerts/alertmanager",

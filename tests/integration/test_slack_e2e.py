@@ -381,6 +381,7 @@ async def test_slack_down_during_a_procedure_loses_nothing(bot: Bot, fake_slack:
             and any(m.is_reply for m in fake_slack.messages(CHANNEL))
         ),
     )
+
     # The final message can show while a later reply of the run is still queued.
     async def drained() -> bool:
         return await store.outbox_pending() == 0

@@ -12,8 +12,10 @@ not at the bot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,7 +33,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.harness.docker import free_port, wait_until
 from tests.harness.fake_slack import APP_ID, Ephemeral, FakeMessage, FakeSlack
-from tests.harness.slack_signing import block_actions_payload, slash_command_body
+from tests.harness.slack_signing import (
+    FORM_CONTENT_TYPE,
+    block_actions_body,
+    block_actions_payload,
+    sign,
+    slash_command_body,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -251,13 +259,15 @@ async def _stop(proc: asyncio.subprocess.Process) -> int:
     return proc.returncode
 
 
-@pytest.fixture
-async def serve(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``sms-bot serve`` connected to the fake over Socket Mode; stopped afterwards."""
+@contextlib.asynccontextmanager
+async def _serving(
+    tmp_path: Path, fake_slack: FakeSlack, env: dict[str, str]
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``sms-bot serve`` with ``env``, connected to the fake over Socket Mode; stopped after."""
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            SMS_BOT, "serve", env=_env(tmp_path, fake_slack), cwd=tmp_path, stdout=out, stderr=out
+            SMS_BOT, "serve", env=env, cwd=tmp_path, stdout=out, stderr=out
         )
     try:
         exited = asyncio.create_task(proc.wait())
@@ -274,6 +284,12 @@ async def serve(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[asyncio.
     finally:
         await _stop(proc)
         print(f"--- sms-bot serve output ---\n{log.read_text()[-5000:]}")  # shown on failure
+
+
+@pytest.fixture
+async def serve(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[asyncio.subprocess.Process]:
+    async with _serving(tmp_path, fake_slack, _env(tmp_path, fake_slack)) as proc:
+        yield proc
 
 
 def _text(item: FakeMessage | Ephemeral) -> str:
@@ -374,3 +390,74 @@ async def test_a_refused_app_token_stops_the_start_with_a_clear_line(
     assert proc.returncode == 2
     assert "configuration error: SLACK_APP_TOKEN: Slack refused it (invalid_auth)" in err.decode()
     assert fake_slack.socket_clients == 0
+
+
+async def test_without_a_signing_secret_slack_events_is_not_served(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """Socket Mode only: nobody reaching BOT_PORT can run a command or click over HTTP."""
+    env = _env(tmp_path, fake_slack)
+    del env["SLACK_SIGNING_SECRET"]
+    env.update({"SMS_OPERATORS": USER, "SMS_APPROVERS": USER})
+    events = f"http://127.0.0.1:{env['BOT_PORT']}/slack/events"
+    restart = slash_command_body(
+        "restart backend",
+        user_id=USER,
+        channel_id=CHANNEL,
+        response_url=fake_slack.response_url(CHANNEL, user=USER),
+    )
+    click = block_actions_body(
+        "restart",
+        "proposal-1",
+        user_id=USER,
+        channel_id=CHANNEL,
+        response_url=fake_slack.response_url(CHANNEL, user=USER),
+    )
+    form = {"Content-Type": FORM_CONTENT_TYPE}
+    async with _serving(tmp_path, fake_slack, env) as proc:
+        async with aiohttp.ClientSession() as session:
+            healthz = events.replace("/slack/events", "/healthz")
+
+            async def listening() -> bool:
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with session.get(healthz) as resp:
+                        return resp.status == 200
+                return False
+
+            await wait_until(listening, timeout=30, what="the HTTP server")
+            for body in (restart, click):
+                # Unsigned, and signed with the empty key Bolt would fall back to.
+                for headers in (form, {**form, **sign(body, secret="")}):
+                    async with session.post(events, data=body, headers=headers) as resp:
+                        assert resp.status == 404, await resp.text()
+
+        # Socket Mode still works; once its answer is in, nothing else was run.
+        envelope = await fake_slack.send_envelope(
+            "slash_commands", _command_payload(fake_slack, "help")
+        )
+        await fake_slack.wait_ack(envelope, timeout=10)
+
+        async def help_shown() -> bool:
+            return any("sms-bot commands" in _text(e) for e in fake_slack.ephemerals)
+
+        await wait_until(help_shown, timeout=30, what="the help answer over Socket Mode")
+        assert await _stop(proc) == 0  # drains the outbox: anything queued would be posted
+
+    assert fake_slack.messages(CHANNEL) == []
+    assert fake_slack.calls_to("chat.postMessage") == []
+    assert [e for e in fake_slack.ephemerals if "sms-bot commands" not in _text(e)] == []
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+        audited = db.execute("SELECT action, target FROM audit").fetchall()
+        proposals = db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
+    assert all("restart" not in target for _, target in audited), audited
+    assert [action for action, _ in audited if action == "click"] == []
+    assert proposals == 0
+    audit_log = (tmp_path / "audit.jsonl").read_text()
+    assert "restart" not in audit_log
+    log = (tmp_path / "serve.log").read_text().splitlines()
+    lines = [json.loads(line) for line in log if line.startswith("{")]
+    [mode] = [line for line in lines if line.get("event") == "slack.mode"]
+    assert mode["mode"] == (
+        "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)"
+    )
+    assert (mode["http"], mode["socket_mode"]) == (False, True)

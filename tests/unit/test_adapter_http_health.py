@@ -216,6 +216,14 @@ async def test_non_json_body_is_invalid_and_quotes_the_start(
     assert isinstance(caught.value.__cause__, ValueError)
 
 
+async def test_json_nested_too_deeply_is_invalid_not_a_crash(
+    backend: FakeBackend, client: HealthClient
+) -> None:
+    backend.body = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(HealthEndpointInvalid, match="body is not JSON"):
+        await client.fetch()
+
+
 @pytest.mark.parametrize("body", [{"healthy": True}, ["healthy"], None])
 async def test_json_without_status_is_invalid(
     backend: FakeBackend, client: HealthClient, body: Any

@@ -74,6 +74,8 @@ def test_parse_a_real_shaped_payload() -> None:
             "alerts.0.fingerprint",
         ),
         (json.dumps(payload({**alert(), "labels": "x"})).encode(), "alerts.0.labels"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_payloads_say_what_is_wrong(body: bytes, reason: str) -> None:
@@ -170,6 +172,7 @@ async def test_webhook_stores_then_answers(aiohttp_client: Any) -> None:
         ({"Authorization": TOKEN}, payload(alert()), 401, "bearer token"),
         ({"Authorization": f"Bearer {TOKEN}"}, "{oops", 400, "not JSON"),
         ({"Authorization": f"Bearer {TOKEN}"}, {"version": "4"}, 400, "v4 webhook"),
+        ({"Authorization": f"Bearer {TOKEN}"}, "[" * 100_000, 400, "nested too deeply"),
     ],
 )
 async def test_webhook_refuses_bad_input(
@@ -252,3 +255,18 @@ async def test_a_repeated_delivery_after_a_503_opens_no_second_thread(deps: Deps
         pass
     assert len([e for e in surface.events if e[0] == "post"]) == 2
     assert len(await deps.store.incidents_open()) == 2
+
+
+def test_replay_of_a_deeply_nested_file_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", f"sqlite:///{tmp_path}/s.db")
+    saved = tmp_path / "nested.json"
+    saved.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    assert main(["replay", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert "nested too deeply" in err
+    assert "Traceback" not in err

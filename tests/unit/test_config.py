@@ -119,3 +119,110 @@ def test_check_config_never_prints_secrets(
     assert "SLACK_BOT_TOKEN = (set, hidden)" in out
     assert "SLACK_APP_TOKEN = (not set)" in out
     assert "SMS_DATABASE_URL = postgresql://sms_user:[REDACTED]@db:5432/sms" in out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mode"),
+    [
+        ({}, "Slack: off (no SLACK_BOT_TOKEN)"),
+        (
+            {"slack_bot_token": "xoxb-1", "slack_signing_secret": "s"},
+            "Slack: HTTP events at /slack/events (signed)",
+        ),
+        (
+            {"slack_bot_token": "xoxb-1", "slack_app_token": "xapp-1"},
+            "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)",
+        ),
+        (
+            {"slack_bot_token": "xoxb-1", "slack_signing_secret": "s", "slack_app_token": "xapp-1"},
+            "Slack: HTTP events at /slack/events (signed) and Socket Mode",
+        ),
+    ],
+)
+def test_slack_mode_says_how_slack_reaches_the_bot(
+    tmp_path: Path, overrides: dict, mode: str
+) -> None:
+    settings = make_settings(tmp_path, **overrides)
+    assert settings.slack_mode == mode
+    assert settings.slack_http_enabled == ("signing_secret" in str(overrides))
+
+
+def test_check_config_says_when_slack_events_is_not_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    monkeypatch.setenv("BOT_STATE_URL", f"sqlite:///{tmp_path}/s.db")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-very-secret-token")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-very-secret-token")
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "shown"),
+    [
+        ("postgresql://:OnlyPw123@host/db", "OnlyPw123", "postgresql://:[REDACTED]@host/db"),
+        ("postgresql://u:my spaced pw@host/db", "spaced pw", "postgresql://u:[REDACTED]@host/db"),
+        ("postgresql://u:Pw@x@host/db", "Pw@x", "postgresql://u:[REDACTED]@host/db"),
+        (
+            "postgresql://u@host/db?password=QueryPw1",
+            "QueryPw1",
+            "postgresql://u@host/db?password=[REDACTED]",
+        ),
+    ],
+)
+def test_check_config_masks_every_url_password(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    secret: str,
+    shown: str,
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", url.replace("/db", "/state"))
+    monkeypatch.setenv("SMS_DATABASE_URL", url)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert secret not in out
+    assert secret.split()[0] not in out
+    assert f"SMS_DATABASE_URL = {shown}" in out
+    assert f"BOT_STATE_URL = {shown.replace('/db', '/state')}" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "state_file"),
+    [
+        ("sqlite:///./data/sms-bot.db", "{cwd}/data/sms-bot.db"),
+        ("sqlite:///data/sms-bot.db", "{cwd}/data/sms-bot.db"),
+        ("sqlite:////var/lib/sms-bot/state.db", "/var/lib/sms-bot/state.db"),
+        ("sqlite:///:memory:", "(in memory, gone when the process ends)"),
+        ("postgresql://bot@db:5432/state", None),
+    ],
+)
+def test_check_config_prints_where_the_sqlite_state_file_is(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    state_file: str | None,
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", url)
+    assert main(["check-config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = [line.removeprefix("  state file: ") for line in lines if "state file:" in line]
+    if state_file is None:
+        assert shown == []
+    else:
+        assert shown == [state_file.format(cwd=tmp_path.resolve())]
+        # Right under the URL it explains.
+        assert lines[lines.index(f"  state file: {shown[0]}") - 1] == f"  BOT_STATE_URL = {url}"

@@ -182,3 +182,24 @@ async def test_serve_cleans_up_when_cancelled() -> None:
     with pytest.raises(asyncio.CancelledError):
         await server
     assert cleaned.is_set()
+
+
+async def test_no_response_names_the_server_software(aiohttp_client: AiohttpClient) -> None:
+    app = app_with()
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app.router.add_post("/webhook", boom)
+    client = await aiohttp_client(app)
+    responses = [
+        await client.get("/healthz"),
+        await client.get("/readyz"),
+        await client.get("/metrics"),
+        await client.get("/nowhere"),  # 404 from the router
+        await client.put("/healthz"),  # 405
+        await client.post("/webhook"),  # 500 from a handler that raised
+    ]
+    assert [r.status for r in responses] == [200, 200, 200, 404, 405, 500]
+    for resp in responses:
+        assert "Server" not in resp.headers, resp.headers.get("Server")

@@ -7,7 +7,7 @@ import pytest
 from bot.baseline import classify, format_value
 from bot.config import Threshold
 from bot.messages import Status, worst
-from bot.redact import redact
+from bot.redact import redact, redact_url
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,40 @@ def test_secrets_are_masked(text: str, secret: str) -> None:
     out = redact(text)
     assert secret not in out
     assert "[REDACTED]" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://:OnlyPw123@host/db", "postgresql://:[REDACTED]@host/db"),
+        ("postgresql://u:my secret pw@host:5432/db", "postgresql://u:[REDACTED]@host:5432/db"),
+        ("postgresql://u:Pw@x@host/db", "postgresql://u:[REDACTED]@host/db"),
+        ("postgres://u:p:w@host/db", "postgres://u:[REDACTED]@host/db"),
+        (
+            "postgresql://host/db?sslmode=require&password=QueryPw",
+            "postgresql://host/db?sslmode=require&password=[REDACTED]",
+        ),
+        (
+            "postgresql://u@host/db?sslpassword=KeyPw#frag",
+            "postgresql://u@host/db?sslpassword=[REDACTED]#frag",
+        ),
+        ("postgresql://u:PW%40x@h1:5432,h2/db", "postgresql://u:[REDACTED]@h1:5432,h2/db"),
+        # A '/' or '?' in the password ends the authority early: mask up to the last '@'.
+        ("postgresql://u:pa/ss@host/db", "postgresql://u:[REDACTED]@host/db"),
+        ("postgresql://u:p?w@host/db", "postgresql://u:[REDACTED]@host/db"),
+        # Nothing secret: left as it is.
+        ("postgresql://sms_user@localhost:5432/sms", "postgresql://sms_user@localhost:5432/sms"),
+        ("sqlite:///./data/sms-bot.db", "sqlite:///./data/sms-bot.db"),
+        ("http://localhost:9090/?query=up", "http://localhost:9090/?query=up"),
+        ("#sms-alerts", "#sms-alerts"),
+    ],
+)
+def test_urls_are_masked_by_parsing_them(url: str, masked: str) -> None:
+    assert redact_url(url) == masked
+
+
+def test_a_url_password_with_no_user_is_masked_in_free_text_too() -> None:
+    assert redact("dsn postgresql://:OnlyPw123@host/db") == "dsn postgresql://:[REDACTED]@host/db"
 
 
 def test_ordinary_lines_are_untouched() -> None:
