@@ -23,7 +23,7 @@ from bot.engine import Engine, Procedure
 from bot.errors import NotAllowed
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE, SILENCE_HOURS, incident_message
-from bot.messages import Message, Status
+from bot.messages import Link, Message, Status
 from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
 from bot.store.base import Incident, Proposal
 from handlers.auth import authorize
@@ -232,20 +232,28 @@ class ClickHandler:
         await self._incident_audit(
             click, "silenced", incident, {"silence_id": silence_id, "hours": hours}
         )
-        link = self.deps.alertmanager.silence_url(silence_id)
+        link = Link(f"Silence {silence_id}", self.deps.alertmanager.silence_url(silence_id))
         await self._incident_note(
             surface,
             incident,
-            f"Silenced {name} for {hours}h by {click.user}: silence {silence_id} ({link}).",
+            f"Silenced {name} for {hours}h by {click.user}: silence {silence_id}.",
+            links=(link,),
         )
         return "silenced"
 
-    async def _incident_note(self, surface: ChatSurface, incident: Incident, text: str) -> None:
+    async def _incident_note(
+        self,
+        surface: ChatSurface,
+        incident: Incident,
+        text: str,
+        *,
+        links: tuple[Link, ...] = (),
+    ) -> None:
         if not incident.conversation or not incident.root_key:
             return
         thread = decode_thread(incident.conversation)
         try:
-            await surface.reply(thread.root, Message(title=text, status=Status.OK))
+            await surface.reply(thread.root, Message(title=text, status=Status.OK, links=links))
             if not json.loads(incident.conversation).get("digest"):
                 await surface.update(
                     thread.root,

@@ -106,6 +106,12 @@ async def test_alertmanager_firing_repeat_and_resolved(
         await _until("the alert's thread", lambda: _roots(fake_slack, "FIRING [P2] DiskSpace"))
         [root] = _roots(fake_slack, "DiskSpace")
         assert "Disk 85% full on sms-1" in _text(root)
+        # The links are Slack links, not markup escaped into text.
+        blocks = json.dumps(root.blocks)
+        assert "<http://localhost:3000/d/system-overview|Grafana>" in blocks
+        assert "<http://127.0.0.1:9/graph?g0.expr=disk|Prometheus>" in blocks
+        assert "|Alertmanager>" in blocks
+        assert "&lt;" not in blocks
 
         assert bot.app is not None
         store = bot.app.deps.store

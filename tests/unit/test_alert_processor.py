@@ -12,7 +12,7 @@ from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE
-from bot.messages import Status
+from bot.messages import Link, Status
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
@@ -67,7 +67,8 @@ async def test_firing_repeat_resolved(deps: Deps, tmp_path: Path) -> None:
         "Silence 4h",
         "Silence 24h",
     ]
-    assert "<http://prometheus:9090/graph?g0.expr=disk|Prometheus>" in msg.text
+    assert Link("Prometheus", "http://prometheus:9090/graph?g0.expr=disk") in msg.links
+    assert "<http" not in msg.text  # links are in the model, never markup in the text
     incident = await deps.store.incident_open_for("fp1")
     assert incident is not None and incident.root_key == root
 
@@ -218,7 +219,8 @@ async def test_silence_command_creates_a_silence_and_shows_its_id(
     assert silence["ends_at"] - silence["starts_at"] == timedelta(hours=4)
     fields = {f.label: f.value for f in surface.last().fields}
     assert fields["Silence"] == "silence-1"
-    assert fields["Link"].endswith("/#/silences/silence-1")
+    assert isinstance(fields["Link"], Link)
+    assert fields["Link"].url.endswith("/#/silences/silence-1")
 
     for text, reason in [
         ("silence HighCPU", "Give the alert's name and a duration."),
