@@ -3,6 +3,8 @@
 A click changes nothing unless the user may approve, the proposal is still
 pending and not expired, and the claim in the store succeeds; every other
 case gets a clear answer shown to the clicker only. Every click is audited.
+Incident buttons (Acknowledge, Silence, Resolve) are operators' buttons
+(``SMS_OPERATORS``; approvers are operators too), refused the same way.
 """
 
 from __future__ import annotations
@@ -160,6 +162,18 @@ class ClickHandler:
             return await self._refuse(
                 click, surface, "unknown_incident", "This incident does not exist (any more)."
             )
+        # Acknowledge, Silence and Resolve change the incident (and Alertmanager): operators'
+        # buttons, like restart. Anyone else is answered privately and nothing changes.
+        try:
+            authorize(click.user, click.source, Role.OPERATOR, self.deps.settings)
+        except NotAllowed as exc:
+            settings = self.deps.settings
+            hint = (
+                ""
+                if settings.sms_operators or settings.sms_approvers
+                else " Nobody is configured as operator yet: set SMS_OPERATORS."
+            )
+            return await self._refuse(click, surface, "refused", f"{exc}{hint}", incident=incident)
         if incident.status != "open":
             return await self._refuse(
                 click, surface, "already_resolved", "This incident is already resolved."
@@ -179,10 +193,6 @@ class ClickHandler:
             await self._incident_audit(click, "acknowledged", acked)
             await self._incident_note(surface, acked, f"Acknowledged by {click.user}.")
             return "acknowledged"
-        try:
-            authorize(click.user, click.source, Role.OPERATOR, self.deps.settings)
-        except NotAllowed as exc:
-            return await self._refuse(click, surface, "refused", str(exc), incident=incident)
         if click.action == RESOLVE:
             if self.alerts is None:
                 return await self._refuse(

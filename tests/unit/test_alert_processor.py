@@ -113,7 +113,12 @@ async def test_an_alert_storm_becomes_one_digest(deps: Deps, tmp_path: Path) -> 
 
 
 async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path) -> None:
-    deps = replace(deps, settings=make_settings(tmp_path, sms_escalation_mention="<!subteam^S1>"))
+    deps = replace(
+        deps,
+        settings=make_settings(
+            tmp_path, sms_escalation_mention="<!subteam^S1>", sms_operators=("U1", "U2")
+        ),
+    )
     surface = FakeSurface()
     processor = _processor(deps, surface)
     await _deliver(processor, _alert("SlowThing", fp="p2", priority="P2"))
@@ -163,6 +168,47 @@ async def test_silence_buttons_create_a_silence_for_the_alert_labels(
     assert (
         await clicks.handle(Click(SILENCE, f"{incident.id}:999", "UOPS", "slack", where), surface)
         == "bad_silence"
+    )
+
+
+async def test_acknowledge_and_silence_are_operators_buttons(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(
+        deps, settings=make_settings(tmp_path, sms_operators=("UOPS",), sms_approvers=("UAPP",))
+    )
+    surface = FakeSurface()
+    await _deliver(_processor(deps, surface), _alert())
+    incident = await deps.store.incident_open_for("fp1")
+    assert incident is not None
+    clicks = ClickHandler(deps, Engine(deps))
+    where = Conversation("fake", "#sms-alerts")
+    before = len(surface.events)
+
+    for action, value in ((ACK, incident.id), (SILENCE, f"{incident.id}:4")):
+        outcome = await clicks.handle(Click(action, value, "UVIEW", "slack", where), surface)
+        assert outcome == "refused"
+        kind, user, answer = surface.events[-1]
+        assert (kind, user) == ("ephemeral", "UVIEW")  # privately, to the clicker only
+        assert answer.title == "Nothing was changed"
+        assert "need the operator role" in answer.text and "SMS_OPERATORS" in answer.text
+    # Nothing changed: no silence, no acknowledgement, no message touched in the thread.
+    assert deps.alertmanager.silences == []  # type: ignore[attr-defined]
+    current = await deps.store.incident_get(incident.id)
+    assert current is not None and current.acknowledged_by is None
+    assert all(kind == "ephemeral" for kind, _, _ in surface.events[before:])
+    audit = await deps.store.recent_audit()
+    clicks_audited = [e for e in audit if e.action == "click"]
+    assert [e.outcome for e in clicks_audited] == ["refused", "refused"]
+    assert {e.actor for e in clicks_audited} == {"UVIEW"}
+
+    # An operator's click works; approvers are operators too.
+    assert await clicks.handle(Click(ACK, incident.id, "UOPS", "slack", where), surface) == (
+        "acknowledged"
+    )
+    acked = await deps.store.incident_get(incident.id)
+    assert acked is not None and acked.acknowledged_by == "UOPS"
+    assert (
+        await clicks.handle(Click(SILENCE, f"{incident.id}:1", "UAPP", "slack", where), surface)
+        == "silenced"
     )
 
 
