@@ -198,7 +198,7 @@ class ClickHandler:
                 return await self._refuse(
                     click, surface, "unavailable", "Incidents are not handled by this bot process."
                 )
-            resolved = await self.alerts.resolve(incident, by=click.user)
+            resolved = await self.alerts.resolve(incident, by=click.user, surface=surface)
             if resolved is None:
                 return await self._refuse(
                     click, surface, "already_resolved", "This incident is already resolved."
@@ -261,11 +261,15 @@ class ClickHandler:
     ) -> None:
         if not incident.conversation or not incident.root_key:
             return
+        # The thread may live on another surface than the click's (the alert channel).
+        where = self.alerts.surface_for(incident, given=surface) if self.alerts else surface
+        if where is None:
+            return
         thread = decode_thread(incident.conversation)
         try:
-            await surface.reply(thread.root, Message(title=text, status=Status.OK, links=links))
+            await where.reply(thread.root, Message(title=text, status=Status.OK, links=links))
             if not json.loads(incident.conversation).get("digest"):
-                await surface.update(
+                await where.update(
                     thread.root,
                     incident_message(incident, self.deps.settings, now=self.deps.clock()),
                 )
