@@ -19,7 +19,6 @@ import hmac
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -36,7 +35,7 @@ from bot.incidents import TimelineRun, incident_message, incident_record, write_
 from bot.messages import Message, Status, Table
 from bot.proposals import decode_thread, encode_thread
 from bot.routing import route_alert
-from bot.store.base import AlertEvent, Incident, NewAlertEvent, StoreUnavailable
+from bot.store.base import AlertEvent, Digest, Incident, NewAlertEvent, StoreUnavailable
 
 __all__ = ["AlertProcessor", "alert_webhook_route", "procedure_for"]
 
@@ -46,6 +45,8 @@ ProcedureFactory = Callable[[Alert | None], Procedure]
 
 # After this many failed attempts an alert is posted as received instead.
 MAX_ATTEMPTS = 10
+# New storm alerts within this time of a digest's start join it; later ones start another.
+DIGEST_WINDOW = timedelta(minutes=1)
 
 
 def _procedures() -> dict[str, ProcedureFactory]:
@@ -85,13 +86,6 @@ def alert_from_event(event: AlertEvent) -> Alert:
     )
 
 
-@dataclass
-class _Digest:
-    ref: MessageRef
-    started: datetime
-    incidents: list[Incident] = field(default_factory=list)
-
-
 class AlertProcessor:
     def __init__(
         self,
@@ -110,7 +104,6 @@ class AlertProcessor:
         # opened where its command came from), by the name stored in its thread.
         self._surfaces = {**(surfaces or {}), surface.name: surface}
         self._wake = asyncio.Event()
-        self._digest: _Digest | None = None
         self._procedures = _procedures()
 
     # -- the webhook side ----------------------------------------------------------
@@ -390,17 +383,40 @@ class AlertProcessor:
     # -- alert storms ----------------------------------------------------------------
 
     async def _add_to_digest(self, incident: Incident, now: datetime) -> None:
-        digest = self._digest
-        if digest is None or now - digest.started >= timedelta(minutes=1):
-            where = Conversation(self.surface.name, self.channel)
-            ref = await self.surface.post(where, _digest_message([incident], now))
-            digest = self._digest = _Digest(ref=ref, started=now)
-        digest.incidents.append(incident)
-        conversation = json.loads(encode_thread(digest.ref)) | {"digest": True}
-        await self.deps.store.incident_set_thread(
-            incident.id, root_key=digest.ref.id, conversation=json.dumps(conversation)
+        """List the incident in this minute's digest, kept in the store for every replica.
+
+        Exactly one caller (on any replica) creates the digest and posts its
+        message; the others join it. Whoever sees the message posted rebuilds it
+        from the incidents stored with the digest, so it lists them all.
+        """
+        store = self.deps.store
+        digest, created = await store.digest_join(
+            incident.id, now=now, window=DIGEST_WINDOW, new_id=uuid.uuid4().hex
         )
-        await self.surface.update(digest.ref, _digest_message(digest.incidents, digest.started))
+        if created:
+            where = Conversation(self.surface.name, self.channel)
+            ref = await self.surface.post(where, _digest_message([incident], digest.started_at))
+            posted = await store.digest_set_thread(
+                digest.id, root_key=ref.id, conversation=encode_thread(ref)
+            )
+            digest = posted or digest
+        if digest.root_key is None or digest.conversation is None:
+            # Its creator is posting it; it lists this incident once it has.
+            return
+        await self._refresh_digest(digest)
+
+    async def _refresh_digest(self, digest: Digest) -> None:
+        assert digest.root_key is not None and digest.conversation is not None
+        store = self.deps.store
+        incidents = await store.digest_incidents(digest.id)
+        conversation = json.dumps(json.loads(digest.conversation) | {"digest": True})
+        for listed in incidents:
+            if listed.root_key is None:
+                await store.incident_set_thread(
+                    listed.id, root_key=digest.root_key, conversation=conversation
+                )
+        root = decode_thread(digest.conversation).root
+        await self.surface.update(root, _digest_message(incidents, digest.started_at))
 
     # -- escalation --------------------------------------------------------------------
 

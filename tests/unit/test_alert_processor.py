@@ -13,6 +13,7 @@ from bot.engine import Engine
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE
 from bot.messages import Link, Status
+from bot.store import open_store
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
@@ -110,6 +111,29 @@ async def test_an_alert_storm_becomes_one_digest(deps: Deps, tmp_path: Path) -> 
     assert len(await deps.store.incidents_open()) == 10  # none dropped
     await _deliver(processor, _alert("Alert9", fp="fp9", status="resolved"))
     assert surface.replies()[-1].title == "Resolved: Alert9"
+
+
+async def test_two_processors_on_one_store_share_the_digest(deps: Deps, tmp_path: Path) -> None:
+    """The digest is in the store: a second replica adds to it instead of posting its own."""
+    deps = replace(deps, settings=make_settings(tmp_path, sms_alert_threads_per_minute=2))
+    surface = FakeSurface()  # the one channel both replicas post to
+    other_store = open_store(deps.settings.bot_state_url)
+    await other_store.open()
+    try:
+        first = _processor(deps, surface)
+        second = _processor(replace(deps, store=other_store), surface)
+        await _deliver(first, *(_alert(f"Alert{i}", fp=f"fp{i}") for i in range(4)))
+        await _deliver(second, *(_alert(f"Alert{i}", fp=f"fp{i}") for i in range(4, 7)))
+        await _deliver(first, _alert("Alert7", fp="fp7"))
+    finally:
+        await other_store.close()
+    posts = _posts(surface)
+    assert len(posts) == 3  # two threads and one digest
+    digest = surface.last(posts[-1])
+    assert digest.title.startswith("Alert storm: 6 more alerts")
+    assert [r[1] for r in digest.details[0].rows] == [  # type: ignore[union-attr]
+        f"Alert{i}" for i in range(2, 8)
+    ]
 
 
 async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path) -> None:
