@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bot.config import Settings
-from bot.messages import Button, Field, Message, Status
+from bot.messages import Button, Field, Link, Message, Status
 from bot.store.base import AuditEvent, Incident, RunRecord, StepRecord
 
 __all__ = [
@@ -53,19 +53,22 @@ def _utc(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at else "-"
 
 
-def incident_links(incident: Incident, settings: Settings) -> list[tuple[str, str]]:
-    links = [("Grafana", f"{settings.sms_grafana_url}/d/system-overview")]
+def incident_links(incident: Incident, settings: Settings) -> tuple[Link, ...]:
+    """Where to look next; each surface renders them as its own links."""
+    grafana = settings.sms_grafana_url.rstrip("/")
+    links = [Link("Grafana", f"{grafana}/d/system-overview")]
     source = incident.annotations.get("generatorURL") or incident.labels.get("generatorURL")
     if source:
-        links.append(("Prometheus", source))
+        links.append(Link("Prometheus", source))
     if incident.fingerprint:
         name = incident.labels.get("alertname", "")
         query = quote(f'{{alertname="{name}"}}', safe="")
-        links.append(("Alertmanager", f"{settings.sms_alertmanager_url}/#/alerts?filter={query}"))
+        alertmanager = settings.sms_alertmanager_url.rstrip("/")
+        links.append(Link("Alertmanager", f"{alertmanager}/#/alerts?filter={query}"))
     runbook = incident.annotations.get("runbook") or incident.annotations.get("runbook_url")
     if runbook:
-        links.append(("Runbook", runbook))
-    return links
+        links.append(Link("Runbook", runbook))
+    return tuple(links)
 
 
 def incident_message(incident: Incident, settings: Settings, *, now: datetime) -> Message:
@@ -100,15 +103,12 @@ def incident_message(incident: Incident, settings: Settings, *, now: datetime) -
     labels = ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items()) if k != "alertname")
     if labels:
         fields.append(Field("Labels", labels))
-    links = " · ".join(f"<{url}|{label}>" for label, url in incident_links(incident, settings))
     text_lines = []
     description = incident.annotations.get("description")
     if description and description != incident.title:
         text_lines.append(description)
     if incident.procedure:
         text_lines.append(f"Runbook procedure: {incident.procedure} (progress in the thread).")
-    if links:
-        text_lines.append(links)
     buttons: list[Button] = []
     if not resolved:
         if not incident.acknowledged_by:
@@ -124,6 +124,7 @@ def incident_message(incident: Incident, settings: Settings, *, now: datetime) -
         status=status,
         text="\n".join(text_lines),
         fields=tuple(fields),
+        links=incident_links(incident, settings),
         buttons=tuple(buttons),
         footer=f"incident {incident.id[:8]}",
     )

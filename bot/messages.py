@@ -14,6 +14,7 @@ __all__ = [
     "Button",
     "CodeBlock",
     "Field",
+    "Link",
     "Message",
     "Status",
     "StepView",
@@ -82,11 +83,30 @@ def worst(statuses: list[Status] | tuple[Status, ...], default: Status = Status.
 
 
 @dataclass(frozen=True)
-class Field:
-    """A label/value pair, optionally judged (a metric against its threshold)."""
+class Link:
+    """A link: each surface makes its own (Block Kit ``<url|label>``, ``label: url`` in text).
+
+    Links are part of the model, not markup inside text, because text is
+    escaped by every renderer: a ``<url|label>`` built by hand is shown as
+    written on Slack and means nothing in a terminal.
+    """
 
     label: str
-    value: str
+    url: str
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.url}"
+
+
+@dataclass(frozen=True)
+class Field:
+    """A label/value pair, optionally judged (a metric against its threshold).
+
+    The value may be a ``Link`` (a dashboard, a silence), rendered as a link.
+    """
+
+    label: str
+    value: str | Link
     status: Status | None = None
 
 
@@ -139,3 +159,4 @@ class Message:
     details: tuple[CodeBlock | Table, ...] = field(default_factory=tuple)
     buttons: tuple[Button, ...] = ()
     footer: str = ""
+    links: tuple[Link, ...] = ()  # shown in one line after the text (dashboards, sources)

@@ -3,6 +3,8 @@
 A click changes nothing unless the user may approve, the proposal is still
 pending and not expired, and the claim in the store succeeds; every other
 case gets a clear answer shown to the clicker only. Every click is audited.
+Incident buttons (Acknowledge, Silence, Resolve) are operators' buttons
+(``SMS_OPERATORS``; approvers are operators too), refused the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bot.engine import Engine, Procedure
 from bot.errors import NotAllowed
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE, SILENCE_HOURS, incident_message
-from bot.messages import Message, Status
+from bot.messages import Link, Message, Status
 from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
 from bot.store.base import Incident, Proposal
 from handlers.auth import authorize
@@ -160,6 +162,18 @@ class ClickHandler:
             return await self._refuse(
                 click, surface, "unknown_incident", "This incident does not exist (any more)."
             )
+        # Acknowledge, Silence and Resolve change the incident (and Alertmanager): operators'
+        # buttons, like restart. Anyone else is answered privately and nothing changes.
+        try:
+            authorize(click.user, click.source, Role.OPERATOR, self.deps.settings)
+        except NotAllowed as exc:
+            settings = self.deps.settings
+            hint = (
+                ""
+                if settings.sms_operators or settings.sms_approvers
+                else " Nobody is configured as operator yet: set SMS_OPERATORS."
+            )
+            return await self._refuse(click, surface, "refused", f"{exc}{hint}", incident=incident)
         if incident.status != "open":
             return await self._refuse(
                 click, surface, "already_resolved", "This incident is already resolved."
@@ -179,16 +193,12 @@ class ClickHandler:
             await self._incident_audit(click, "acknowledged", acked)
             await self._incident_note(surface, acked, f"Acknowledged by {click.user}.")
             return "acknowledged"
-        try:
-            authorize(click.user, click.source, Role.OPERATOR, self.deps.settings)
-        except NotAllowed as exc:
-            return await self._refuse(click, surface, "refused", str(exc), incident=incident)
         if click.action == RESOLVE:
             if self.alerts is None:
                 return await self._refuse(
                     click, surface, "unavailable", "Incidents are not handled by this bot process."
                 )
-            resolved = await self.alerts.resolve(incident, by=click.user)
+            resolved = await self.alerts.resolve(incident, by=click.user, surface=surface)
             if resolved is None:
                 return await self._refuse(
                     click, surface, "already_resolved", "This incident is already resolved."
@@ -232,22 +242,34 @@ class ClickHandler:
         await self._incident_audit(
             click, "silenced", incident, {"silence_id": silence_id, "hours": hours}
         )
-        link = self.deps.alertmanager.silence_url(silence_id)
+        link = Link(f"Silence {silence_id}", self.deps.alertmanager.silence_url(silence_id))
         await self._incident_note(
             surface,
             incident,
-            f"Silenced {name} for {hours}h by {click.user}: silence {silence_id} ({link}).",
+            f"Silenced {name} for {hours}h by {click.user}: silence {silence_id}.",
+            links=(link,),
         )
         return "silenced"
 
-    async def _incident_note(self, surface: ChatSurface, incident: Incident, text: str) -> None:
+    async def _incident_note(
+        self,
+        surface: ChatSurface,
+        incident: Incident,
+        text: str,
+        *,
+        links: tuple[Link, ...] = (),
+    ) -> None:
         if not incident.conversation or not incident.root_key:
+            return
+        # The thread may live on another surface than the click's (the alert channel).
+        where = self.alerts.surface_for(incident, given=surface) if self.alerts else surface
+        if where is None:
             return
         thread = decode_thread(incident.conversation)
         try:
-            await surface.reply(thread.root, Message(title=text, status=Status.OK))
+            await where.reply(thread.root, Message(title=text, status=Status.OK, links=links))
             if not json.loads(incident.conversation).get("digest"):
-                await surface.update(
+                await where.update(
                     thread.root,
                     incident_message(incident, self.deps.settings, now=self.deps.clock()),
                 )

@@ -18,8 +18,7 @@ import contextlib
 import hmac
 import json
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -36,7 +35,7 @@ from bot.incidents import TimelineRun, incident_message, incident_record, write_
 from bot.messages import Message, Status, Table
 from bot.proposals import decode_thread, encode_thread
 from bot.routing import route_alert
-from bot.store.base import AlertEvent, Incident, NewAlertEvent, StoreUnavailable
+from bot.store.base import AlertEvent, Digest, Incident, NewAlertEvent, StoreUnavailable
 
 __all__ = ["AlertProcessor", "alert_webhook_route", "procedure_for"]
 
@@ -46,6 +45,8 @@ ProcedureFactory = Callable[[Alert | None], Procedure]
 
 # After this many failed attempts an alert is posted as received instead.
 MAX_ATTEMPTS = 10
+# New storm alerts within this time of a digest's start join it; later ones start another.
+DIGEST_WINDOW = timedelta(minutes=1)
 
 
 def _procedures() -> dict[str, ProcedureFactory]:
@@ -85,21 +86,24 @@ def alert_from_event(event: AlertEvent) -> Alert:
     )
 
 
-@dataclass
-class _Digest:
-    ref: MessageRef
-    started: datetime
-    incidents: list[Incident] = field(default_factory=list)
-
-
 class AlertProcessor:
-    def __init__(self, deps: Deps, engine: Engine, *, surface: ChatSurface, channel: str) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        engine: Engine,
+        *,
+        surface: ChatSurface,
+        channel: str,
+        surfaces: Mapping[str, ChatSurface] | None = None,
+    ) -> None:
         self.deps = deps
         self.engine = engine
         self.surface = surface
         self.channel = channel
+        # Where incidents may live besides the alert surface (a manual incident is
+        # opened where its command came from), by the name stored in its thread.
+        self._surfaces = {**(surfaces or {}), surface.name: surface}
         self._wake = asyncio.Event()
-        self._digest: _Digest | None = None
         self._procedures = _procedures()
 
     # -- the webhook side ----------------------------------------------------------
@@ -310,8 +314,31 @@ class AlertProcessor:
             return
         await self.resolve(incident, by="alertmanager")
 
-    async def resolve(self, incident: Incident, *, by: str) -> Incident | None:
-        """Close an incident once: root message green, resolution in thread, record written."""
+    def surface_for(
+        self, incident: Incident, *, given: ChatSurface | None = None
+    ) -> ChatSurface | None:
+        """The surface the incident's thread lives on (``given`` when it is that one).
+
+        None when this process does not have it (a thread in a terminal that has
+        since closed): the incident still changes in the store, only its message cannot.
+        """
+        if not incident.conversation:
+            return None
+        name = decode_thread(incident.conversation).conversation.surface
+        if given is not None and given.name == name:
+            return given
+        found = self._surfaces.get(name)
+        if found is None:
+            log.info("incident.surface_unavailable", incident_id=incident.id, surface=name)
+        return found
+
+    async def resolve(
+        self, incident: Incident, *, by: str, surface: ChatSurface | None = None
+    ) -> Incident | None:
+        """Close an incident once: root message green, resolution in thread, record written.
+
+        ``surface`` is where the click came from, preferred when the thread lives there.
+        """
         now = self.deps.clock()
         resolved = await self.deps.store.incident_resolve(incident.id, now=now)
         if resolved is None:
@@ -320,7 +347,7 @@ class AlertProcessor:
         await self.deps.audit.record(
             at=now,
             actor=by,
-            source="alertmanager" if by == "alertmanager" else self.surface.name,
+            source="alertmanager" if by == "alertmanager" else (surface or self.surface).name,
             action="resolve",
             target=resolved.labels.get("alertname") or resolved.title,
             outcome="resolved",
@@ -328,7 +355,8 @@ class AlertProcessor:
             detail={"incident_id": resolved.id, "duration_s": round(took, 1)},
         )
         path = await self._write_record(resolved)
-        if resolved.root_key and resolved.conversation:
+        where = self.surface_for(resolved, given=surface)
+        if resolved.root_key and resolved.conversation and where is not None:
             thread = decode_thread(resolved.conversation)
             from bot.incidents import format_duration
 
@@ -339,37 +367,63 @@ class AlertProcessor:
                 note += f" Incident record: {path}"
             if _in_digest(resolved):
                 name = resolved.labels.get("alertname", resolved.title)
-                await self.surface.reply(
+                await where.reply(
                     thread.root, Message(title=f"Resolved: {name}", status=Status.OK, text=note)
                 )
             else:
-                await self._show(resolved)
-                await self.surface.reply(
+                await self._show(resolved, surface=where)
+                await where.reply(
                     thread.root, Message(title="Resolved", status=Status.OK, text=note)
                 )
         return resolved
 
-    async def _show(self, incident: Incident) -> None:
+    async def _show(self, incident: Incident, *, surface: ChatSurface | None = None) -> None:
         if not incident.conversation or not incident.root_key:
+            return
+        where = self.surface_for(incident, given=surface)
+        if where is None:
             return
         thread = decode_thread(incident.conversation)
         msg = incident_message(incident, self.deps.settings, now=self.deps.clock())
-        await self.surface.update(thread.root, msg)
+        await where.update(thread.root, msg)
 
     # -- alert storms ----------------------------------------------------------------
 
     async def _add_to_digest(self, incident: Incident, now: datetime) -> None:
-        digest = self._digest
-        if digest is None or now - digest.started >= timedelta(minutes=1):
-            where = Conversation(self.surface.name, self.channel)
-            ref = await self.surface.post(where, _digest_message([incident], now))
-            digest = self._digest = _Digest(ref=ref, started=now)
-        digest.incidents.append(incident)
-        conversation = json.loads(encode_thread(digest.ref)) | {"digest": True}
-        await self.deps.store.incident_set_thread(
-            incident.id, root_key=digest.ref.id, conversation=json.dumps(conversation)
+        """List the incident in this minute's digest, kept in the store for every replica.
+
+        Exactly one caller (on any replica) creates the digest and posts its
+        message; the others join it. Whoever sees the message posted rebuilds it
+        from the incidents stored with the digest, so it lists them all.
+        """
+        store = self.deps.store
+        digest, created = await store.digest_join(
+            incident.id, now=now, window=DIGEST_WINDOW, new_id=uuid.uuid4().hex
         )
-        await self.surface.update(digest.ref, _digest_message(digest.incidents, digest.started))
+        if created:
+            where = Conversation(self.surface.name, self.channel)
+            ref = await self.surface.post(where, _digest_message([incident], digest.started_at))
+            posted = await store.digest_set_thread(
+                digest.id, root_key=ref.id, conversation=encode_thread(ref)
+            )
+            digest = posted or digest
+        if digest.root_key is None or digest.conversation is None:
+            # Its creator is posting it; it lists this incident once it has.
+            return
+        await self._refresh_digest(digest)
+
+    async def _refresh_digest(self, digest: Digest) -> None:
+        assert digest.root_key is not None and digest.conversation is not None
+        store = self.deps.store
+        incidents = await store.digest_incidents(digest.id)
+        conversation = json.dumps(json.loads(digest.conversation) | {"digest": True})
+        for listed in incidents:
+            if listed.root_key is None:
+                await store.incident_set_thread(
+                    listed.id, root_key=digest.root_key, conversation=conversation
+                )
+        root = decode_thread(digest.conversation).root
+        await self.surface.update(root, _digest_message(incidents, digest.started_at))
 
     # -- escalation --------------------------------------------------------------------
 
@@ -398,14 +452,15 @@ class AlertProcessor:
                 conversation=self.channel,
                 detail={"incident_id": escalated.id, "after_min": minutes},
             )
-            if escalated.conversation and escalated.root_key:
+            where = self.surface_for(escalated)
+            if escalated.conversation and escalated.root_key and where is not None:
                 thread = decode_thread(escalated.conversation)
                 mention = self.deps.settings.sms_escalation_mention
                 text = (
                     f"{mention} {escalated.priority} incident not acknowledged within "
                     f"{minutes:g} minutes: {escalated.title}. Please take it (Acknowledge)."
                 )
-                await self.surface.reply(
+                await where.reply(
                     thread.root, Message(title="Escalation", status=Status.WARN, text=text)
                 )
                 if not _in_digest(escalated):
@@ -442,7 +497,14 @@ class AlertProcessor:
 
     # -- manual incidents ------------------------------------------------------------------
 
-    async def open_manual(self, *, title: str, by: str, where: Conversation) -> Incident:
+    async def open_manual(
+        self, *, title: str, by: str, where: Conversation, surface: ChatSurface
+    ) -> Incident:
+        """Open an incident by hand, its thread where the command came from.
+
+        ``incident Disk full`` typed in a terminal shows the incident there, with
+        its buttons, not in the alert channel (or the log, without Slack).
+        """
         now = self.deps.clock()
         incident = await self.deps.store.incident_open(
             Incident(
@@ -459,9 +521,7 @@ class AlertProcessor:
             )
         )
         assert incident is not None  # manual incidents have no fingerprint to collide on
-        ref = await self.surface.post(
-            where, incident_message(incident, self.deps.settings, now=now)
-        )
+        ref = await surface.post(where, incident_message(incident, self.deps.settings, now=now))
         await self.deps.store.incident_set_thread(
             incident.id, root_key=ref.id, conversation=encode_thread(ref)
         )

@@ -163,7 +163,7 @@ async def _open_incident(
     alerts = dispatcher.alerts
     if alerts is None:
         raise UsageError("Incidents are not handled by this bot process.")
-    await alerts.open_manual(title=title, by=cmd.user, where=cmd.conversation)
+    await alerts.open_manual(title=title, by=cmd.user, where=cmd.conversation, surface=surface)
 
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")

@@ -21,7 +21,7 @@ from bot.alerts import Alert
 from bot.baseline import classify
 from bot.deps import Deps
 from bot.engine import Outcome, Run
-from bot.messages import Field, Status, Table
+from bot.messages import Field, Link, Status, Table
 from bot.redact import redact
 
 __all__ = [
@@ -222,7 +222,8 @@ async def loki_link(deps: Deps) -> Outcome:
     container = deps.docker.container_name("backend")
     expr = f'{{container="{container}"}} |= "ERROR"'
     url = grafana_explore_url(deps.settings.sms_grafana_url, expr)
-    return Outcome(Status.OK, expr, fields=(Field("Loki logs (Grafana Explore)", url),))
+    link = Link("Grafana Explore", url)
+    return Outcome(Status.OK, expr, fields=(Field("Loki logs (Grafana Explore)", link),))
 
 
 def _conclusion(patterns: ErrorPatterns | None, rates: ErrorRates | None) -> str:

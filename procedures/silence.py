@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from bot.deps import Deps
 from bot.engine import Outcome, Run
-from bot.messages import Field, Status
+from bot.messages import Field, Link, Status
 
 __all__ = ["silence"]
 
@@ -26,7 +26,7 @@ async def _create(deps: Deps, alertname: str, duration: timedelta, user: str) ->
         f"silence {silence_id} for {alertname} until {ends:%Y-%m-%d %H:%M} UTC",
         fields=(
             Field("Silence", silence_id),
-            Field("Link", deps.alertmanager.silence_url(silence_id)),
+            Field("Link", Link("Alertmanager", deps.alertmanager.silence_url(silence_id))),
         ),
     )
 

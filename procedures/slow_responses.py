@@ -19,7 +19,7 @@ from bot.alerts import Alert
 from bot.baseline import classify
 from bot.deps import Deps
 from bot.engine import Outcome, Run
-from bot.messages import Field, Status, Table, worst
+from bot.messages import Field, Link, Status, Table, worst
 from bot.redact import redact
 from procedures.terminate import TERMINATE_ACTION, proposal_args
 
@@ -74,7 +74,7 @@ async def check_endpoint_p95(deps: Deps) -> EndpointLatency:
     rows = _slowest_first(samples)
     dashboard = Field(
         "Application Performance dashboard",
-        f"{deps.settings.sms_grafana_url.rstrip('/')}/d/app-performance",
+        Link("Grafana", f"{deps.settings.sms_grafana_url.rstrip('/')}/d/app-performance"),
     )
     if not rows:
         return EndpointLatency(

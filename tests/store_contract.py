@@ -26,6 +26,7 @@ from bot.store import (
     AlertEvent,
     AuditEvent,
     ChatMessage,
+    Digest,
     Incident,
     JobRun,
     Migration,
@@ -285,6 +286,37 @@ class StoreContract:
                 assert await store.schema_version() == LATEST_VERSION + 1
             finally:
                 await store.close()
+
+    async def test_a_store_at_migration_5_upgrades_to_6_with_nothing_lost(
+        self, make_store: StoreFactory
+    ) -> None:
+        old = make_store(MIGRATIONS[:5])
+        await old.open()
+        incident = make_incident()
+        run = make_run()
+        try:
+            assert await old.schema_version() == 5
+            await old.incident_open(incident)
+            await old.incident_set_thread(incident.id, root_key="k1", conversation="{}")
+            await old.incident_set_record(incident.id, path="x.md", text="# record")
+            await old.start_run(run)
+            kept = await old.incident_get(incident.id)
+        finally:
+            await old.close()
+        new = make_store()
+        await new.open()
+        try:
+            assert await new.schema_version() == LATEST_VERSION
+            assert await new.incident_get(incident.id) == kept
+            assert await new.incident_record_text(incident.id) == "# record"
+            assert await new.get_run(run.id) == run
+            # The old incident can join a digest like a new one.
+            digest, created = await new.digest_join(
+                incident.id, now=T0, window=timedelta(minutes=1), new_id="d1"
+            )
+            assert created and await new.digest_incidents(digest.id) == [kept]
+        finally:
+            await new.close()
 
     async def test_failed_migration_is_rolled_back(self, make_store: StoreFactory) -> None:
         broken = (
@@ -1306,6 +1338,58 @@ class StoreContract:
         got = await store.incident_get(incident.id)
         assert got is not None and got.record_path == "incidents/x.md"
         assert await store.incident_record_text("nope") is None
+
+    # --- alert-storm digests ----------------------------------------------
+
+    async def test_digest_is_created_once_per_minute_and_lists_its_incidents(
+        self, store: Store
+    ) -> None:
+        minute = timedelta(minutes=1)
+        a, b, c = (make_incident(f"fp-{n}", opened_at=T0 + timedelta(seconds=n)) for n in range(3))
+        for incident in (a, b, c):
+            await store.incident_open(incident)
+        first, created = await store.digest_join(a.id, now=T0, window=minute, new_id="d1")
+        assert created and first == Digest(id="d1", started_at=T0)
+        joined, created = await store.digest_join(
+            b.id, now=T0 + timedelta(seconds=59), window=minute, new_id="d2"
+        )
+        assert not created and joined == first  # the one of this minute, not posted yet
+        assert await store.digest_get("d2") is None
+        conv = '{"surface": "slack", "channel": "C1", "root": "dg-1"}'
+        posted = await store.digest_set_thread("d1", root_key="dg-1", conversation=conv)
+        assert posted == Digest(id="d1", started_at=T0, root_key="dg-1", conversation=conv)
+        assert await store.digest_get("d1") == posted
+        assert [i.id for i in await store.digest_incidents("d1")] == [a.id, b.id]
+        # A minute after it started, the next storm alert starts a new digest.
+        later, created = await store.digest_join(c.id, now=T0 + minute, window=minute, new_id="d3")
+        assert created and later == Digest(id="d3", started_at=T0 + minute)
+        assert [i.id for i in await store.digest_incidents("d3")] == [c.id]
+        assert [i.id for i in await store.digest_incidents("d1")] == [a.id, b.id]
+        assert await store.digest_incidents("nope") == []
+        assert await store.digest_set_thread("nope", root_key="k", conversation="{}") is None
+
+    async def test_digest_is_created_exactly_once_under_concurrency(
+        self, store: Store, other: Store
+    ) -> None:
+        incidents = [make_incident(f"fp-{n}") for n in range(20)]
+        for incident in incidents:
+            await store.incident_open(incident)
+        replicas = (store, other)
+        now = T0 + timedelta(seconds=5)
+        results = await asyncio.gather(
+            *(
+                replicas[n % 2].digest_join(
+                    incident.id, now=now, window=timedelta(minutes=1), new_id=f"d{n}"
+                )
+                for n, incident in enumerate(incidents)
+            )
+        )
+        creators = [digest for digest, created in results if created]
+        assert len(creators) == 1
+        (digest,) = creators
+        assert {d for d, _ in results} == {digest}  # everyone joined the one digest
+        listed = await other.digest_incidents(digest.id)
+        assert sorted(i.id for i in listed) == sorted(i.id for i in incidents)
 
     async def test_incidents_open_between_and_opened_since(self, store: Store) -> None:
         at = [T0 + timedelta(minutes=m) for m in range(5)]

@@ -12,6 +12,7 @@ character count Slack checks, so an emoji-heavy log line cannot slip past a
 limit. Text that Slack parses as mrkdwn has ``&``, ``<`` and ``>`` escaped,
 inside code fences too (Slack documents no exception there), so log lines
 such as ``<!channel>`` or ``<http://evil|click>`` are shown, not acted on.
+The only links in a message are the model's ``Link`` values, made here.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any, Final
 
 from rich.cells import cell_len
 
-from bot.chat.render_text import _clean, _one_line, _table_cells, format_duration
-from bot.messages import Button, CodeBlock, Field, Message, Status, StepView, Table
+from bot.chat.render_text import _clean, _link_url, _one_line, _table_cells, format_duration
+from bot.messages import Button, CodeBlock, Field, Link, Message, Status, StepView, Table
 
 __all__ = [
     "ACTION_SEPARATOR",
@@ -42,6 +43,7 @@ __all__ = [
     "base_action",
     "ephemeral_text",
     "escape_mrkdwn",
+    "mrkdwn_link",
     "text_length",
     "to_block_kit",
     "to_thread_reply",
@@ -90,6 +92,8 @@ _NOTE_RESERVE = 200  # room kept in a section for a "… N not shown" note
 _ELLIPSIS = "…"
 _FENCE = "```"
 _ZWSP = "\u200b"
+_LABEL_PIPE = "¦"
+_LINK_SEPARATOR = " · "
 
 
 # -- text helpers ---------------------------------------------------------------
@@ -103,6 +107,23 @@ def escape_mrkdwn(text: str) -> str:
     still format its text.
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mrkdwn_link(link: Link, *, limit: int = _MAX_TEXT_LINE) -> str:
+    """``<url|label>``, escaped the way Slack reads it, within ``limit`` units.
+
+    ``&``, ``<`` and ``>`` become entities in both parts. A ``|`` would end
+    the url early or split the label, and Slack has no escape for it: in the
+    url it is percent-encoded (the same address), in the label it becomes
+    ``¦``. A url cannot be cut, so one too long for ``limit`` is shown as its
+    label alone rather than as a broken link.
+    """
+    url = _link_url(link).replace("|", "%7C")
+    label = _one_line(link.label).replace("|", _LABEL_PIPE) or url
+    markup = f"<{escape_mrkdwn(url)}|{escape_mrkdwn(label)}>"
+    if url and text_length(markup) <= limit:
+        return markup
+    return _clip(label, limit)
 
 
 def text_length(text: str) -> int:
@@ -277,7 +298,10 @@ def _field_text(f: Field) -> str:
     label = f"*{_clip(_one_line(f.label), _MAX_TEXT_LINE)}*"
     emoji = f" {STATUS_EMOJI[f.status]}" if f.status is not None else ""
     room = MAX_FIELD_TEXT - text_length(label) - 1 - text_length(emoji)
-    value = _clip(_one_line(f.value), room) or " "
+    if isinstance(f.value, Link):
+        value = mrkdwn_link(f.value, limit=room) or " "
+    else:
+        value = _clip(_one_line(f.value), room) or " "
     return f"{label}\n{value}{emoji}"
 
 
@@ -293,6 +317,25 @@ def _field_sections(fields: tuple[Field, ...]) -> list[dict[str, Any]]:
         {"type": "section", "fields": [_mrkdwn(t) for t in texts[i : i + MAX_FIELDS_PER_SECTION]]}
         for i in range(0, len(texts), MAX_FIELDS_PER_SECTION)
     ]
+
+
+def _links_section(links: tuple[Link, ...]) -> dict[str, Any] | None:
+    """All links in one line (``Grafana · Prometheus · Alertmanager``), as many as fit."""
+    shown: list[str] = []
+    used = 0
+    budget = MAX_SECTION_TEXT - _NOTE_RESERVE
+    for link in links:
+        piece = mrkdwn_link(link, limit=budget)
+        size = text_length(piece) + (text_length(_LINK_SEPARATOR) if shown else 0)
+        if used + size > budget:
+            break
+        shown.append(piece)
+        used += size
+    if not shown:
+        return None
+    hidden = len(links) - len(shown)
+    note = f" _{_ELLIPSIS} {_plural(hidden, 'more link')} not shown_" if hidden else ""
+    return _section(_LINK_SEPARATOR.join(shown) + note)
 
 
 def _fenced(lines: list[str]) -> str:
@@ -419,6 +462,9 @@ def _render(msg: Message, *, title: dict[str, Any]) -> dict[str, Any]:
     text = _text_section(msg.text)
     if text is not None:
         top.append(text)
+    links = _links_section(msg.links)
+    if links is not None:
+        top.append(links)
     top.extend(_step_sections(msg.steps))
     top.extend(_field_sections(msg.fields))
     actions, hidden_buttons = _action_blocks(msg.buttons)

@@ -17,15 +17,17 @@ from rich import box
 from rich.cells import cell_len
 from rich.console import Group, RenderableType
 from rich.panel import Panel
+from rich.style import Style
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from bot.messages import Button, CodeBlock, Field, Message, Status, StepView, Table
+from bot.messages import Button, CodeBlock, Field, Link, Message, Status, StepView, Table
 
 __all__ = [
     "MAX_CODE_LINES",
     "STATUS_STYLES",
     "format_duration",
+    "plain_link",
     "status_line",
     "step_event_line",
     "to_plain_lines",
@@ -100,6 +102,7 @@ def to_plain_lines(msg: Message, *, max_code_lines: int = MAX_CODE_LINES) -> lis
     text = _clean(msg.text).strip("\n")
     if text.strip():
         lines.extend(line.rstrip() for line in text.split("\n"))
+    lines.extend(_INDENT + plain_link(link) for link in msg.links)
     lines.extend(_plain_step(step) for step in msg.steps)
     lines.extend(_plain_field(f) for f in msg.fields)
     for detail in msg.details:
@@ -125,6 +128,8 @@ def to_rich(msg: Message, *, max_code_lines: int = MAX_CODE_LINES) -> Renderable
     text = _clean(msg.text).strip("\n").rstrip()
     if text.strip():
         parts.append(Text(text))
+    if msg.links:
+        parts.append(_rich_links(msg.links))
     if msg.steps:
         parts.append(_rich_steps(msg.steps))
     if msg.fields:
@@ -175,8 +180,26 @@ def _plain_step(step: StepView) -> str:
     return _INDENT + "  ".join(parts)
 
 
+def plain_link(link: Link) -> str:
+    """``label: url``: a terminal or a log file cannot hide the address behind the label."""
+    label = _one_line(link.label)
+    url = _link_url(link)
+    return f"{label}: {url}" if label else url
+
+
+def _link_url(link: Link) -> str:
+    # A URL has no spaces; whatever whitespace a label or template left in is dropped.
+    return "".join(_clean(link.url).split())
+
+
+def _field_value(value: str | Link) -> str:
+    if isinstance(value, Link):
+        return plain_link(value)
+    return _one_line(value)
+
+
 def _plain_field(f: Field) -> str:
-    line = f"{_INDENT}{_one_line(f.label)}: {_one_line(f.value)}"
+    line = f"{_INDENT}{_one_line(f.label)}: {_field_value(f.value)}"
     if f.status is not None:
         line += f" [{f.status.value.upper()}]"
     return line.rstrip()
@@ -268,12 +291,33 @@ def _rich_fields(fields: tuple[Field, ...]) -> RichTable:
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for f in fields:
-        value = Text(_one_line(f.value))
+        value = _rich_link(f.value) if isinstance(f.value, Link) else Text(_one_line(f.value))
         if f.status is not None:
             value.stylize(STATUS_STYLES[f.status])
             value.append(f" {f.status.icon}", style=STATUS_STYLES[f.status])
         table.add_row(Text(_one_line(f.label)), value)
     return table
+
+
+def _rich_link(link: Link) -> Text:
+    """``label: url`` with the url clickable in terminals that support links (OSC 8)."""
+    url = _link_url(link)
+    label = _one_line(link.label)
+    text = Text()
+    if label:
+        text.append(label, style="bold")
+        text.append(": ")
+    text.append(url, style=Style(link=url) if url else "")
+    return text
+
+
+def _rich_links(links: tuple[Link, ...]) -> Text:
+    text = Text()
+    for i, link in enumerate(links):
+        if i:
+            text.append("\n")
+        text.append_text(_rich_link(link))
+    return text
 
 
 def _rich_table(table: Table) -> RenderableType:

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot.errors import AdapterError
@@ -31,6 +31,7 @@ __all__ = [
     "AlertEvent",
     "AuditEvent",
     "ChatMessage",
+    "Digest",
     "Incident",
     "JobRun",
     "NewAlertEvent",
@@ -242,6 +243,20 @@ class Incident:
     escalated_at: datetime | None = None
     resolved_at: datetime | None = None
     record_path: str | None = None  # the markdown incident record once written
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One alert-storm digest: a message listing the incidents of a storm minute.
+
+    Kept in the store, not in a processor's memory, so every replica adds to
+    the same digest and only one digest message is posted per minute.
+    """
+
+    id: str  # uuid hex
+    started_at: datetime
+    root_key: str | None = None  # the digest message's key, once posted
+    conversation: str | None = None  # encoded thread (opaque JSON text)
 
 
 @dataclass(frozen=True)
@@ -471,6 +486,32 @@ class Store(Protocol):
 
     async def incidents_opened_since(self, since: datetime) -> int:
         """How many incidents were opened at or after ``since`` (alert-storm limiting)."""
+
+    # --- alert-storm digests ----------------------------------------------
+
+    async def digest_join(
+        self, incident_id: str, *, now: datetime, window: timedelta, new_id: str
+    ) -> tuple[Digest, bool]:
+        """Put the incident in the current digest, creating the digest if there is none.
+
+        The current digest is the newest one started after ``now - window``;
+        when there is none, one with id ``new_id`` starting at ``now`` is
+        created. Atomic across replicas: of any number of concurrent calls
+        exactly one creates it (and gets True), the others join it. Returns the
+        digest as it stands (without a ``root_key`` while its creator has not
+        posted it yet) and whether this call created it.
+        """
+
+    async def digest_set_thread(
+        self, id: str, *, root_key: str, conversation: str
+    ) -> Digest | None:
+        """Record where the digest message is; the digest, or None for an unknown id."""
+
+    async def digest_get(self, id: str) -> Digest | None:
+        """The digest, or None."""
+
+    async def digest_incidents(self, id: str) -> list[Incident]:
+        """The incidents in the digest, oldest first: what its message lists."""
 
     # --- scheduled jobs ---------------------------------------------------
 

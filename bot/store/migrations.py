@@ -389,6 +389,44 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=("ALTER TABLE incidents ADD COLUMN record_text TEXT",),
         postgres=("ALTER TABLE incidents ADD COLUMN record_text TEXT",),
     ),
+    Migration(
+        version=6,
+        name="alert-storm digests",
+        # A storm's digest was a processor's memory, so two replicas posted two.
+        # Now it is a row, created once under the store's write lock (SQLite) or
+        # a transaction-scoped advisory lock (PostgreSQL); each incident names
+        # its digest, and the digest message is rebuilt from them on any replica.
+        sqlite=(
+            """
+            CREATE TABLE digests (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                started_at TEXT NOT NULL,
+                root_key TEXT,
+                conversation TEXT
+            )
+            """,
+            "CREATE INDEX digests_started_at ON digests (started_at, seq)",
+            "ALTER TABLE incidents ADD COLUMN digest_id TEXT REFERENCES digests (id)",
+            "CREATE INDEX incidents_digest ON incidents (digest_id, opened_at, seq)"
+            " WHERE digest_id IS NOT NULL",
+        ),
+        postgres=(
+            """
+            CREATE TABLE digests (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY,
+                id TEXT PRIMARY KEY,
+                started_at TIMESTAMPTZ NOT NULL,
+                root_key TEXT,
+                conversation TEXT
+            )
+            """,
+            "CREATE INDEX digests_started_at ON digests (started_at, seq)",
+            "ALTER TABLE incidents ADD COLUMN digest_id TEXT REFERENCES digests (id)",
+            "CREATE INDEX incidents_digest ON incidents (digest_id, opened_at, seq)"
+            " WHERE digest_id IS NOT NULL",
+        ),
+    ),
 )
 
 

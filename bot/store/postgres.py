@@ -43,6 +43,7 @@ from bot.store.base import (
     AlertEvent,
     AuditEvent,
     ChatMessage,
+    Digest,
     Incident,
     JobRun,
     NewAlertEvent,
@@ -82,6 +83,9 @@ __all__ = [
 MIGRATION_LOCK_KEY = 0x736D732D626F74
 # Likewise for inserts into the alert inbox (see the module docstring): "sms-bot-alerts".
 ALERT_INBOX_LOCK_KEY = 0x736D732D616C7274
+# Serialises digest_join: "is there a current digest? if not, create one" is a
+# read then a write, and without the lock two replicas could both create one.
+DIGEST_LOCK_KEY = 0x736D732D64696773
 # A leader that cannot answer a round-trip this quickly is treated as lost.
 LEADER_CHECK_TIMEOUT_S = 2.0
 # On the leader's own connection: the server notices a vanished leader host in
@@ -296,6 +300,17 @@ _INCIDENTS_BETWEEN = (
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
     " record_path FROM incidents WHERE opened_at >= $1 AND opened_at < $2"
     " ORDER BY opened_at, seq"
+)
+_DIGEST_INCIDENTS = (
+    "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
+    " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
+    " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
+    " record_path FROM incidents WHERE digest_id = $1 ORDER BY opened_at, seq"
+)
+_SELECT_DIGEST = "SELECT id, started_at, root_key, conversation FROM digests WHERE id = $1"
+_CURRENT_DIGEST = (
+    "SELECT id, started_at, root_key, conversation FROM digests"
+    " WHERE started_at > $1 ORDER BY started_at DESC, seq DESC LIMIT 1"
 )
 # One guarded UPDATE each: the row lock plus the re-checked WHERE make every
 # transition happen once however many replicas race for it.
@@ -521,6 +536,15 @@ def _incident(row: asyncpg.Record) -> Incident:
         escalated_at=_dt(row["escalated_at"]),
         resolved_at=_dt(row["resolved_at"]),
         record_path=row["record_path"],
+    )
+
+
+def _digest(row: asyncpg.Record) -> Digest:
+    return Digest(
+        id=row["id"],
+        started_at=to_utc(row["started_at"]),
+        root_key=row["root_key"],
+        conversation=row["conversation"],
     )
 
 
@@ -1114,6 +1138,61 @@ class PostgresStore:
                 "SELECT COUNT(*) FROM incidents WHERE opened_at >= $1", when, timeout=self._timeout
             )
         return int(value)
+
+    # --- alert-storm digests ----------------------------------------------
+
+    async def digest_join(
+        self, incident_id: str, *, now: datetime, window: timedelta, new_id: str
+    ) -> tuple[Digest, bool]:
+        # The transaction-scoped advisory lock makes the look-up and the insert one
+        # step across replicas; at READ COMMITTED the next holder's SELECT sees the
+        # row the previous one committed. The lock goes with the transaction.
+        at = to_utc(now)
+        since = to_utc(now - window)
+        t = self._timeout
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", DIGEST_LOCK_KEY, timeout=t)
+            row = await conn.fetchrow(_CURRENT_DIGEST, since, timeout=t)
+            created = row is None
+            if created:
+                row = await conn.fetchrow(
+                    "INSERT INTO digests (id, started_at) VALUES ($1, $2)"
+                    " RETURNING id, started_at, root_key, conversation",
+                    new_id,
+                    at,
+                    timeout=t,
+                )
+            assert row is not None
+            digest = _digest(row)
+            await conn.execute(
+                "UPDATE incidents SET digest_id = $1 WHERE id = $2",
+                digest.id,
+                incident_id,
+                timeout=t,
+            )
+        return digest, created
+
+    async def digest_set_thread(
+        self, id: str, *, root_key: str, conversation: str
+    ) -> Digest | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "UPDATE digests SET root_key = $2, conversation = $3 WHERE id = $1"
+                " RETURNING id, started_at, root_key, conversation",
+                id,
+                root_key,
+                conversation,
+                timeout=self._timeout,
+            )
+        return None if row is None else _digest(row)
+
+    async def digest_get(self, id: str) -> Digest | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(_SELECT_DIGEST, id, timeout=self._timeout)
+        return None if row is None else _digest(row)
+
+    async def digest_incidents(self, id: str) -> list[Incident]:
+        return await self._incident_rows(_DIGEST_INCIDENTS, id)
 
     # --- scheduled jobs ---------------------------------------------------
 

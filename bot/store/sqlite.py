@@ -54,6 +54,7 @@ from bot.store.base import (
     AlertEvent,
     AuditEvent,
     ChatMessage,
+    Digest,
     Incident,
     JobRun,
     NewAlertEvent,
@@ -276,6 +277,17 @@ _INCIDENTS_BETWEEN = (
     " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
     " WHERE opened_at >= ? AND opened_at < ? ORDER BY opened_at, seq"
 )
+_DIGEST_INCIDENTS = (
+    "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
+    " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
+    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " WHERE digest_id = ? ORDER BY opened_at, seq"
+)
+_SELECT_DIGEST = "SELECT id, started_at, root_key, conversation FROM digests WHERE id = ?"
+_CURRENT_DIGEST = (
+    "SELECT id, started_at, root_key, conversation FROM digests"
+    " WHERE started_at > ? ORDER BY started_at DESC, seq DESC LIMIT 1"
+)
 _TOUCH_INCIDENT = (
     "UPDATE incidents SET repeats = repeats + 1, last_seen_at = ? WHERE id = ? AND status = 'open'"
 )
@@ -441,6 +453,10 @@ def _incident(row: Sequence[Any]) -> Incident:
         resolved_at=_dt_in(row[17]),
         record_path=row[18],
     )
+
+
+def _digest(row: Sequence[Any]) -> Digest:
+    return Digest(id=row[0], started_at=_dt_required(row[1]), root_key=row[2], conversation=row[3])
 
 
 def _job_run(row: Sequence[Any]) -> JobRun:
@@ -1146,6 +1162,52 @@ class SqliteStore:
                 (_dt_required_out(since),),
             )
         return int(row[0]) if row else 0
+
+    # --- alert-storm digests ----------------------------------------------
+
+    async def digest_join(
+        self, incident_id: str, *, now: datetime, window: timedelta, new_id: str
+    ) -> tuple[Digest, bool]:
+        # BEGIN IMMEDIATE makes the look-up and the insert one step for every
+        # connection and process on the file: one writer at a time.
+        since = _dt_required_out(now - window)
+        async with self._write() as conn:
+            row = await _fetchone(conn, _CURRENT_DIGEST, (since,))
+            created = row is None
+            if created:
+                await conn.execute(
+                    "INSERT INTO digests (id, started_at) VALUES (?, ?)",
+                    (new_id, _dt_required_out(now)),
+                )
+                row = await _fetchone(conn, _SELECT_DIGEST, (new_id,))
+            assert row is not None
+            digest = _digest(row)
+            await conn.execute(
+                "UPDATE incidents SET digest_id = ? WHERE id = ?", (digest.id, incident_id)
+            )
+        return digest, created
+
+    async def digest_set_thread(
+        self, id: str, *, root_key: str, conversation: str
+    ) -> Digest | None:
+        async with self._write() as conn:
+            await conn.execute(
+                "UPDATE digests SET root_key = ?, conversation = ? WHERE id = ?",
+                (root_key, conversation, id),
+            )
+            row = await _fetchone(conn, _SELECT_DIGEST, (id,))
+        return None if row is None else _digest(row)
+
+    async def digest_get(self, id: str) -> Digest | None:
+        async with self._conn() as conn:
+            row = await _fetchone(conn, _SELECT_DIGEST, (id,))
+        return None if row is None else _digest(row)
+
+    async def digest_incidents(self, id: str) -> list[Incident]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(_DIGEST_INCIDENTS, (id,))
+            rows = await cursor.fetchall()
+        return [_incident(row) for row in rows]
 
     # --- scheduled jobs ---------------------------------------------------
 

@@ -26,7 +26,7 @@ from bot.chat.base import Conversation
 from bot.config import load_settings
 from bot.engine import Run
 from bot.events import Command
-from bot.messages import CodeBlock, Status, Table
+from bot.messages import CodeBlock, Link, Status, Table
 from procedures.incident_response import (
     TERMINATE_ACTION,
     backend_down,
@@ -289,6 +289,7 @@ async def test_high_error_rate_groups_the_backend_errors_and_reads_rates_by_stat
     assert rows["5xx total"] == "8.0% (warn > 2, crit > 5)"
 
     fields = {f.label: f.value for f in done.run.fields}
-    assert fields["Loki logs (Grafana Explore)"].startswith("http://localhost:3000/explore?")
+    loki = fields["Loki logs (Grafana Explore)"]
+    assert isinstance(loki, Link) and loki.url.startswith("http://localhost:3000/explore?")
     assert backend in steps["Logs in Grafana/Loki"][1]
     assert done.run.text.startswith("5xx error rate 8.0% (crit).")

@@ -12,7 +12,8 @@ from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE
-from bot.messages import Status
+from bot.messages import Link, Status
+from bot.store import open_store
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
@@ -67,7 +68,8 @@ async def test_firing_repeat_resolved(deps: Deps, tmp_path: Path) -> None:
         "Silence 4h",
         "Silence 24h",
     ]
-    assert "<http://prometheus:9090/graph?g0.expr=disk|Prometheus>" in msg.text
+    assert Link("Prometheus", "http://prometheus:9090/graph?g0.expr=disk") in msg.links
+    assert "<http" not in msg.text  # links are in the model, never markup in the text
     incident = await deps.store.incident_open_for("fp1")
     assert incident is not None and incident.root_key == root
 
@@ -111,8 +113,36 @@ async def test_an_alert_storm_becomes_one_digest(deps: Deps, tmp_path: Path) -> 
     assert surface.replies()[-1].title == "Resolved: Alert9"
 
 
+async def test_two_processors_on_one_store_share_the_digest(deps: Deps, tmp_path: Path) -> None:
+    """The digest is in the store: a second replica adds to it instead of posting its own."""
+    deps = replace(deps, settings=make_settings(tmp_path, sms_alert_threads_per_minute=2))
+    surface = FakeSurface()  # the one channel both replicas post to
+    other_store = open_store(deps.settings.bot_state_url)
+    await other_store.open()
+    try:
+        first = _processor(deps, surface)
+        second = _processor(replace(deps, store=other_store), surface)
+        await _deliver(first, *(_alert(f"Alert{i}", fp=f"fp{i}") for i in range(4)))
+        await _deliver(second, *(_alert(f"Alert{i}", fp=f"fp{i}") for i in range(4, 7)))
+        await _deliver(first, _alert("Alert7", fp="fp7"))
+    finally:
+        await other_store.close()
+    posts = _posts(surface)
+    assert len(posts) == 3  # two threads and one digest
+    digest = surface.last(posts[-1])
+    assert digest.title.startswith("Alert storm: 6 more alerts")
+    assert [r[1] for r in digest.details[0].rows] == [  # type: ignore[union-attr]
+        f"Alert{i}" for i in range(2, 8)
+    ]
+
+
 async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path) -> None:
-    deps = replace(deps, settings=make_settings(tmp_path, sms_escalation_mention="<!subteam^S1>"))
+    deps = replace(
+        deps,
+        settings=make_settings(
+            tmp_path, sms_escalation_mention="<!subteam^S1>", sms_operators=("U1", "U2")
+        ),
+    )
     surface = FakeSurface()
     processor = _processor(deps, surface)
     await _deliver(processor, _alert("SlowThing", fp="p2", priority="P2"))
@@ -162,6 +192,47 @@ async def test_silence_buttons_create_a_silence_for_the_alert_labels(
     assert (
         await clicks.handle(Click(SILENCE, f"{incident.id}:999", "UOPS", "slack", where), surface)
         == "bad_silence"
+    )
+
+
+async def test_acknowledge_and_silence_are_operators_buttons(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(
+        deps, settings=make_settings(tmp_path, sms_operators=("UOPS",), sms_approvers=("UAPP",))
+    )
+    surface = FakeSurface()
+    await _deliver(_processor(deps, surface), _alert())
+    incident = await deps.store.incident_open_for("fp1")
+    assert incident is not None
+    clicks = ClickHandler(deps, Engine(deps))
+    where = Conversation("fake", "#sms-alerts")
+    before = len(surface.events)
+
+    for action, value in ((ACK, incident.id), (SILENCE, f"{incident.id}:4")):
+        outcome = await clicks.handle(Click(action, value, "UVIEW", "slack", where), surface)
+        assert outcome == "refused"
+        kind, user, answer = surface.events[-1]
+        assert (kind, user) == ("ephemeral", "UVIEW")  # privately, to the clicker only
+        assert answer.title == "Nothing was changed"
+        assert "need the operator role" in answer.text and "SMS_OPERATORS" in answer.text
+    # Nothing changed: no silence, no acknowledgement, no message touched in the thread.
+    assert deps.alertmanager.silences == []  # type: ignore[attr-defined]
+    current = await deps.store.incident_get(incident.id)
+    assert current is not None and current.acknowledged_by is None
+    assert all(kind == "ephemeral" for kind, _, _ in surface.events[before:])
+    audit = await deps.store.recent_audit()
+    clicks_audited = [e for e in audit if e.action == "click"]
+    assert [e.outcome for e in clicks_audited] == ["refused", "refused"]
+    assert {e.actor for e in clicks_audited} == {"UVIEW"}
+
+    # An operator's click works; approvers are operators too.
+    assert await clicks.handle(Click(ACK, incident.id, "UOPS", "slack", where), surface) == (
+        "acknowledged"
+    )
+    acked = await deps.store.incident_get(incident.id)
+    assert acked is not None and acked.acknowledged_by == "UOPS"
+    assert (
+        await clicks.handle(Click(SILENCE, f"{incident.id}:1", "UAPP", "slack", where), surface)
+        == "silenced"
     )
 
 
@@ -218,7 +289,8 @@ async def test_silence_command_creates_a_silence_and_shows_its_id(
     assert silence["ends_at"] - silence["starts_at"] == timedelta(hours=4)
     fields = {f.label: f.value for f in surface.last().fields}
     assert fields["Silence"] == "silence-1"
-    assert fields["Link"].endswith("/#/silences/silence-1")
+    assert isinstance(fields["Link"], Link)
+    assert fields["Link"].url.endswith("/#/silences/silence-1")
 
     for text, reason in [
         ("silence HighCPU", "Give the alert's name and a duration."),

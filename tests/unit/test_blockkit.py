@@ -19,11 +19,12 @@ from bot.chat.blockkit import (
     base_action,
     ephemeral_text,
     escape_mrkdwn,
+    mrkdwn_link,
     text_length,
     to_block_kit,
     to_thread_reply,
 )
-from bot.messages import Button, CodeBlock, Field, Message, Status, StepView, Table
+from bot.messages import Button, CodeBlock, Field, Link, Message, Status, StepView, Table
 from tests.harness.fake_slack import validate_blocks
 
 
@@ -591,3 +592,37 @@ def test_random_messages_always_stay_within_slack_limits() -> None:
             for text in mrkdwn_texts(blocks):
                 assert "<" not in text and ">" not in text
                 assert "\x1b" not in text and "\x00" not in text
+
+
+# -- links ---------------------------------------------------------------------------
+
+
+def test_links_are_real_slack_links_not_escaped_text() -> None:
+    msg = Message(
+        title="FIRING [P0] BackendDown",
+        status=Status.CRIT,
+        text="Backend <down> & out",
+        fields=(Field("Silence", Link("Alertmanager", "http://am:9093/#/silences/s1")),),
+        links=(
+            Link("Grafana", "http://grafana:3000/d/system-overview"),
+            Link("Prometheus", "http://prom:9090/graph?g0.expr=up&g0.tab=1"),
+        ),
+    )
+    blocks = assert_slack_valid(to_block_kit(msg))
+    texts = mrkdwn_texts(blocks)
+    assert texts[0] == "Backend &lt;down&gt; &amp; out"  # text is still escaped
+    assert texts[1] == (
+        "<http://grafana:3000/d/system-overview|Grafana> · "
+        "<http://prom:9090/graph?g0.expr=up&amp;g0.tab=1|Prometheus>"
+    )
+    assert "*Silence*\n<http://am:9093/#/silences/s1|Alertmanager>" in texts
+    assert "&lt;http" not in all_text(blocks)
+
+
+def test_link_url_and_label_are_escaped_as_slack_requires() -> None:
+    link = Link("a|b <c> & d", "http://x/?q=<1>|2&z")
+    assert mrkdwn_link(link) == "<http://x/?q=&lt;1&gt;%7C2&amp;z|a¦b &lt;c&gt; &amp; d>"
+    # A url that cannot fit is shown as its label, never as a cut (broken) link.
+    assert mrkdwn_link(Link("Loki", "http://x/" + "a" * 700)) == "Loki"
+    # Whitespace in a url (a template's newline) is dropped.
+    assert mrkdwn_link(Link("G", "http://g/\n d")) == "<http://g/d|G>"

@@ -19,7 +19,7 @@ from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine, Run
 from bot.events import Command
-from bot.messages import CodeBlock, Status, Table
+from bot.messages import CodeBlock, Link, Status, Table
 from procedures.high_error_rate import (
     ERROR_RATE_BY_STATUS_QUERY,
     group_errors,
@@ -208,7 +208,9 @@ async def test_slow_responses_healthy(deps: Deps) -> None:
     rows = _table(surface, "p95 per endpoint").rows
     assert [r[0] for r in rows] == ["/api/v1/courses", "/api/v1/students", "/health"]
     fields = {f.label: f.value for f in run.fields}
-    assert fields["Application Performance dashboard"] == "http://localhost:3000/d/app-performance"
+    assert fields["Application Performance dashboard"] == Link(
+        "Grafana", "http://localhost:3000/d/app-performance"
+    )
 
 
 async def test_slow_responses_judges_each_endpoint_and_proposes_terminating_long_queries(
@@ -478,9 +480,11 @@ async def test_high_error_rate_groups_log_errors_and_rates_by_status(deps: Deps)
     )
     fields = {f.label: f for f in run.fields}
     assert fields["5xx error rate"].status is Status.CRIT
-    link = urlsplit(fields["Loki logs (Grafana Explore)"].value)
+    loki = fields["Loki logs (Grafana Explore)"].value
+    assert isinstance(loki, Link)
+    link = urlsplit(loki.url)
     assert (link.scheme, link.netloc, link.path) == ("http", "localhost:3000", "/explore")
-    assert " " not in fields["Loki logs (Grafana Explore)"].value
+    assert " " not in loki.url
     state = json.loads(parse_qs(link.query)["left"][0])
     assert state["queries"][0]["expr"] == '{container="docker-backend-1"} |= "ERROR"'
     assert steps["Logs in Grafana/Loki"] == (

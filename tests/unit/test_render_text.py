@@ -13,12 +13,13 @@ from rich.panel import Panel
 from bot.chat.render_text import (
     STATUS_STYLES,
     format_duration,
+    plain_link,
     status_line,
     step_event_line,
     to_plain_lines,
     to_rich,
 )
-from bot.messages import Button, CodeBlock, Field, Message, Status, StepView, Table
+from bot.messages import Button, CodeBlock, Field, Link, Message, Status, StepView, Table
 
 FULL = Message(
     title="Morning health check",
@@ -246,3 +247,23 @@ def test_rich_render_has_every_part() -> None:
         "run ab12cd34 · alice · 2.1 s",
     ):
         assert expected in text, expected
+
+
+def test_links_render_as_label_and_url_in_plain_and_rich() -> None:
+    msg = Message(
+        title="FIRING",
+        status=Status.CRIT,
+        fields=(Field("Loki logs", Link("Grafana Explore", "http://g:3000/explore?x=1")),),
+        links=(Link("Grafana", "http://g:3000/d/system-overview"),),
+    )
+    lines = to_plain_lines(msg)
+    assert "  Grafana: http://g:3000/d/system-overview" in lines
+    assert "  Loki logs: Grafana Explore: http://g:3000/explore?x=1" in lines
+    assert not any("<http" in line or "|Grafana" in line for line in lines)
+    assert plain_link(Link("Grafana", "http://g")) == "Grafana: http://g"
+
+    text = render(to_rich(msg))
+    assert "Grafana: http://g:3000/d/system-overview" in text
+    coloured = render(to_rich(msg), color=True)
+    # A terminal that supports links (OSC 8) gets a clickable url.
+    assert "\x1b]8;" in coloured and "http://g:3000/d/system-overview" in coloured
