@@ -6,7 +6,10 @@ normalised into a ``Command`` or ``Click`` handed to the handlers in a task
 the engine tracks. Outbound, the bot never calls Slack from a procedure: the
 ``OutboxSurface`` writes to the store and ``SlackDelivery`` sends it, mapping
 Slack's answers onto retry-later (429 with Retry-After, 5xx, outages) and
-undeliverable (bad blocks, revoked token).
+undeliverable (bad blocks, revoked token). A 429 pauses the method it hit
+for every item (in that channel for the ``chat.*`` methods, where Slack
+counts per channel), so a rate limit is not met again by a burst of the
+other queued messages.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ _PERMANENT = frozenset(
 )
 # When the bot cannot post in the channel, the command's response_url still works.
 _USE_RESPONSE_URL = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+# Methods whose rate limit Slack keeps per channel (about one message a second);
+# the others are limited per method and workspace.
+_PER_CHANNEL = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
 
 CommandSink = Callable[[Command], Awaitable[Any]]
 ClickSink = Callable[[Click], Awaitable[Any]]
@@ -108,6 +114,24 @@ class SlackDelivery:
         self._client = client
         self._session = session
         self._store = store
+        # Channel names (``#sms-alerts``) to the ids Slack answered for them.
+        self._channel_ids: dict[str, str] = {}
+
+    def rate_keys(self, item: OutboxItem) -> tuple[str, ...]:
+        """The methods (and channels) this item may call, as ``_call`` names their pauses."""
+        if item.op == "update":
+            return (self._pause_key("chat.update", item.channel),)
+        if item.op == "ephemeral":
+            if item.payload.get("reply_url"):
+                return ()
+            return (self._pause_key("chat.postEphemeral", item.channel),)
+        return (self._pause_key("chat.postMessage", item.channel),)
+
+    def _pause_key(self, method: str, channel: Any) -> str:
+        if method not in _PER_CHANNEL:
+            return method
+        name = str(channel or "")
+        return f"{method} {self._channel_ids.get(name, name)}"
 
     async def deliver(self, item: OutboxItem) -> None:
         payload = dict(item.payload)
@@ -135,6 +159,7 @@ class SlackDelivery:
                 )
                 return
             raise
+        self._channel_ids[item.channel] = str(resp["channel"])
         await self._store.chat_message_put(
             chat_message(item, channel=str(resp["channel"]), ts=str(resp["ts"]), thread_ts=None)
         )
@@ -192,7 +217,8 @@ class SlackDelivery:
             response = exc.response
             if response.status_code == 429:
                 after = _retry_after(response.headers)
-                raise RetryLater(f"{method}: rate limited", after=after) from exc
+                pause = self._pause_key(method, args.get("channel"))
+                raise RetryLater(f"{method}: rate limited", after=after, pause=pause) from exc
             error = str(response.get("error") or f"HTTP {response.status_code}")
             if response.status_code < 500 and error in _PERMANENT:
                 raise Undeliverable(error) from exc

@@ -274,6 +274,13 @@ class _ResponseUrl:
 class _Failure(NamedTuple):
     status: int
     retry_after: int | None
+    method: str | None = None  # None: any method
+    channel: str | None = None  # None: any channel (an id)
+
+    def hits(self, method: str, channel: str | None) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.channel is None or self.channel == channel
+        )
 
 
 @dataclass(eq=False)
@@ -433,9 +440,22 @@ class FakeSlack:
         """The next ``n`` requests get ``status`` with an HTML body, as in an outage."""
         self._failures.extend(_Failure(status, None) for _ in range(n))
 
-    def rate_limit_next(self, n: int = 1, *, retry_after: int = 1) -> None:
-        """The next ``n`` requests get 429, ``Retry-After: retry_after`` and ``ratelimited``."""
-        self._failures.extend(_Failure(429, retry_after) for _ in range(n))
+    def rate_limit_next(
+        self,
+        n: int = 1,
+        *,
+        retry_after: int = 1,
+        method: str | None = None,
+        channel: str | None = None,
+    ) -> None:
+        """The next ``n`` requests get 429, ``Retry-After: retry_after`` and ``ratelimited``.
+
+        With ``method`` and/or ``channel`` (a name or id) only requests of that
+        method and channel do, as Slack limits ``chat.*`` methods per channel;
+        the others go through and do not use these failures up.
+        """
+        channel_id = self.channel(channel).id if channel is not None else None
+        self._failures.extend(_Failure(429, retry_after, method, channel_id) for _ in range(n))
 
     def error_next(self, method: str, error: str) -> None:
         """The next call of ``method`` answers ``{"ok": false, "error": error}``."""
@@ -534,7 +554,7 @@ class FakeSlack:
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args, token = await _read_args(request)
-        failure = self._take_failure()
+        failure = self._take_failure(method, args)
         if failure is not None:
             self.calls.append(Call(method, args, failure.status))
             return _failure_response(failure)
@@ -565,7 +585,7 @@ class FakeSlack:
         except json.JSONDecodeError:
             payload = None
         args = payload if isinstance(payload, dict) else {"body": payload}
-        failure = self._take_failure()
+        failure = self._take_failure("response_url", args)
         if failure is not None:
             self.calls.append(Call("response_url", args, failure.status))
             return _failure_response(failure)
@@ -615,10 +635,17 @@ class FakeSlack:
             await self._socket_event()
         return ws
 
-    def _take_failure(self) -> _Failure | None:
+    def _take_failure(self, method: str, args: dict[str, Any]) -> _Failure | None:
+        """The first queued failure meant for this request, taken off the queue."""
         if self._down:
             return _Failure(503, None)
-        return self._failures.popleft() if self._failures else None
+        found = self._find_channel(str(args.get("channel") or ""))
+        channel = found.id if found is not None else None
+        for i, failure in enumerate(self._failures):
+            if failure.hits(method, channel):
+                del self._failures[i]
+                return failure
+        return None
 
     # -- methods --------------------------------------------------------------------------
 

@@ -263,6 +263,20 @@ async def test_rate_limit_surfaces_retry_after(
     assert len(fake_slack.messages("C0ALERTS")) == 1
 
 
+async def test_rate_limit_of_one_method_in_one_channel(
+    fake_slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake_slack.add_channel("#ops", "C0OPS")
+    fake_slack.rate_limit_next(1, retry_after=3, method="chat.postMessage", channel="#sms-alerts")
+    assert (await client.chat_postMessage(channel="C0OPS", text="x"))["ok"] is True
+    assert (await client.auth_test())["ok"] is True
+    error = await api_error(client.chat_postMessage(channel="#sms-alerts", text="x"))
+    assert error.response.status_code == 429
+    assert error.response.headers["Retry-After"] == "3"
+    assert (await client.chat_postMessage(channel="C0ALERTS", text="x"))["ok"] is True
+    assert [c.status for c in fake_slack.calls] == [200, 200, 429, 200]
+
+
 async def test_server_errors_surface_and_then_pass(
     fake_slack: FakeSlack, client: AsyncWebClient
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -127,8 +128,6 @@ async def test_429_waits_for_retry_after(store: Store, fake_slack: FakeSlack) ->
         [item] = await store.outbox_items()
         assert (item.next_attempt_at - NOW).total_seconds() == pytest.approx(7, abs=0.01)
         assert await worker.drain_once() == 0  # not due before Retry-After
-        from datetime import timedelta
-
         clock[0] = NOW + timedelta(seconds=7)
         assert await worker.drain_once() == 1
     assert len(_roots(fake_slack)) == 1
@@ -197,3 +196,46 @@ async def test_permanent_errors_are_given_up_not_retried(
     assert item.last_error is None or "channel_not_found" in (item.last_error or "")
     assert await store.outbox_pending() == 0
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+
+async def test_a_429_pauses_the_method_in_that_channel_for_every_queued_item(
+    store: Store, fake_slack: FakeSlack
+) -> None:
+    clock = [NOW]
+    fake_slack.add_channel("#ops", "C0OPS")
+    ops = Conversation("slack", channel="C0OPS")
+    async with aiohttp.ClientSession() as session:
+        client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+        worker = OutboxWorker(
+            store, {"slack": SlackDelivery(client, session, store)}, clock=lambda: clock[0]
+        )
+        surface = slack_surface(store=store, clock=lambda: clock[0], wake=worker.wake)
+        fake_slack.rate_limit_next(1, retry_after=7, method="chat.postMessage", channel="C0ALERTS")
+        for i in range(4):
+            await surface.post(WHERE, _msg(f"Alert {i}"))
+        for i in range(2):
+            await surface.post(ops, _msg(f"Ops {i}"))
+        assert await worker.drain_once() == 6
+
+        def sent_to(channel: str) -> int:
+            return sum(
+                c.args["channel"] == channel for c in fake_slack.calls_to("chat.postMessage")
+            )
+
+        # Only the rate-limited post went to #sms-alerts; the other channel was not held up.
+        assert sent_to("C0ALERTS") == 1
+        assert [m.text for m in fake_slack.messages("C0OPS")] == [
+            "RUNNING: Ops 0",
+            "RUNNING: Ops 1",
+        ]
+        items = await store.outbox_items()
+        assert len(items) == 4
+        assert {(i.next_attempt_at - NOW).total_seconds() for i in items} == {7.0}
+
+        clock[0] = NOW + timedelta(seconds=6.9)
+        assert await worker.drain_once() == 0
+        assert sent_to("C0ALERTS") == 1
+        clock[0] = NOW + timedelta(seconds=7)
+        assert await worker.drain_once() == 4
+    assert sent_to("C0ALERTS") == 5
+    assert [m.text for m in _roots(fake_slack)] == [f"RUNNING: Alert {i}" for i in range(4)]
