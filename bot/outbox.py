@@ -8,7 +8,11 @@ store) and several replicas can share a PostgreSQL store (claims are leased).
 Updates to one message are coalesced in the store (latest state wins) and
 sent at most about once per second per message, to stay inside rate limits.
 
-A rate limit pauses the platform method (per
+A post whose attempt ended without an answer (a timeout, a reset connection,
+a 5xx) may have been carried out all the same: the delivery raises
+``MaybeDelivered``, the worker keeps that in the item's ``last_error`` (with
+``MAYBE_DELIVERED``'s prefix) and the next attempt looks for the message
+before posting it again. A rate limit pauses the platform method (per
 channel where the platform counts per channel) for every item, not only for
 the one that met it.
 """
@@ -31,13 +35,16 @@ from bot.messages import Message
 from bot.store.base import ChatMessage, OutboxItem, Store, StoreUnavailable
 
 __all__ = [
+    "MAYBE_DELIVERED",
     "Delivery",
     "DeliveryError",
+    "MaybeDelivered",
     "OutboxSurface",
     "OutboxWorker",
     "RetryLater",
     "Undeliverable",
     "chat_message",
+    "maybe_delivered",
 ]
 
 log = structlog.get_logger(__name__)
@@ -62,6 +69,29 @@ class RetryLater(DeliveryError):
         super().__init__(message)
         self.after = after
         self.pause = pause
+
+
+MAYBE_DELIVERED = "maybe delivered: "
+
+
+class MaybeDelivered(RetryLater):
+    """Transient, and the platform may have carried the request out anyway.
+
+    Its message starts with ``MAYBE_DELIVERED``; the worker stores it as the
+    item's ``last_error``, which is how the next attempt knows to look for the
+    message before posting it again.
+    """
+
+    def __init__(
+        self, message: str, *, after: float | None = None, pause: str | None = None
+    ) -> None:
+        text = message if message.startswith(MAYBE_DELIVERED) else MAYBE_DELIVERED + message
+        super().__init__(text, after=after, pause=pause)
+
+
+def maybe_delivered(item: OutboxItem) -> bool:
+    """Whether the item's previous attempt may have reached the platform."""
+    return (item.last_error or "").startswith(MAYBE_DELIVERED)
 
 
 class Undeliverable(DeliveryError):
@@ -243,6 +273,7 @@ class OutboxWorker:
         resume = self._paused_until(delivery.rate_keys(item))
         if resume is not None:
             # Not sent and not a failure: back when the platform said it may be.
+            # last_error is kept as it is: it may say the last post may have arrived.
             await self._store.outbox_retry(item.id, at=resume, error=item.last_error or "")
             return
         try:
@@ -259,7 +290,11 @@ class OutboxWorker:
             return
         except Exception as exc:
             bound.exception("outbox.delivery_crashed")
-            await self._retry(item, f"internal error: {exc!r}", None)
+            error = f"internal error: {exc!r}"
+            if item.op in ("post", "reply"):
+                # It may have crashed after Slack posted (storing the ts, say): look first.
+                error = MAYBE_DELIVERED + error
+            await self._retry(item, error, None)
             return
         await self._store.outbox_done(item.id)
         self._failures.pop(item.id, None)
