@@ -103,7 +103,11 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
         slack: SlackParts | None = None
         outbox = OutboxWorker(store, {}, clock=clock)
         if settings.slack_enabled:
-            client = slack_client(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+            client = slack_client(
+                token=settings.slack_bot_token,
+                base_url=settings.slack_api_url,
+                timeout=settings.slack_timeout_s,
+            )
             stack.push_async_callback(_close_client, client)
             outbox.add_delivery(SlackDelivery(client, session, store))
             surface = slack_surface(store=store, clock=clock, wake=outbox.wake)

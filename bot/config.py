@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     slack_app_token: str = ""
     slack_api_url: HttpUrl = "https://slack.com/api/"
     slack_alert_channel: str = "#sms-alerts"
+    # How long one Web API call may take; a post that outlives it is looked up before a retry.
+    slack_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     # Alertmanager's webhook (POST /alerts/alertmanager) needs this bearer token.
     alert_webhook_token: str = ""

@@ -7,6 +7,14 @@ honouring ``Retry-After``; it resumes after a restart (the items are in the
 store) and several replicas can share a PostgreSQL store (claims are leased).
 Updates to one message are coalesced in the store (latest state wins) and
 sent at most about once per second per message, to stay inside rate limits.
+
+A post whose attempt ended without an answer (a timeout, a reset connection,
+a 5xx) may have been carried out all the same: the delivery raises
+``MaybeDelivered``, the worker keeps that in the item's ``last_error`` (with
+``MAYBE_DELIVERED``'s prefix) and the next attempt looks for the message
+before posting it again. A rate limit pauses the platform method (per
+channel where the platform counts per channel) for every item, not only for
+the one that met it.
 """
 
 from __future__ import annotations
@@ -27,13 +35,16 @@ from bot.messages import Message
 from bot.store.base import ChatMessage, OutboxItem, Store, StoreUnavailable
 
 __all__ = [
+    "MAYBE_DELIVERED",
     "Delivery",
     "DeliveryError",
+    "MaybeDelivered",
     "OutboxSurface",
     "OutboxWorker",
     "RetryLater",
     "Undeliverable",
     "chat_message",
+    "maybe_delivered",
 ]
 
 log = structlog.get_logger(__name__)
@@ -46,11 +57,41 @@ class DeliveryError(Exception):
 
 
 class RetryLater(DeliveryError):
-    """Transient: try again, after ``after`` seconds when the platform said so."""
+    """Transient: try again, after ``after`` seconds when the platform said so.
 
-    def __init__(self, message: str, *, after: float | None = None) -> None:
+    ``pause`` names what the platform rate-limited (a method, or a method in
+    one channel): every item that would call it waits ``after`` seconds too.
+    """
+
+    def __init__(
+        self, message: str, *, after: float | None = None, pause: str | None = None
+    ) -> None:
         super().__init__(message)
         self.after = after
+        self.pause = pause
+
+
+MAYBE_DELIVERED = "maybe delivered: "
+
+
+class MaybeDelivered(RetryLater):
+    """Transient, and the platform may have carried the request out anyway.
+
+    Its message starts with ``MAYBE_DELIVERED``; the worker stores it as the
+    item's ``last_error``, which is how the next attempt knows to look for the
+    message before posting it again.
+    """
+
+    def __init__(
+        self, message: str, *, after: float | None = None, pause: str | None = None
+    ) -> None:
+        text = message if message.startswith(MAYBE_DELIVERED) else MAYBE_DELIVERED + message
+        super().__init__(text, after=after, pause=pause)
+
+
+def maybe_delivered(item: OutboxItem) -> bool:
+    """Whether the item's previous attempt may have reached the platform."""
+    return (item.last_error or "").startswith(MAYBE_DELIVERED)
 
 
 class Undeliverable(DeliveryError):
@@ -63,6 +104,10 @@ class Delivery(Protocol):
     surface: str
 
     async def deliver(self, item: OutboxItem) -> None: ...
+
+    def rate_keys(self, item: OutboxItem) -> tuple[str, ...]:
+        """What ``deliver`` may call, named as ``RetryLater.pause`` names it."""
+        ...
 
 
 class OutboxSurface:
@@ -177,6 +222,8 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._last_update: dict[str, float] = {}
         self._failures: dict[int, int] = {}
+        # Rate-limited methods (or method and channel): paused until this time.
+        self._paused: dict[str, datetime] = {}
         self._failing = False
         self.delivered = 0
 
@@ -223,6 +270,12 @@ class OutboxWorker:
                     item.id, at=self._at(early), error=item.last_error or ""
                 )
                 return
+        resume = self._paused_until(delivery.rate_keys(item))
+        if resume is not None:
+            # Not sent and not a failure: back when the platform said it may be.
+            # last_error is kept as it is: it may say the last post may have arrived.
+            await self._store.outbox_retry(item.id, at=resume, error=item.last_error or "")
+            return
         try:
             await delivery.deliver(item)
         except Undeliverable as exc:
@@ -231,11 +284,17 @@ class OutboxWorker:
             bound.error("outbox.undeliverable", error=str(exc))
             return
         except RetryLater as exc:
+            if exc.pause is not None and exc.after is not None:
+                self._pause(exc.pause, exc.after)
             await self._retry(item, str(exc), exc.after)
             return
         except Exception as exc:
             bound.exception("outbox.delivery_crashed")
-            await self._retry(item, f"internal error: {exc!r}", None)
+            error = f"internal error: {exc!r}"
+            if item.op in ("post", "reply"):
+                # It may have crashed after Slack posted (storing the ts, say): look first.
+                error = MAYBE_DELIVERED + error
+            await self._retry(item, error, None)
             return
         await self._store.outbox_done(item.id)
         self._failures.pop(item.id, None)
@@ -254,6 +313,25 @@ class OutboxWorker:
         if not self._failing:
             self._failing = True
             log.warning("outbox.delivery_failing", error=error, retry_in_s=delay)
+
+    def _pause(self, key: str, seconds: float) -> None:
+        until = self._at(seconds)
+        if until > self._paused.get(key, until - timedelta(seconds=1)):
+            self._paused[key] = until
+            log.warning("outbox.rate_limited", paused=key, retry_in_s=seconds)
+
+    def _paused_until(self, keys: tuple[str, ...]) -> datetime | None:
+        now = self._clock()
+        latest: datetime | None = None
+        for key in keys:
+            until = self._paused.get(key)
+            if until is None:
+                continue
+            if until <= now:
+                del self._paused[key]
+            elif latest is None or until > latest:
+                latest = until
+        return latest
 
     def _at(self, seconds: float) -> datetime:
         return self._clock() + timedelta(seconds=max(0.0, seconds))

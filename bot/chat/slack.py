@@ -6,7 +6,21 @@ normalised into a ``Command`` or ``Click`` handed to the handlers in a task
 the engine tracks. Outbound, the bot never calls Slack from a procedure: the
 ``OutboxSurface`` writes to the store and ``SlackDelivery`` sends it, mapping
 Slack's answers onto retry-later (429 with Retry-After, 5xx, outages) and
-undeliverable (bad blocks, revoked token).
+undeliverable (bad blocks, revoked token). A 429 pauses the method it hit
+for every item (in that channel for the ``chat.*`` methods, where Slack
+counts per channel), so a rate limit is not met again by a burst of the
+other queued messages.
+
+Posts are idempotent: each post and thread reply carries message metadata
+with its outbox key (``sms_bot_outbox``), and when an attempt ended without
+an answer (a timeout, a reset connection, a 5xx: Slack may have posted it)
+the next attempt first looks for it in the channel's history or the thread
+(``include_all_metadata``) and adopts its ts instead of posting it again.
+That needs the ``channels:history``/``groups:history`` scopes (and
+``channels:read``/``groups:read`` to find a channel given by name); without
+them the bot says so once in the log and posts again. Posts through a
+command's ``response_url`` cannot be looked up (Slack gives them no ts and
+no history), so one of those that timed out may show twice.
 """
 
 from __future__ import annotations
@@ -38,11 +52,19 @@ from bot.chat.slack_inbound import (
 from bot.deps import Clock
 from bot.events import Click, Command
 from bot.http import read_body
-from bot.outbox import OutboxSurface, RetryLater, Undeliverable, chat_message
+from bot.outbox import (
+    MaybeDelivered,
+    OutboxSurface,
+    RetryLater,
+    Undeliverable,
+    chat_message,
+    maybe_delivered,
+)
 from bot.store.base import OutboxItem, Store
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "METADATA_EVENT",
     "VIA_RESPONSE_URL",
     "SlackDelivery",
     "build_slack_app",
@@ -85,14 +107,37 @@ _PERMANENT = frozenset(
 )
 # When the bot cannot post in the channel, the command's response_url still works.
 _USE_RESPONSE_URL = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+# Errors that mean Slack may have done part of the work before failing.
+_MAYBE_DONE = frozenset({"fatal_error", "internal_error", "service_unavailable"})
+# The event_type of the metadata that names a post by its outbox key.
+METADATA_EVENT = "sms_bot_outbox"
+# Looking for an earlier attempt: from a minute before the item was queued
+# (the bot's and Slack's clocks differ a little), a bounded number of pages.
+_LOOKBACK_S = 60.0
+_LOOKUP_PAGE = 200
+_LOOKUP_PAGES = 5
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+# Methods whose rate limit Slack keeps per channel (about one message a second);
+# the others are limited per method and workspace.
+_PER_CHANNEL = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
 
 CommandSink = Callable[[Command], Awaitable[Any]]
 ClickSink = Callable[[Click], Awaitable[Any]]
 
 
-def slack_client(*, token: str, base_url: str) -> AsyncWebClient:
-    """A Web API client with no retries of its own: the outbox does the retrying."""
-    return AsyncWebClient(token=token, base_url=base_url, timeout=10, retry_handlers=[])
+def slack_client(*, token: str, base_url: str, timeout: float = 10.0) -> AsyncWebClient:
+    """A Web API client with no retries of its own: the outbox does the retrying.
+
+    ``timeout`` (seconds) bounds each call; a post that outlives it is not
+    known to have failed (see ``MaybeDelivered``).
+    """
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url,
+        # slack_sdk annotates int but hands it to aiohttp's ClientTimeout, which takes float.
+        timeout=timeout,  # type: ignore[arg-type]
+        retry_handlers=[],
+    )
 
 
 def slack_surface(*, store: Store, clock: Clock, wake: Callable[[], None]) -> OutboxSurface:
@@ -117,6 +162,29 @@ class SlackDelivery:
         self._client = client
         self._session = session
         self._store = store
+        # Channel names (``#sms-alerts``) to the ids Slack answered for them.
+        self._channel_ids: dict[str, str] = {}
+        # Why the bot could not look for an earlier attempt, each logged once.
+        self._cannot_look: set[str] = set()
+
+    def rate_keys(self, item: OutboxItem) -> tuple[str, ...]:
+        """The methods (and channels) this item may call, as ``_call`` names their pauses."""
+        if item.op == "update":
+            return (self._pause_key("chat.update", item.channel),)
+        if item.op == "ephemeral":
+            if item.payload.get("reply_url"):
+                return ()
+            return (self._pause_key("chat.postEphemeral", item.channel),)
+        keys: tuple[str, ...] = (self._pause_key("chat.postMessage", item.channel),)
+        if maybe_delivered(item):
+            keys += ("conversations.history", "conversations.replies", "conversations.list")
+        return keys
+
+    def _pause_key(self, method: str, channel: Any) -> str:
+        if method not in _PER_CHANNEL:
+            return method
+        name = str(channel or "")
+        return f"{method} {self._channel_ids.get(name, name)}"
 
     async def deliver(self, item: OutboxItem) -> None:
         payload = dict(item.payload)
@@ -134,8 +202,17 @@ class SlackDelivery:
             raise Undeliverable(f"unknown outbox op {item.op!r}")
 
     async def _post(self, item: OutboxItem, content: dict[str, Any], reply_url: Any) -> None:
+        if maybe_delivered(item):
+            found = await self._find_earlier(item, channel=item.channel, thread_ts=None)
+            if found is not None:
+                await self._store.chat_message_put(
+                    chat_message(item, channel=found[0], ts=found[1], thread_ts=None)
+                )
+                return
         try:
-            resp = await self._call("chat.postMessage", channel=item.channel, **content)
+            resp = await self._call(
+                "chat.postMessage", channel=item.channel, metadata=_metadata(item), **content
+            )
         except Undeliverable as exc:
             if str(exc) in _USE_RESPONSE_URL and reply_url:
                 await self._respond(str(reply_url), {"response_type": "in_channel", **content})
@@ -144,6 +221,7 @@ class SlackDelivery:
                 )
                 return
             raise
+        self._channel_ids[item.channel] = str(resp["channel"])
         await self._store.chat_message_put(
             chat_message(item, channel=str(resp["channel"]), ts=str(resp["ts"]), thread_ts=None)
         )
@@ -166,6 +244,7 @@ class SlackDelivery:
         if parent is None or parent.ts is None:
             raise Undeliverable("the thread's first message was never posted")
         if parent.ts == VIA_RESPONSE_URL:
+            # No lookup possible here: Slack keeps no ts or history of response_url posts.
             if not reply_url:
                 raise Undeliverable("no thread and no response_url to answer in")
             await self._respond(str(reply_url), {"response_type": "in_channel", **content})
@@ -174,8 +253,19 @@ class SlackDelivery:
             )
             return
         thread_ts = parent.thread_ts or parent.ts
+        if maybe_delivered(item):
+            found = await self._find_earlier(item, channel=parent.channel, thread_ts=thread_ts)
+            if found is not None:
+                await self._store.chat_message_put(
+                    chat_message(item, channel=found[0], ts=found[1], thread_ts=thread_ts)
+                )
+                return
         resp = await self._call(
-            "chat.postMessage", channel=parent.channel, thread_ts=thread_ts, **content
+            "chat.postMessage",
+            channel=parent.channel,
+            thread_ts=thread_ts,
+            metadata=_metadata(item),
+            **content,
         )
         await self._store.chat_message_put(
             chat_message(
@@ -194,23 +284,122 @@ class SlackDelivery:
             return
         await self._call("chat.postEphemeral", channel=item.channel, user=user, **content)
 
-    async def _call(self, method: str, **args: Any) -> dict[str, Any]:
+    async def _find_earlier(
+        self, item: OutboxItem, *, channel: str, thread_ts: str | None
+    ) -> tuple[str, str] | None:
+        """(channel id, ts) of the message an earlier attempt posted, if Slack has it.
+
+        Raises ``MaybeDelivered`` when the lookup itself fails (timeout, 429):
+        posting without knowing could make the duplicate this is here to avoid.
+        """
+        channel_id = await self._channel_id(channel)
+        if channel_id is None:
+            return None
+        method = "conversations.replies" if thread_ts else "conversations.history"
+        args: dict[str, Any] = {
+            "channel": channel_id,
+            "oldest": f"{item.created_at.timestamp() - _LOOKBACK_S:.6f}",
+            "include_all_metadata": True,
+            "limit": _LOOKUP_PAGE,
+        }
+        if thread_ts:
+            args["ts"] = thread_ts
+        for _ in range(_LOOKUP_PAGES):
+            resp = await self._lookup(method, args)
+            if resp is None:
+                return None
+            for message in resp.get("messages") or []:
+                if isinstance(message, dict) and _is_post_of(message, item.message_key):
+                    log.info("slack.earlier_post_adopted", message_key=item.message_key)
+                    self._channel_ids[channel] = channel_id
+                    return channel_id, str(message.get("ts"))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+            args["cursor"] = cursor
+        log.warning("slack.earlier_post_not_found", message_key=item.message_key)
+        return None
+
+    async def _channel_id(self, channel: str) -> str | None:
+        """The id the history methods need; posts take a ``#name`` too."""
+        if _CHANNEL_ID.match(channel):
+            return channel
+        if channel in self._channel_ids:
+            return self._channel_ids[channel]
+        wanted = channel.lstrip("#")
+        args: dict[str, Any] = {
+            "types": "public_channel,private_channel",
+            "exclude_archived": True,
+            "limit": _LOOKUP_PAGE,
+        }
+        for _ in range(_LOOKUP_PAGES):
+            resp = await self._lookup("conversations.list", args)
+            if resp is None:
+                return None
+            for found in resp.get("channels") or []:
+                if isinstance(found, dict) and found.get("name") == wanted:
+                    self._channel_ids[channel] = str(found.get("id"))
+                    return self._channel_ids[channel]
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+            args["cursor"] = cursor
+        self._cannot_look_for(f"no channel named {wanted} found")
+        return None
+
+    async def _lookup(self, method: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """One page of a lookup; None when Slack refuses to answer it (then: post again)."""
         try:
-            resp = await self._client.api_call(method, json=args)
+            return await self._call(method, form=True, **args)
+        except (Undeliverable, _Refused) as exc:
+            self._cannot_look_for(f"{method}: {exc}")
+            return None
+        except RetryLater as exc:
+            raise MaybeDelivered(
+                f"looking for the earlier attempt: {exc}", after=exc.after, pause=exc.pause
+            ) from exc
+
+    def _cannot_look_for(self, reason: str) -> None:
+        if reason not in self._cannot_look:
+            self._cannot_look.add(reason)
+            log.warning(
+                "slack.cannot_look_for_earlier_posts",
+                reason=reason,
+                consequence="a post whose answer timed out is posted again and may show twice",
+                scopes="channels:history groups:history channels:read groups:read",
+            )
+
+    async def _call(self, method: str, *, form: bool = False, **args: Any) -> dict[str, Any]:
+        """One Web API call; ``form`` for the read methods, which Slack takes only as a form."""
+        try:
+            if form:
+                params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in args.items()}
+                resp = await self._client.api_call(method, params=params)
+            else:
+                resp = await self._client.api_call(method, json=args)
         except SlackApiError as exc:
             response = exc.response
             if response.status_code == 429:
                 after = _retry_after(response.headers)
-                raise RetryLater(f"{method}: rate limited", after=after) from exc
+                pause = self._pause_key(method, args.get("channel"))
+                raise RetryLater(f"{method}: rate limited", after=after, pause=pause) from exc
             error = str(response.get("error") or f"HTTP {response.status_code}")
-            if response.status_code < 500 and error in _PERMANENT:
+            if response.status_code >= 500 or error in _MAYBE_DONE:
+                raise MaybeDelivered(f"{method}: {error}") from exc
+            if error in _PERMANENT:
                 raise Undeliverable(error) from exc
-            raise RetryLater(f"{method}: {error}") from exc
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise _Refused(f"{method}: {error}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Never connected, so nothing was sent.
             raise RetryLater(f"{method}: {type(exc).__name__}: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # Sent, perhaps carried out, but no answer (or none that could be read).
+            raise MaybeDelivered(f"{method}: {type(exc).__name__}: {exc}") from exc
         return dict(resp.data) if isinstance(resp.data, dict) else {}
 
     async def _respond(self, url: str, body: dict[str, Any]) -> None:
+        # A timed-out response_url post is retried as it is: Slack gives it no ts and
+        # it cannot be looked up, so it may show twice (see the module's docstring).
         try:
             async with self._session.post(
                 url, json=body, timeout=aiohttp.ClientTimeout(total=10)
@@ -223,6 +412,23 @@ class SlackDelivery:
                     raise RetryLater(f"response_url: HTTP {resp.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RetryLater(f"response_url: {type(exc).__name__}: {exc}") from exc
+
+
+class _Refused(RetryLater):
+    """Slack answered with an error worth retrying: known not to have been carried out."""
+
+
+def _metadata(item: OutboxItem) -> dict[str, Any]:
+    """The identity Slack keeps with a post, to find it again after a timeout."""
+    return {"event_type": METADATA_EVENT, "event_payload": {"key": item.message_key}}
+
+
+def _is_post_of(message: dict[str, Any], key: str) -> bool:
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
+        return False
+    payload = metadata.get("event_payload")
+    return isinstance(payload, dict) and payload.get("key") == key
 
 
 def _retry_after(headers: Any) -> float:

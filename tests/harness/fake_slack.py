@@ -1,7 +1,7 @@
 """A fake of Slack's Web API on loopback, for tests that drive the real ``slack_sdk``.
 
 ``AsyncWebClient(token=..., base_url=f"{fake.url}/api/")`` (and slack-bolt on
-top of it) talks to this server unchanged: ``POST /api/<method>`` with a
+top of it) talks to this server unchanged: ``POST`` (or ``GET``) ``/api/<method>`` with a
 form, JSON or query-string body and an ``Authorization: Bearer`` header,
 answered with ``application/json`` the way Slack answers (HTTP 200 with
 ``{"ok": false, "error": ...}`` for API errors). Every call is recorded, and
@@ -11,7 +11,16 @@ replies, ephemerals and ``response_url`` posts for assertions.
 Outage tests inject failures: ``fail_next`` (HTTP 500 with an HTML body, like
 a load balancer in trouble), ``rate_limit_next`` (HTTP 429 with
 ``Retry-After``), ``down()``/``up()`` (503 for everything) and
-``error_next`` (one API error for one method).
+``error_next`` (one API error for one method), and ``slow_next``: the request
+is carried out but answered only after a delay, longer than the client's
+timeout, as Slack does when it is slow (the client gives up; the message is
+posted all the same).
+
+Messages keep the ``metadata`` they were posted with; ``conversations.history``
+and ``conversations.replies`` return it only with ``include_all_metadata``, and
+honour ``oldest``, ``latest``, ``inclusive``, ``limit`` and ``cursor`` as Slack
+does (history newest first, replies oldest first); both take a channel id
+only, as Slack does. ``conversations.list`` lists the channels.
 
 ``validate_blocks`` checks the Block Kit limits the bot relies on; the fake
 answers ``invalid_blocks`` when it finds a problem, and the renderer's tests
@@ -31,11 +40,12 @@ Loaded as a pytest plugin (``tests.harness.fake_slack``) it provides the
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-import itertools
 import json
 import re
 import secrets
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -68,11 +78,15 @@ BOT_ID = "B0001"
 APP_ID = "A0SMSBOT"  # the api_app_id of tests.harness.slack_signing
 ENVELOPE_TYPES = frozenset({"slash_commands", "interactive", "events_api"})
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+# Methods Slack takes only as a query string or form: it ignores a JSON body.
+_NO_JSON_METHODS = frozenset(
+    {"conversations.history", "conversations.replies", "conversations.list"}
+)
 # What Slack says in hello: a connection lives about this long before a refresh.
 _APPROXIMATE_CONNECTION_TIME_S = 18060
-_FIRST_TS_MICROS = 1_764_140_000_000_000
 _TS_STEP_MICROS = 100
 _TS_PATTERN = re.compile(r"^\d{1,12}\.\d{1,6}$")
+_BOUND_PATTERN = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
 _OUTAGE_HTML = "<html><head><title>{status}</title></head><body>Service unavailable</body></html>"
 
 # -- Block Kit limits ------------------------------------------------------------
@@ -233,6 +247,7 @@ class FakeMessage:
     thread_ts: str | None = None
     updates: int = 0
     versions: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
     @property
     def is_reply(self) -> bool:
@@ -271,9 +286,21 @@ class _ResponseUrl:
     uses: int = 0
 
 
+class _Slow(NamedTuple):
+    delay_s: float
+    method: str | None
+
+
 class _Failure(NamedTuple):
     status: int
     retry_after: int | None
+    method: str | None = None  # None: any method
+    channel: str | None = None  # None: any channel (an id)
+
+    def hits(self, method: str, channel: str | None) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.channel is None or self.channel == channel
+        )
 
 
 @dataclass(eq=False)
@@ -308,6 +335,7 @@ class FakeSlack:
         *,
         app_token: str = "xapp-test-token",
         strict_threads: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``app_token`` is the app-level token ``apps.connections.open`` takes.
 
@@ -315,6 +343,9 @@ class FakeSlack:
         Off by default because real Slack accepts a well-formed but unknown
         ``thread_ts`` with ``ok: true`` (the reply is then visible nowhere);
         the fake records such a reply so a test can still see the mistake.
+
+        ``clock`` (seconds since the epoch) makes the messages' ts, which are
+        the time of posting, unique and increasing, as Slack's are.
         """
         self.token = token
         self.app_token = app_token
@@ -325,9 +356,12 @@ class FakeSlack:
         self._channels: dict[str, FakeChannel] = {}
         self._messages: dict[str, FakeMessage] = {}
         self._response_urls: dict[str, _ResponseUrl] = {}
-        self._ts = itertools.count()
+        self._clock = clock
+        self._last_ts_micros = 0
         self._failures: deque[_Failure] = deque()
         self._errors: dict[str, deque[str]] = {}
+        self._slow: deque[_Slow] = deque()
+        self._closing = asyncio.Event()
         self._down = False
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -344,6 +378,9 @@ class FakeSlack:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
+            "conversations.history": self._history,
+            "conversations.replies": self._replies,
+            "conversations.list": self._list,
             "apps.connections.open": self._connections_open,
         }
 
@@ -353,6 +390,8 @@ class FakeSlack:
         """Listen on a free loopback port; ``url`` is valid afterwards."""
         app = web.Application()
         app.router.add_post("/api/{method}", self._handle_api)
+        # slack_sdk sends the read methods (conversations.history, ...) as GET.
+        app.router.add_get("/api/{method}", self._handle_api)
         app.router.add_post("/response/{rid}", self._handle_response_url)
         app.router.add_get("/socket/{ticket}", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None)
@@ -363,6 +402,7 @@ class FakeSlack:
         return self
 
     async def close(self) -> None:
+        self._closing.set()  # slow answers end now rather than hold the shutdown up
         # Open websockets would otherwise hold the server's shutdown up.
         for client in list(self._sockets):
             await client.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
@@ -433,13 +473,34 @@ class FakeSlack:
         """The next ``n`` requests get ``status`` with an HTML body, as in an outage."""
         self._failures.extend(_Failure(status, None) for _ in range(n))
 
-    def rate_limit_next(self, n: int = 1, *, retry_after: int = 1) -> None:
-        """The next ``n`` requests get 429, ``Retry-After: retry_after`` and ``ratelimited``."""
-        self._failures.extend(_Failure(429, retry_after) for _ in range(n))
+    def rate_limit_next(
+        self,
+        n: int = 1,
+        *,
+        retry_after: int = 1,
+        method: str | None = None,
+        channel: str | None = None,
+    ) -> None:
+        """The next ``n`` requests get 429, ``Retry-After: retry_after`` and ``ratelimited``.
+
+        With ``method`` and/or ``channel`` (a name or id) only requests of that
+        method and channel do, as Slack limits ``chat.*`` methods per channel;
+        the others go through and do not use these failures up.
+        """
+        channel_id = self.channel(channel).id if channel is not None else None
+        self._failures.extend(_Failure(429, retry_after, method, channel_id) for _ in range(n))
 
     def error_next(self, method: str, error: str) -> None:
         """The next call of ``method`` answers ``{"ok": false, "error": error}``."""
         self._errors.setdefault(method, deque()).append(error)
+
+    def slow_next(self, n: int = 1, *, delay_s: float, method: str | None = None) -> None:
+        """Carry out the next ``n`` requests (of ``method``) but answer ``delay_s`` later.
+
+        With ``delay_s`` longer than the client's timeout the client sees a
+        timeout although the work was done, as when Slack takes 15 s to answer.
+        """
+        self._slow.extend(_Slow(delay_s, method) for _ in range(n))
 
     def down(self) -> None:
         """Every request fails with 503 until ``up()``."""
@@ -452,6 +513,7 @@ class FakeSlack:
         """Forget every injected failure (queued, per-method and ``down``)."""
         self._failures.clear()
         self._errors.clear()
+        self._slow.clear()
         self._down = False
 
     # -- Socket Mode ---------------------------------------------------------------------
@@ -533,8 +595,8 @@ class FakeSlack:
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        args, token = await _read_args(request)
-        failure = self._take_failure()
+        args, token = await _read_args(request, json_body=method not in _NO_JSON_METHODS)
+        failure = self._take_failure(method, args)
         if failure is not None:
             self.calls.append(Call(method, args, failure.status))
             return _failure_response(failure)
@@ -556,7 +618,18 @@ class FakeSlack:
         except _ApiError as exc:
             body = {"ok": False, "error": exc.error, **exc.extra}
         self.calls.append(Call(method, args, 200))
+        slow = self._take_slow(method)
+        if slow is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=slow.delay_s)
         return web.json_response(body)
+
+    def _take_slow(self, method: str) -> _Slow | None:
+        for i, slow in enumerate(self._slow):
+            if slow.method is None or slow.method == method:
+                del self._slow[i]
+                return slow
+        return None
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         rid = request.match_info["rid"]
@@ -565,7 +638,7 @@ class FakeSlack:
         except json.JSONDecodeError:
             payload = None
         args = payload if isinstance(payload, dict) else {"body": payload}
-        failure = self._take_failure()
+        failure = self._take_failure("response_url", args)
         if failure is not None:
             self.calls.append(Call("response_url", args, failure.status))
             return _failure_response(failure)
@@ -615,10 +688,17 @@ class FakeSlack:
             await self._socket_event()
         return ws
 
-    def _take_failure(self) -> _Failure | None:
+    def _take_failure(self, method: str, args: dict[str, Any]) -> _Failure | None:
+        """The first queued failure meant for this request, taken off the queue."""
         if self._down:
             return _Failure(503, None)
-        return self._failures.popleft() if self._failures else None
+        found = self._find_channel(str(args.get("channel") or ""))
+        channel = found.id if found is not None else None
+        for i, failure in enumerate(self._failures):
+            if failure.hits(method, channel):
+                del self._failures[i]
+                return failure
+        return None
 
     # -- methods --------------------------------------------------------------------------
 
@@ -643,6 +723,7 @@ class FakeSlack:
         text, blocks = _content(args)
         thread_ts = self._thread(channel, args)
         message = FakeMessage(channel.id, self._next_ts(), text, blocks, thread_ts)
+        message.metadata = _metadata(args)
         self._messages[message.ts] = message
         return {"channel": channel.id, "ts": message.ts, "message": _message_json(message)}
 
@@ -676,6 +757,64 @@ class FakeSlack:
         )
         self.ephemerals.append(ephemeral)
         return {"message_ts": ephemeral.message_ts}
+
+    def _history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._readable_channel(args)
+        found = [
+            m
+            for m in self._messages.values()
+            if m.channel == channel.id and not m.is_reply and _in_range(m.ts, args)
+        ]
+        found.sort(key=lambda m: _ts_key(m.ts), reverse=True)
+        return self._page(found, args, "messages")
+
+    def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._readable_channel(args)
+        ts = str(args.get("ts") or "")
+        parent = self._messages.get(ts)
+        if parent is None or parent.channel != channel.id:
+            raise _ApiError("thread_not_found")
+        thread = [parent, *self.replies(ts)]
+        found = [m for m in thread if _in_range(m.ts, args)]
+        found.sort(key=lambda m: _ts_key(m.ts))
+        return self._page(found, args, "messages")
+
+    def _list(self, args: dict[str, Any]) -> dict[str, Any]:
+        channels = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "is_channel": True,
+                "is_archived": False,
+                "is_member": c.member,
+            }
+            for c in self._channels.values()
+        ]
+        return self._page(channels, args, "channels")
+
+    def _page(self, items: list[Any], args: dict[str, Any], name: str) -> dict[str, Any]:
+        """One page of ``items`` as Slack pages: ``limit`` and an opaque ``cursor``."""
+        try:
+            limit = int(args.get("limit") or 100)
+        except ValueError as exc:
+            raise _ApiError("invalid_limit") from exc
+        limit = max(1, min(limit, 999))
+        start = 0
+        cursor = str(args.get("cursor") or "")
+        if cursor:
+            try:
+                start = int(base64.b64decode(cursor).decode().removeprefix("next:"))
+            except ValueError as exc:
+                raise _ApiError("invalid_cursor") from exc
+        page = items[start : start + limit]
+        more = start + limit < len(items)
+        next_cursor = base64.b64encode(f"next:{start + limit}".encode()).decode() if more else ""
+        with_metadata = _flag(args.get("include_all_metadata"))
+        shown = [
+            _message_json(m, with_metadata=with_metadata) if isinstance(m, FakeMessage) else m
+            for m in page
+        ]
+        return {name: shown, "has_more": more, "response_metadata": {"next_cursor": next_cursor}}
 
     def _respond(self, rid: str, payload: object) -> tuple[int, dict[str, Any]]:
         target = self._response_urls.get(rid)
@@ -725,6 +864,15 @@ class FakeSlack:
             raise _ApiError("not_in_channel")
         return channel
 
+    def _readable_channel(self, args: dict[str, Any]) -> FakeChannel:
+        """The history methods take an id only (``#name`` is channel_not_found) and membership."""
+        channel = self._channels.get(str(args.get("channel") or ""))
+        if channel is None:
+            raise _ApiError("channel_not_found")
+        if not channel.member:
+            raise _ApiError("not_in_channel")
+        return channel
+
     def _thread(self, channel: FakeChannel, args: dict[str, Any]) -> str | None:
         thread_ts = args.get("thread_ts")
         if thread_ts is None or thread_ts == "":
@@ -738,7 +886,9 @@ class FakeSlack:
         return thread_ts
 
     def _next_ts(self) -> str:
-        micros = _FIRST_TS_MICROS + next(self._ts) * _TS_STEP_MICROS + _TS_STEP_MICROS
+        now = int(self._clock() * 1_000_000)
+        micros = max(now, self._last_ts_micros + _TS_STEP_MICROS)
+        self._last_ts_micros = micros
         seconds, fraction = divmod(micros, 1_000_000)
         return f"{seconds}.{fraction:06d}"
 
@@ -746,8 +896,8 @@ class FakeSlack:
 # -- request parsing --------------------------------------------------------------------
 
 
-async def _read_args(request: web.Request) -> tuple[dict[str, Any], str]:
-    """Arguments from the query string, a form or a JSON body; and the token.
+async def _read_args(request: web.Request, *, json_body: bool = True) -> tuple[dict[str, Any], str]:
+    """Arguments from the query string, a form or a JSON body (unless ignored); and the token.
 
     The token is taken out of the recorded arguments: tests assert on
     what was sent, and a token in ``calls`` would only be noise.
@@ -758,7 +908,7 @@ async def _read_args(request: web.Request) -> tuple[dict[str, Any], str]:
             body = await request.json()
         except json.JSONDecodeError:
             body = None
-        if isinstance(body, dict):
+        if isinstance(body, dict) and json_body:
             args.update(body)
     elif request.can_read_body:
         form = await request.post()
@@ -803,7 +953,55 @@ def _content(args: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return text, blocks
 
 
-def _message_json(message: FakeMessage) -> dict[str, Any]:
+def _metadata(args: dict[str, Any]) -> dict[str, Any] | None:
+    """Message metadata as posted (a JSON object, or a form field holding one)."""
+    raw = args.get("metadata")
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise _ApiError("invalid_metadata_format") from exc
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("event_type"), str)
+        or not isinstance(raw.get("event_payload"), dict)
+    ):
+        raise _ApiError("invalid_metadata_schema")
+    return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}
+
+
+def _flag(value: object) -> bool:
+    return value is True or str(value).lower() in ("true", "1")
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, fraction = ts.partition(".")
+    return int(seconds), int(fraction.ljust(6, "0"))
+
+
+def _in_range(ts: str, args: dict[str, Any]) -> bool:
+    """Within ``oldest`` and ``latest``: exclusive unless ``inclusive``, as Slack has it."""
+    inclusive = _flag(args.get("inclusive"))
+    key = _ts_key(ts)
+    for bound, after in (("oldest", True), ("latest", False)):
+        raw = args.get(bound)
+        if raw is None or raw == "":
+            continue
+        try:
+            text = str(raw)
+            limit = _ts_key(text if _BOUND_PATTERN.match(text) else f"{float(text):.6f}")
+        except ValueError as exc:
+            raise _ApiError("invalid_ts_" + bound) from exc
+        if key == limit and not inclusive:
+            return False
+        if (key < limit) if after else (key > limit):
+            return False
+    return True
+
+
+def _message_json(message: FakeMessage, *, with_metadata: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "message",
         "subtype": "bot_message",
@@ -816,6 +1014,8 @@ def _message_json(message: FakeMessage) -> dict[str, Any]:
     }
     if message.thread_ts is not None:
         body["thread_ts"] = message.thread_ts
+    if with_metadata and message.metadata is not None:
+        body["metadata"] = message.metadata
     return body
 
 

@@ -112,6 +112,100 @@ async def test_thread_replies_are_recorded_under_their_root(
     assert not fake_slack.message(root["ts"]).is_reply
 
 
+def _meta(key: str) -> dict[str, Any]:
+    return {"event_type": "sms_bot_outbox", "event_payload": {"key": key}}
+
+
+async def test_history_keeps_metadata_and_pages_like_slack(
+    fake_slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    ts = []
+    for i in range(5):
+        posted = await client.chat_postMessage(
+            channel="C0ALERTS", text=f"m{i}", metadata=_meta(f"k{i}")
+        )
+        ts.append(posted["ts"])
+    await client.chat_postMessage(channel="C0ALERTS", text="reply", thread_ts=ts[0])
+    assert fake_slack.message(ts[2]).metadata == _meta("k2")
+
+    # Newest first, roots only, oldest exclusive; metadata only when asked for.
+    plain = await client.conversations_history(channel="C0ALERTS", oldest=ts[0])
+    assert [m["text"] for m in plain["messages"]] == ["m4", "m3", "m2", "m1"]
+    assert all("metadata" not in m for m in plain["messages"])
+    inclusive = await client.conversations_history(channel="C0ALERTS", oldest=ts[0], inclusive=True)
+    assert len(inclusive["messages"]) == 5
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = await client.conversations_history(
+            channel="C0ALERTS", include_all_metadata=True, limit=2, cursor=cursor
+        )
+        pages += 1
+        seen += [m["metadata"]["event_payload"]["key"] for m in page["messages"]]
+        cursor = page["response_metadata"]["next_cursor"]
+        assert page["has_more"] is bool(cursor)
+        if not cursor:
+            break
+    assert (pages, seen) == (3, ["k4", "k3", "k2", "k1", "k0"])
+    latest = await client.conversations_history(channel="C0ALERTS", latest=ts[1])
+    assert [m["text"] for m in latest["messages"]] == ["m0"]
+
+
+async def test_history_takes_an_id_and_a_member(
+    fake_slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake_slack.add_channel("#private", "C0PRIV", member=False)
+    for channel, error in (("#sms-alerts", "channel_not_found"), ("C0PRIV", "not_in_channel")):
+        failed = await api_error(client.conversations_history(channel=channel))
+        assert failed.response["error"] == error
+    bad = await api_error(client.conversations_history(channel="C0ALERTS", cursor="%%%"))
+    assert bad.response["error"] == "invalid_cursor"
+
+
+async def test_replies_give_the_thread_oldest_first_with_metadata(
+    fake_slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    root = await client.chat_postMessage(channel="C0ALERTS", text="root", metadata=_meta("r"))
+    for i in range(3):
+        await client.chat_postMessage(
+            channel="C0ALERTS", text=f"r{i}", thread_ts=root["ts"], metadata=_meta(f"r{i}")
+        )
+    thread = await client.conversations_replies(
+        channel="C0ALERTS", ts=root["ts"], include_all_metadata=True, limit=3
+    )
+    assert [m["text"] for m in thread["messages"]] == ["root", "r0", "r1"]
+    assert thread["messages"][1]["metadata"] == _meta("r0")
+    rest = await client.conversations_replies(
+        channel="C0ALERTS", ts=root["ts"], cursor=thread["response_metadata"]["next_cursor"]
+    )
+    assert [m["text"] for m in rest["messages"]] == ["r2"] and "metadata" not in rest["messages"][0]
+    missing = await api_error(client.conversations_replies(channel="C0ALERTS", ts="1.000001"))
+    assert missing.response["error"] == "thread_not_found"
+
+
+async def test_conversations_list_names_the_channels(client: AsyncWebClient) -> None:
+    listed = await client.conversations_list()
+    assert {"id": "C0ALERTS", "name": "sms-alerts"}.items() <= listed["channels"][0].items()
+
+
+async def test_a_slow_answer_times_out_the_client_but_the_post_is_made(
+    fake_slack: FakeSlack,
+) -> None:
+    impatient = AsyncWebClient(
+        token=TOKEN,
+        base_url=fake_slack.api_url,
+        timeout=0.2,  # type: ignore[arg-type]
+        retry_handlers=[],
+    )
+    fake_slack.slow_next(1, delay_s=5, method="chat.postMessage")
+    assert (await impatient.auth_test())["ok"] is True  # another method: answered at once
+    with pytest.raises(TimeoutError):
+        await impatient.chat_postMessage(channel="C0ALERTS", text="late", metadata=_meta("x"))
+    [posted] = fake_slack.messages("C0ALERTS")
+    assert (posted.text, posted.metadata) == ("late", _meta("x"))
+    assert (await impatient.chat_postMessage(channel="C0ALERTS", text="on time"))["ok"] is True
+
+
 async def test_unknown_thread_ts_is_accepted_like_slack_unless_strict(
     fake_slack: FakeSlack, client: AsyncWebClient
 ) -> None:
@@ -261,6 +355,20 @@ async def test_rate_limit_surfaces_retry_after(
     assert (await client.chat_postMessage(channel="C0ALERTS", text="x"))["ok"] is True
     assert [c.status for c in fake_slack.calls] == [429, 429, 200]
     assert len(fake_slack.messages("C0ALERTS")) == 1
+
+
+async def test_rate_limit_of_one_method_in_one_channel(
+    fake_slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake_slack.add_channel("#ops", "C0OPS")
+    fake_slack.rate_limit_next(1, retry_after=3, method="chat.postMessage", channel="#sms-alerts")
+    assert (await client.chat_postMessage(channel="C0OPS", text="x"))["ok"] is True
+    assert (await client.auth_test())["ok"] is True
+    error = await api_error(client.chat_postMessage(channel="#sms-alerts", text="x"))
+    assert error.response.status_code == 429
+    assert error.response.headers["Retry-After"] == "3"
+    assert (await client.chat_postMessage(channel="C0ALERTS", text="x"))["ok"] is True
+    assert [c.status for c in fake_slack.calls] == [200, 200, 429, 200]
 
 
 async def test_server_errors_surface_and_then_pass(
