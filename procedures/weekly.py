@@ -75,7 +75,7 @@ def _when(at: datetime) -> str:
 async def _disk(deps: Deps) -> Outcome:
     metric = next(m for m in baseline_metrics(deps.settings) if m.key == "disk_pct")
     value = await deps.prometheus.scalar(metric.query)
-    status = classify(value, metric.threshold)
+    status = classify(value, metric.threshold, unit=metric.unit)
     shown = format_value(value, metric.unit)
     used = "" if value is None else " used"
     return Outcome(status, f"{shown}{used} ({metric.threshold.describe()})")
@@ -212,7 +212,7 @@ async def _week_performance(deps: Deps, window: timedelta, step: timedelta) -> O
     rows = []
     statuses = []
     for metric, (value, _n) in zip(metrics, means, strict=True):
-        status = classify(value, metric.threshold)
+        status = classify(value, metric.threshold, unit=metric.unit)
         statuses.append(status)
         rows.append(
             (
