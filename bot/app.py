@@ -7,10 +7,11 @@ the Slack client, and last (first to close) the engine's running tasks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property, partial
 from typing import Any
 
 import aiohttp
@@ -42,10 +43,21 @@ from handlers.jobs import build_jobs
 __all__ = ["App", "SlackParts", "build_app"]
 
 
-@dataclass(frozen=True)
 class SlackParts:
-    app: AsyncApp
-    surface: ChatSurface
+    """Slack out (the outbox surface) and Slack in (the Bolt app), built apart.
+
+    Only ``serve`` receives Slack requests; ``run``, ``shell`` and ``replay``
+    post through the outbox alone. So the Bolt app is built on first use of
+    ``app``, and a terminal command never builds it.
+    """
+
+    def __init__(self, surface: ChatSurface, build_inbound: Callable[[], AsyncApp]) -> None:
+        self.surface = surface
+        self._build_inbound = build_inbound
+
+    @cached_property
+    def app(self) -> AsyncApp:
+        return self._build_inbound()
 
 
 @dataclass(frozen=True)
@@ -122,14 +134,15 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
                 engine.spawn(_awaited(work), name=name)
 
             slack = SlackParts(
-                app=build_slack_app(
+                surface,
+                partial(
+                    build_slack_app,
                     client=client,
                     signing_secret=settings.slack_signing_secret,
                     on_command=on_command,
                     on_click=on_click,
                     spawn=spawn,
                 ),
-                surface=surface,
             )
         # Alerts post where the alert channel is: Slack when configured, else the log.
         alert_surface: ChatSurface = slack.surface if slack else LogSurface()

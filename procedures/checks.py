@@ -8,14 +8,15 @@ says, in one line, what the on-call engineer needs to know.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 
 from bot.adapters.backups import BackupFile
-from bot.adapters.prometheus import PrometheusError, PrometheusUnavailable
-from bot.baseline import Metric, baseline_metrics, classify, format_value
+from bot.adapters.prometheus import PrometheusError, PrometheusUnavailable, Sample
+from bot.baseline import Metric, baseline_metrics, classify, format_value, plausible
 from bot.deps import Deps
 from bot.engine import Outcome
-from bot.messages import Field, Status, Table, worst
+from bot.messages import CodeBlock, Field, Status, Table, worst
 
 __all__ = [
     "ACTIONS_IF_FAILED",
@@ -28,6 +29,7 @@ __all__ = [
     "check_performance",
     "format_age",
     "format_size",
+    "implausible_queries",
     "read_metrics",
 ]
 
@@ -123,28 +125,71 @@ async def check_health_endpoint(deps: Deps) -> Outcome:
 
 @dataclass(frozen=True)
 class MetricReading:
+    """One baseline metric as read now.
+
+    ``no_requests``: a per-request metric (latency, error rate) with no
+    requests to measure; it is not judged, throughput is.
+    """
+
     metric: Metric
     value: float | None
     status: Status
     error: str | None = None
+    no_requests: bool = False
 
     @property
     def shown(self) -> str:
         if self.error:
             return f"query failed: {self.error}"
+        if self.no_requests:
+            return "no requests (see throughput)"
         return format_value(self.value, self.metric.unit)
+
+    @property
+    def implausible(self) -> bool:
+        return self.value is not None and not plausible(self.value, self.metric.unit)
+
+
+def implausible_queries(readings: list[MetricReading]) -> tuple[CodeBlock, ...]:
+    """The query behind each implausible value, so whoever fixes ``SMS_PROMQL`` sees it."""
+    bad = [r for r in readings if r.implausible]
+    if not bad:
+        return ()
+    text = "\n\n".join(
+        f"# {r.metric.key} ({r.metric.label}) = {r.value}\n{r.metric.query}" for r in bad
+    )
+    return (CodeBlock(title="Implausible values: the queries that produced them", text=text),)
+
+
+def _first(samples: list[Sample]) -> float | None:
+    """The first series' value (NaN kept: it is not the same as no series at all)."""
+    return samples[0].value if samples else None
+
+
+def _idle(metrics: tuple[Metric, ...], results: list[object]) -> bool:
+    """No requests to measure: throughput answered with nothing, or with 0 req/s."""
+    for metric, result in zip(metrics, results, strict=True):
+        if metric.key == "throughput_rps" and isinstance(result, list):
+            value = _first(result)
+            return value is None or value == 0
+    return False
 
 
 async def read_metrics(deps: Deps) -> list[MetricReading]:
     """Evaluate every baseline metric concurrently.
 
     Raises ``PrometheusUnavailable`` when Prometheus cannot be reached at
-    all; a single bad query is reported on its own line instead.
+    all; a single bad query is reported on its own line instead. With no
+    requests at all, latency and error rate read "no requests" and are not
+    judged: throughput (no data, or 0 req/s) carries the verdict.
     """
     metrics = baseline_metrics(deps.settings)
-    results = await asyncio.gather(
-        *(deps.prometheus.scalar(m.query) for m in metrics), return_exceptions=True
+    results: list[object] = list(
+        await asyncio.gather(
+            *(deps.prometheus.query(m.query) for m in metrics), return_exceptions=True
+        )
     )
+    idle = _idle(metrics, results)
     readings: list[MetricReading] = []
     for metric, result in zip(metrics, results, strict=True):
         if isinstance(result, PrometheusUnavailable):
@@ -154,7 +199,13 @@ async def read_metrics(deps: Deps) -> list[MetricReading]:
         elif isinstance(result, BaseException):
             raise result
         else:
-            readings.append(MetricReading(metric, result, classify(result, metric.threshold)))
+            assert isinstance(result, list)
+            value = _first(result)
+            if metric.per_request and idle and (value is None or math.isnan(value)):
+                readings.append(MetricReading(metric, None, Status.OK, no_requests=True))
+            else:
+                status = classify(value, metric.threshold, unit=metric.unit)
+                readings.append(MetricReading(metric, value, status))
     return readings
 
 
@@ -175,7 +226,7 @@ async def check_performance(deps: Deps) -> Outcome:
         summary = f"all {len(readings)} metrics within baseline"
     else:
         summary = "; ".join(f"{r.metric.label} {r.shown} ({r.status.value})" for r in bad)
-    return Outcome(status, summary, fields=fields)
+    return Outcome(status, summary, fields=fields, details=implausible_queries(readings))
 
 
 async def check_database(deps: Deps) -> Outcome:

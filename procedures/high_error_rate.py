@@ -176,7 +176,7 @@ async def check_error_rates(deps: Deps) -> ErrorRates:
         rates.setdefault(code, 0.0)
     server = sum(v for code, v in rates.items() if code.startswith("5"))
     client = sum(v for code, v in rates.items() if code.startswith("4"))
-    status = classify(server, threshold)
+    status = classify(server, threshold, unit="%")
     others = sorted(
         ((code, value) for code, value in rates.items() if code not in SHOWN_STATUSES),
         key=lambda kv: (-kv[1], kv[0]),

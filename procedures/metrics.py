@@ -6,7 +6,7 @@ from bot.baseline import format_value
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Status, Table, worst
-from procedures.checks import read_metrics
+from procedures.checks import implausible_queries, read_metrics
 
 __all__ = ["metrics"]
 
@@ -40,7 +40,7 @@ async def _table(deps: Deps) -> Outcome:
         columns=("metric", "current", "baseline", "alert", "critical", "status"),
         rows=rows,
     )
-    return Outcome(status, summary, details=(table,))
+    return Outcome(status, summary, details=(table, *implausible_queries(readings)))
 
 
 async def metrics(run: Run) -> None:

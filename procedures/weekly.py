@@ -23,10 +23,10 @@ from datetime import datetime, timedelta
 from bot.adapters.alertmanager import AlertInfo, AlertmanagerError
 from bot.adapters.backups import BackupUnreadable
 from bot.adapters.prometheus import DEFAULT_QUERIES, Series
-from bot.baseline import Metric, baseline_metrics, classify, format_value
+from bot.baseline import Metric, baseline_metrics, classify, format_value, plausible
 from bot.deps import Deps
 from bot.engine import Outcome, Run
-from bot.messages import Status, Table, worst
+from bot.messages import CodeBlock, Status, Table, worst
 from bot.store.base import Incident
 from procedures.checks import format_age, format_size
 
@@ -75,7 +75,7 @@ def _when(at: datetime) -> str:
 async def _disk(deps: Deps) -> Outcome:
     metric = next(m for m in baseline_metrics(deps.settings) if m.key == "disk_pct")
     value = await deps.prometheus.scalar(metric.query)
-    status = classify(value, metric.threshold)
+    status = classify(value, metric.threshold, unit=metric.unit)
     shown = format_value(value, metric.unit)
     used = "" if value is None else " used"
     return Outcome(status, f"{shown}{used} ({metric.threshold.describe()})")
@@ -212,7 +212,7 @@ async def _week_performance(deps: Deps, window: timedelta, step: timedelta) -> O
     rows = []
     statuses = []
     for metric, (value, _n) in zip(metrics, means, strict=True):
-        status = classify(value, metric.threshold)
+        status = classify(value, metric.threshold, unit=metric.unit)
         statuses.append(status)
         rows.append(
             (
@@ -237,6 +237,15 @@ async def _week_performance(deps: Deps, window: timedelta, step: timedelta) -> O
         return Outcome(
             Status.WARN, f"no data in Prometheus for {_duration(window)}", details=(table,)
         )
+    wrong = [
+        f"# {m.key} ({m.label}) = {v}\n{m.query}"
+        for m, (v, _n) in zip(metrics, means, strict=True)
+        if v is not None and not plausible(v, m.unit)
+    ]
+    queries: tuple[CodeBlock, ...] = ()
+    if wrong:
+        title = "Implausible values: the queries that produced them"
+        queries = (CodeBlock(title=title, text="\n\n".join(wrong)),)
     off = [
         f"{m.label} {format_value(v, m.unit)} ({s.value})"
         for m, (v, _n), s in zip(metrics, means, statuses, strict=True)
@@ -244,7 +253,7 @@ async def _week_performance(deps: Deps, window: timedelta, step: timedelta) -> O
     ]
     mean = f"mean of {_count(samples, 'sample')}"
     summary = "; ".join(off) if off else f"all {len(metrics)} within baseline ({mean})"
-    return Outcome(worst(statuses), summary, details=(table,))
+    return Outcome(worst(statuses), summary, details=(table, *queries))
 
 
 async def _worst_endpoints(deps: Deps, window: timedelta, step: timedelta) -> Outcome:

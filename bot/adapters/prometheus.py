@@ -46,8 +46,11 @@ DEFAULT_QUERIES: Mapping[str, str] = MappingProxyType(
             "sum by (le) (rate(http_request_duration_seconds_bucket[5m])))"
         ),
         "throughput_rps": "sum(rate(http_requests_total[5m]))",
+        # A backend that has never failed has no 5xx series at all: "or vector(0)"
+        # makes that 0 %, not "no data". With no requests the ratio is 0/0 (NaN) or
+        # empty: nothing to measure, and throughput says so.
         "error_rate_pct": (
-            '100 * sum(rate(http_requests_total{status=~"5.."}[5m])) '
+            '100 * (sum(rate(http_requests_total{status=~"5.."}[5m])) or vector(0)) '
             "/ sum(rate(http_requests_total[5m]))"
         ),
         "cpu_pct": '100 * (1 - avg(rate(node_cpu_seconds_total{mode="idle"}[5m])))',

@@ -25,6 +25,7 @@ no history), so one of those that timed out may show twice.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,10 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import (
+    warning_client_prioritized_and_token_skipped,
+    warning_token_skipped,
+)
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
@@ -445,6 +450,26 @@ def _retry_after(headers: Any) -> float:
         return 1.0
 
 
+class _ChosenOnPurpose(logging.Filter):
+    """Drops Bolt's two start-up warnings about choices this module makes deliberately.
+
+    Bolt reads ``SLACK_BOT_TOKEN`` from the environment on its own and then
+    warns that it ignores it, because a client (ours, without retries) and an
+    ``authorize`` (no ``auth.test`` round trip) were given. Both are intended:
+    the warnings would only teach operators to ignore stderr. Every other
+    Bolt message passes.
+    """
+
+    _MESSAGES = frozenset({warning_client_prioritized_and_token_skipped(), warning_token_skipped()})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self._MESSAGES
+
+
+_BOLT_LOG = logging.getLogger("bot.chat.slack.bolt")
+_BOLT_LOG.addFilter(_ChosenOnPurpose())
+
+
 def build_slack_app(
     *,
     client: AsyncWebClient,
@@ -477,6 +502,7 @@ def build_slack_app(
         signing_secret=signing_secret or secrets.token_urlsafe(32),
         request_verification_enabled=True,
         process_before_response=False,
+        logger=_BOLT_LOG,
     )
 
     @app.command("/sms")

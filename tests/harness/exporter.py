@@ -34,6 +34,7 @@ __all__ = [
     "DEGRADED",
     "HANDLERS",
     "HEALTHY",
+    "NEVER_FAILED",
     "SLOW_HANDLER",
     "ExporterServer",
     "MetricSample",
@@ -136,6 +137,19 @@ HEALTHY = Profile(
     disk_used=0.0295,
 )
 
+# A backend that has served thousands of requests and never a 5xx: like a real
+# client library, the exporter has no status="500" series at all (see samples_at).
+NEVER_FAILED = Profile(
+    name="never-failed",
+    rps=30.22,
+    error_fraction=0.0,
+    p95_s=0.34,
+    p99_s=1.9,
+    cpu_busy=0.15,
+    memory_used=0.153,
+    disk_used=0.0295,
+)
+
 DEGRADED = Profile(
     name="degraded",
     rps=6.0,
@@ -212,6 +226,10 @@ def samples_at(profile: Profile, *, uptime_s: float) -> list[MetricSample]:
             ("404", ok * 0.01),
             ("500", total * profile.error_fraction),
         ):
+            if rate == 0:
+                # A labelled counter exists from its first count on: a status never
+                # served has no series (not a series at 0), as in prometheus_client.
+                continue
             out.append(
                 MetricSample(
                     "http_requests_total",

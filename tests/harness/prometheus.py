@@ -31,13 +31,21 @@ import aiohttp
 import pytest
 
 from bot.adapters.prometheus import DEFAULT_QUERIES, PrometheusClient, PrometheusError
-from tests.harness.exporter import DEGRADED, HEALTHY, ExporterServer, Profile, format_openmetrics
+from tests.harness.exporter import (
+    DEGRADED,
+    HEALTHY,
+    NEVER_FAILED,
+    ExporterServer,
+    Profile,
+    format_openmetrics,
+)
 
 __all__ = [
     "PrometheusInstance",
     "free_port",
     "prometheus_degraded",
     "prometheus_healthy",
+    "prometheus_never_failed",
     "prometheus_stack",
     "running_prometheus",
 ]
@@ -259,3 +267,29 @@ def prometheus_healthy(prometheus_stack: dict[str, PrometheusInstance]) -> Prome
 def prometheus_degraded(prometheus_stack: dict[str, PrometheusInstance]) -> PrometheusInstance:
     """Prometheus scraping an SMS past every critical threshold of the runbook."""
     return prometheus_stack[DEGRADED.name]
+
+
+@pytest.fixture(scope="session")
+def prometheus_never_failed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PrometheusInstance]:
+    """Prometheus scraping an SMS that has never served a 5xx (no 5xx series at all).
+
+    Started on its own, only by the tests that ask for it.
+    """
+    _binary("prometheus")
+    _binary("promtool")
+    background = _BackgroundLoop()
+    stack = contextlib.AsyncExitStack()
+    workdir = tmp_path_factory.mktemp(f"prometheus-{NEVER_FAILED.name}")
+    try:
+        try:
+            instance = background.run(
+                stack.enter_async_context(running_prometheus(NEVER_FAILED, workdir)), timeout=120
+            )
+        except Exception as exc:
+            pytest.fail(f"could not start Prometheus: {exc}", pytrace=False)
+        yield instance
+    finally:
+        background.run(stack.aclose(), timeout=60)
+        background.close()

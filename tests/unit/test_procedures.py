@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Command
-from bot.messages import Status, Table
+from bot.messages import CodeBlock, Status, Table
 from procedures.health import health
 from procedures.metrics import metrics
 from tests.fakes import NOW, FakeSurface, container, healthy_report
@@ -315,3 +316,76 @@ async def test_health_endpoint_unreachable(deps: Deps) -> None:
         Status.FAILED,
         "http://localhost:8080/health: connection refused",
     )
+
+
+# -- values that are right, values that cannot be, and nothing to measure -------
+
+
+async def test_no_error_ever_reads_zero_percent_and_passes(deps: Deps) -> None:
+    deps.prometheus.by_query[DEFAULT_QUERIES["error_rate_pct"]] = 0.0  # type: ignore[attr-defined]
+    _backup(deps, "backup_20261126_020000.sql", age_h=5.5)
+    surface, status = await _run(deps, health)
+    assert status is Status.OK
+    fields = {f.label: f for f in surface.last().fields}
+    assert fields["Error rate"].value.startswith("0.0% (")
+    assert fields["Error rate"].status is Status.OK
+    assert surface.last().text == "All 5 checks passed."
+
+
+async def test_without_requests_latency_and_error_rate_say_so_and_throughput_judges(
+    deps: Deps,
+) -> None:
+    prom = deps.prometheus
+    prom.by_query[DEFAULT_QUERIES["throughput_rps"]] = 0.0  # type: ignore[attr-defined]
+    prom.by_query[DEFAULT_QUERIES["error_rate_pct"]] = float("nan")  # type: ignore[attr-defined]
+    prom.by_query[DEFAULT_QUERIES["p95_ms"]] = float("nan")  # type: ignore[attr-defined]
+    prom.by_query[DEFAULT_QUERIES["p99_ms"]] = None  # type: ignore[attr-defined]
+    surface, status = await _run(deps, metrics, "metrics")
+    rows = {r[0]: r for r in surface.replies()[0].details[0].rows}  # type: ignore[union-attr]
+    for label in ("Response time p95", "Response time p99", "Error rate"):
+        assert rows[label][1] == "no requests (see throughput)"
+        assert rows[label][-1] == "OK"
+    assert rows["Throughput"][1:] == (
+        "0.00 req/s",
+        "30.22 req/s",
+        "< 20.00 req/s",
+        "< 10.00 req/s",
+        "CRIT",
+    )
+    assert status is Status.CRIT
+
+
+async def test_nan_while_requests_flow_is_implausible_not_no_data(deps: Deps) -> None:
+    deps.prometheus.by_query[DEFAULT_QUERIES["p95_ms"]] = float("nan")  # type: ignore[attr-defined]
+    surface, _status = await _run(deps, health)
+    status, summary = _steps(surface)["Performance metrics"]
+    assert status is Status.WARN
+    assert "Response time p95 NaN: implausible (check `SMS_PROMQL`)" in summary
+
+
+async def test_an_implausible_value_is_a_warning_with_its_query(deps: Deps) -> None:
+    inverted = (
+        "100 * sum(rate(http_requests_total[5m])) "
+        '/ sum(rate(http_requests_total{status=~"5.."}[5m]))'
+    )
+    deps = replace(
+        deps,
+        settings=deps.settings.model_copy(update={"sms_promql": {"error_rate_pct": inverted}}),
+    )
+    deps.prometheus.by_query[inverted] = 7518.8  # type: ignore[attr-defined]
+    _backup(deps, "backup_20261126_020000.sql", age_h=5.5)
+    surface, status = await _run(deps, health)
+    step_status, summary = _steps(surface)["Performance metrics"]
+    assert step_status is Status.WARN and status is Status.WARN
+    assert summary == "Error rate 7518.8%: implausible (check `SMS_PROMQL`) (warn)"
+    assert surface.last().text.startswith("1 of 5 checks need attention.")
+    blocks = [d for m in surface.replies() for d in m.details if isinstance(d, CodeBlock)]
+    assert [b.title for b in blocks] == ["Implausible values: the queries that produced them"]
+    assert inverted in blocks[0].text and "error_rate_pct" in blocks[0].text
+
+    surface, status = await _run(deps, metrics, "metrics")
+    details = [d for m in surface.replies() for d in m.details]
+    rows = {r[0]: r for r in details[0].rows}  # type: ignore[union-attr]
+    assert rows["Error rate"][1] == "7518.8%: implausible (check `SMS_PROMQL`)"
+    assert rows["Error rate"][-1] == "WARN"
+    assert isinstance(details[1], CodeBlock) and inverted in details[1].text

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bot.baseline import classify, format_value
+from bot.baseline import classify, format_value, plausible
 from bot.config import Threshold
 from bot.messages import Status, worst
 from bot.redact import redact, redact_url
@@ -101,3 +101,50 @@ def test_worst() -> None:
     assert worst([Status.OK, Status.WARN]) is Status.WARN
     assert worst([Status.CRIT, Status.FAILED, Status.WARN]) is Status.FAILED
     assert worst([Status.FAILED, Status.CRIT]) is Status.FAILED
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        (0.0, "%", True),
+        (100.0, "%", True),
+        (100.5, "%", False),
+        (-0.1, "%", False),
+        (7512.0, "%", False),
+        (2500.0, "ms", True),
+        (-3.0, "ms", False),
+        (-1.0, "req/s", False),
+        (1e6, "req/s", True),
+        (math.nan, "ms", False),
+        (math.inf, "ms", False),
+        (-math.inf, "req/s", False),
+    ],
+)
+def test_plausible_values(value: float, unit: str, expected: bool) -> None:
+    assert plausible(value, unit) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "threshold"),
+    [
+        (7512.0, "%", Threshold(2, 5)),  # an inverted ratio must not read CRIT ...
+        (-5.0, "%", Threshold(2, 5)),  # ... nor a negative one OK
+        (-120.0, "ms", Threshold(500, 1000)),
+        (-3.0, "req/s", Threshold(20, 10)),  # lower is worse: not "critical" either
+        (math.inf, "ms", Threshold(500, 1000)),
+        (math.nan, "%", Threshold(80, 95)),
+    ],
+)
+def test_implausible_values_are_warnings_not_verdicts(
+    value: float, unit: str, threshold: Threshold
+) -> None:
+    assert classify(value, threshold, unit=unit) is Status.WARN
+    assert format_value(value, unit).endswith(": implausible (check `SMS_PROMQL`)")
+
+
+def test_implausible_values_show_what_the_query_returned() -> None:
+    assert format_value(7512.3, "%") == "7512.3%: implausible (check `SMS_PROMQL`)"
+    assert format_value(-120.0, "ms") == "-120 ms: implausible (check `SMS_PROMQL`)"
+    assert format_value(math.inf, "req/s") == "+Inf req/s: implausible (check `SMS_PROMQL`)"
+    assert format_value(math.nan, "%") == "NaN: implausible (check `SMS_PROMQL`)"
+    assert format_value(0.0, "%") == "0.0%"

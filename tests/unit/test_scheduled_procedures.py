@@ -633,3 +633,21 @@ async def test_monthly_maintenance_without_a_database_url_proposes_nothing(
     assert "VACUUM ANALYZE: not proposed, SMS_DATABASE_URL names no database." in (
         surface.last().text
     )
+
+
+async def test_weekly_report_shows_an_implausible_mean_as_a_warning_with_its_query(
+    deps: Deps,
+) -> None:
+    _week_of(deps, "p95_ms", [340.0])
+    _week_of(deps, "p99_ms", [1900.0])
+    _week_of(deps, "throughput_rps", [30.0])
+    _week_of(deps, "error_rate_pct", [7500.0, 7540.0])  # an inverted ratio, say
+    run, surface = await _run(deps, weekly_report)
+    steps = _steps(surface)
+    assert steps["Performance over the last 7 days"] == (
+        Status.WARN,
+        "Error rate 7520%: implausible (check `SMS_PROMQL`) (warn)",
+    )
+    blocks = [d for m in surface.replies() for d in m.details if isinstance(d, CodeBlock)]
+    assert any(DEFAULT_QUERIES["error_rate_pct"] in b.text for b in blocks), blocks
+    assert run.status is Status.WARN
