@@ -11,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean FORCE
+.PHONY: run test test-debian13 lint typecheck unit bench clean FORCE
 
 # A .venv made by another interpreter than the one chosen now is made again.
 ifneq ($(wildcard $(STAMP)),)
@@ -47,6 +47,11 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-debian13
+
+# The unit tests again on Debian 13's Python 3.13, in a cached debootstrapped root under Docker.
+test-debian13:
+	tests/debian/run-unit
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
