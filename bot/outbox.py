@@ -15,6 +15,15 @@ a 5xx) may have been carried out all the same: the delivery raises
 before posting it again. A rate limit pauses the platform method (per
 channel where the platform counts per channel) for every item, not only for
 the one that met it.
+
+The outbox holds the neutral ``Message`` (``bot.chat.codec``), never a
+platform's payload: each ``Delivery`` renders it when it sends it, and
+decides the look of an update from what the store says about the message
+(a thread reply keeps the thread's look), not from the memory of the replica
+that queued it. So an update looks the same on any replica and after a
+restart, and one item can be rendered by Slack's delivery today and by a
+Teams delivery later. Backoff is computed from the item's stored
+``attempts`` for the same reason.
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 
 from bot.chat.base import Conversation, MessageRef
+from bot.chat.codec import MessageDecodeError, message_from_json, message_to_json
 from bot.deps import Clock
 from bot.messages import Message
 from bot.store.base import ChatMessage, OutboxItem, Store, StoreUnavailable
@@ -41,15 +52,18 @@ __all__ = [
     "MaybeDelivered",
     "OutboxSurface",
     "OutboxWorker",
+    "Outgoing",
     "RetryLater",
     "Undeliverable",
     "chat_message",
     "maybe_delivered",
+    "outgoing",
 ]
 
 log = structlog.get_logger(__name__)
 
-Render = Callable[[Message], dict[str, Any]]
+# The exponent of the backoff stops growing here (max_backoff_s caps the delay anyway).
+_MAX_BACKOFF_EXPONENT = 32
 
 
 class DeliveryError(Exception):
@@ -98,46 +112,77 @@ class Undeliverable(DeliveryError):
     """Permanent: retrying cannot help (bad blocks, unknown channel, revoked token)."""
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """An outbox item with its payload read: what a delivery renders and sends.
+
+    ``message`` is None only for an item queued by a version that stored the
+    platform's payload itself; ``rendered`` holds that payload, sent as it is.
+    ``thread_reply`` is the op's own flag (a ``reply``); whether an ``update``
+    changes a thread reply is for the delivery to read in the store, where the
+    delivered reply was recorded, since the replica that queued the update may
+    never have seen the reply.
+    """
+
+    item: OutboxItem
+    message: Message | None
+    final: bool = False
+    reply_url: str | None = None
+    user: str = ""
+    thread_reply: bool = False
+    rendered: Mapping[str, Any] = field(default_factory=dict)
+
+
+def outgoing(item: OutboxItem) -> Outgoing:
+    """The item's payload decoded; ``MessageDecodeError`` when it cannot be read."""
+    payload = item.payload
+    raw = payload.get("message")
+    message = None if raw is None else message_from_json(raw)
+    reply_url = payload.get("reply_url")
+    return Outgoing(
+        item=item,
+        message=message,
+        final=bool(payload.get("final")),
+        reply_url=str(reply_url) if reply_url else None,
+        user=str(payload.get("user") or ""),
+        thread_reply=bool(payload.get("thread_reply", item.op == "reply")),
+        rendered={} if raw is not None else dict(payload),
+    )
+
+
 class Delivery(Protocol):
-    """Sends one outbox item to one platform."""
+    """Sends one outbox item to one platform, rendering its neutral message natively."""
 
     surface: str
 
-    async def deliver(self, item: OutboxItem) -> None: ...
+    async def deliver(self, out: Outgoing) -> None: ...
 
-    def rate_keys(self, item: OutboxItem) -> tuple[str, ...]:
+    def rate_keys(self, out: Outgoing) -> tuple[str, ...]:
         """What ``deliver`` may call, named as ``RetryLater.pause`` names it."""
         ...
 
 
 class OutboxSurface:
-    """A ``ChatSurface`` that writes to the outbox; ``render`` makes the platform payload."""
+    """A ``ChatSurface`` that writes the neutral message to the outbox; deliveries render it."""
 
     def __init__(
         self,
         *,
         name: str,
         store: Store,
-        render: Render,
         clock: Clock,
-        render_reply: Render | None = None,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = name
         self._store = store
-        self._render = render
-        self._render_reply = render_reply or render
-        # Keys of messages that live in a thread, so their updates keep the thread's look.
-        self._in_thread: set[str] = set()
         self._clock = clock
         self._wake = wake
 
-    def _payload(
-        self, msg: Message, where: Conversation, *, in_thread: bool = False
-    ) -> dict[str, Any]:
-        render = self._render_reply if in_thread else self._render
-        payload = dict(render(msg))
-        payload["final"] = msg.status.is_done
+    @staticmethod
+    def _payload(msg: Message, where: Conversation, *, op: str) -> dict[str, Any]:
+        payload: dict[str, Any] = {"message": message_to_json(msg), "final": msg.status.is_done}
+        if op == "reply":
+            payload["thread_reply"] = True
         if where.reply_url:
             payload["reply_url"] = where.reply_url
         return payload
@@ -165,7 +210,11 @@ class OutboxSurface:
     async def post(self, where: Conversation, msg: Message) -> MessageRef:
         key = uuid.uuid4().hex
         await self._add(
-            key=key, op="post", where=where, parent_key=None, payload=self._payload(msg, where)
+            key=key,
+            op="post",
+            where=where,
+            parent_key=None,
+            payload=self._payload(msg, where, op="post"),
         )
         return MessageRef(where, key)
 
@@ -175,7 +224,7 @@ class OutboxSurface:
             op="update",
             where=ref.conversation,
             parent_key=None,
-            payload=self._payload(msg, ref.conversation, in_thread=ref.id in self._in_thread),
+            payload=self._payload(msg, ref.conversation, op="update"),
         )
 
     async def reply(self, ref: MessageRef, msg: Message, *, key: str | None = None) -> MessageRef:
@@ -185,13 +234,12 @@ class OutboxSurface:
             op="reply",
             where=ref.conversation,
             parent_key=ref.id,
-            payload=self._payload(msg, ref.conversation, in_thread=True),
+            payload=self._payload(msg, ref.conversation, op="reply"),
         )
-        self._in_thread.add(new_key)
         return MessageRef(ref.conversation, new_key)
 
     async def ephemeral(self, where: Conversation, user: str, msg: Message) -> None:
-        payload = self._payload(msg, where)
+        payload = self._payload(msg, where, op="ephemeral")
         payload["user"] = user
         await self._add(
             key=uuid.uuid4().hex, op="ephemeral", where=where, parent_key=None, payload=payload
@@ -221,7 +269,6 @@ class OutboxWorker:
         self._lease_s = lease_s
         self._wake = asyncio.Event()
         self._last_update: dict[str, float] = {}
-        self._failures: dict[int, int] = {}
         # Rate-limited methods (or method and channel): paused until this time.
         self._paused: dict[str, datetime] = {}
         self._failing = False
@@ -261,6 +308,13 @@ class OutboxWorker:
             await self._store.outbox_dead(item.id, error=f"no delivery for surface {item.surface}")
             bound.error("outbox.no_delivery", surface=item.surface)
             return
+        try:
+            out = outgoing(item)
+        except MessageDecodeError as exc:
+            # Retrying cannot make it readable: kept, dead, for inspection.
+            await self._store.outbox_dead(item.id, error=f"unreadable message: {exc}")
+            bound.error("outbox.unreadable_message", error=str(exc))
+            return
         if item.op == "update":
             wait = self._last_update.get(item.message_key, -1e9) + self._min_update_interval_s
             early = wait - time.monotonic()
@@ -270,17 +324,16 @@ class OutboxWorker:
                     item.id, at=self._at(early), error=item.last_error or ""
                 )
                 return
-        resume = self._paused_until(delivery.rate_keys(item))
+        resume = self._paused_until(delivery.rate_keys(out))
         if resume is not None:
             # Not sent and not a failure: back when the platform said it may be.
             # last_error is kept as it is: it may say the last post may have arrived.
             await self._store.outbox_retry(item.id, at=resume, error=item.last_error or "")
             return
         try:
-            await delivery.deliver(item)
+            await delivery.deliver(out)
         except Undeliverable as exc:
             await self._store.outbox_dead(item.id, error=str(exc))
-            self._failures.pop(item.id, None)
             bound.error("outbox.undeliverable", error=str(exc))
             return
         except RetryLater as exc:
@@ -297,7 +350,6 @@ class OutboxWorker:
             await self._retry(item, error, None)
             return
         await self._store.outbox_done(item.id)
-        self._failures.pop(item.id, None)
         self.delivered += 1
         if item.op in ("update", "post"):
             self._last_update[item.message_key] = time.monotonic()
@@ -305,10 +357,21 @@ class OutboxWorker:
             self._failing = False
             log.info("outbox.delivering_again")
 
+    def backoff_s(self, item: OutboxItem) -> float:
+        """Seconds before the next try of an item that failed just now: 1, 2, 4 ... capped.
+
+        Computed from the stored ``attempts`` (the failures before this one), so
+        a replica that claims the item after another one failed it, or a worker
+        restarted mid-backoff, goes on with the sequence rather than starting it
+        over. The store counts every time an item was put back, a wait for a
+        rate limit or for the update interval included: such a wait makes the
+        next backoff one step longer, never longer than ``max_backoff_s``.
+        """
+        exponent = min(item.attempts + 1, _MAX_BACKOFF_EXPONENT)
+        return float(min(self._max_backoff_s, 0.5 * 2**exponent))
+
     async def _retry(self, item: OutboxItem, error: str, after: float | None) -> None:
-        failures = self._failures.get(item.id, 0) + 1
-        self._failures[item.id] = failures
-        delay = after if after is not None else min(self._max_backoff_s, 0.5 * 2**failures)
+        delay = after if after is not None else self.backoff_s(item)
         await self._store.outbox_retry(item.id, at=self._at(delay), error=error)
         if not self._failing:
             self._failing = True

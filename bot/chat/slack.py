@@ -4,7 +4,9 @@ Inbound, Bolt verifies every request's signature (401 and nothing runs when it
 fails), the listener acknowledges at once, and the command or click is
 normalised into a ``Command`` or ``Click`` handed to the handlers in a task
 the engine tracks. Outbound, the bot never calls Slack from a procedure: the
-``OutboxSurface`` writes to the store and ``SlackDelivery`` sends it, mapping
+``OutboxSurface`` writes the neutral message to the store and ``SlackDelivery``
+renders it as Block Kit when it sends it (a thread reply, and every update of
+one, with the thread's look: the store says which messages are replies), mapping
 Slack's answers onto retry-later (429 with Retry-After, 5xx, outages) and
 undeliverable (bad blocks, revoked token). A 429 pauses the method it hit
 for every item (in that channel for the ``chat.*`` methods, where Slack
@@ -60,6 +62,7 @@ from bot.http import read_body
 from bot.outbox import (
     MaybeDelivered,
     OutboxSurface,
+    Outgoing,
     RetryLater,
     Undeliverable,
     chat_message,
@@ -146,14 +149,8 @@ def slack_client(*, token: str, base_url: str, timeout: float = 10.0) -> AsyncWe
 
 
 def slack_surface(*, store: Store, clock: Clock, wake: Callable[[], None]) -> OutboxSurface:
-    return OutboxSurface(
-        name="slack",
-        store=store,
-        render=to_block_kit,
-        render_reply=to_thread_reply,
-        clock=clock,
-        wake=wake,
-    )
+    """Slack's ``ChatSurface``: the outbox, delivered (and rendered) by ``SlackDelivery``."""
+    return OutboxSurface(name="slack", store=store, clock=clock, wake=wake)
 
 
 class SlackDelivery:
@@ -172,12 +169,13 @@ class SlackDelivery:
         # Why the bot could not look for an earlier attempt, each logged once.
         self._cannot_look: set[str] = set()
 
-    def rate_keys(self, item: OutboxItem) -> tuple[str, ...]:
+    def rate_keys(self, out: Outgoing) -> tuple[str, ...]:
         """The methods (and channels) this item may call, as ``_call`` names their pauses."""
+        item = out.item
         if item.op == "update":
             return (self._pause_key("chat.update", item.channel),)
         if item.op == "ephemeral":
-            if item.payload.get("reply_url"):
+            if out.reply_url:
                 return ()
             return (self._pause_key("chat.postEphemeral", item.channel),)
         keys: tuple[str, ...] = (self._pause_key("chat.postMessage", item.channel),)
@@ -191,22 +189,20 @@ class SlackDelivery:
         name = str(channel or "")
         return f"{method} {self._channel_ids.get(name, name)}"
 
-    async def deliver(self, item: OutboxItem) -> None:
-        payload = dict(item.payload)
-        content = {"text": payload.get("text", ""), "blocks": payload.get("blocks", [])}
-        reply_url = payload.get("reply_url")
+    async def deliver(self, out: Outgoing) -> None:
+        item = out.item
         if item.op == "post":
-            await self._post(item, content, reply_url)
+            await self._post(item, _content(out, thread=False), out.reply_url)
         elif item.op == "update":
-            await self._update(item, content, reply_url, final=bool(payload.get("final")))
+            await self._update(out)
         elif item.op == "reply":
-            await self._reply(item, content, reply_url)
+            await self._reply(item, _content(out, thread=True), out.reply_url)
         elif item.op == "ephemeral":
-            await self._ephemeral(item, content, reply_url, str(payload.get("user", "")))
+            await self._ephemeral(item, _content(out, thread=False), out.reply_url, out.user)
         else:
             raise Undeliverable(f"unknown outbox op {item.op!r}")
 
-    async def _post(self, item: OutboxItem, content: dict[str, Any], reply_url: Any) -> None:
+    async def _post(self, item: OutboxItem, content: dict[str, Any], reply_url: str | None) -> None:
         if maybe_delivered(item):
             found = await self._find_earlier(item, channel=item.channel, thread_ts=None)
             if found is not None:
@@ -220,7 +216,7 @@ class SlackDelivery:
             )
         except Undeliverable as exc:
             if str(exc) in _USE_RESPONSE_URL and reply_url:
-                await self._respond(str(reply_url), {"response_type": "in_channel", **content})
+                await self._respond(reply_url, {"response_type": "in_channel", **content})
                 await self._store.chat_message_put(
                     chat_message(item, channel=item.channel, ts=VIA_RESPONSE_URL, thread_ts=None)
                 )
@@ -231,20 +227,23 @@ class SlackDelivery:
             chat_message(item, channel=str(resp["channel"]), ts=str(resp["ts"]), thread_ts=None)
         )
 
-    async def _update(
-        self, item: OutboxItem, content: dict[str, Any], reply_url: Any, *, final: bool
-    ) -> None:
-        target = await self._store.chat_message_get(item.message_key)
+    async def _update(self, out: Outgoing) -> None:
+        target = await self._store.chat_message_get(out.item.message_key)
         if target is None or target.ts is None:
             raise Undeliverable("the message to update was never posted")
+        # A delivered thread reply is stored with its thread (see ``_reply``): whoever
+        # queued this update, and whenever, it keeps the look the reply was posted with.
+        content = _content(out, thread=target.thread_ts is not None)
         if target.ts == VIA_RESPONSE_URL:
             # No ts to update: only the final state is worth another message.
-            if final and reply_url:
-                await self._respond(str(reply_url), {"response_type": "in_channel", **content})
+            if out.final and out.reply_url:
+                await self._respond(out.reply_url, {"response_type": "in_channel", **content})
             return
         await self._call("chat.update", channel=target.channel, ts=target.ts, **content)
 
-    async def _reply(self, item: OutboxItem, content: dict[str, Any], reply_url: Any) -> None:
+    async def _reply(
+        self, item: OutboxItem, content: dict[str, Any], reply_url: str | None
+    ) -> None:
         parent = await self._store.chat_message_get(item.parent_key) if item.parent_key else None
         if parent is None or parent.ts is None:
             raise Undeliverable("the thread's first message was never posted")
@@ -252,9 +251,12 @@ class SlackDelivery:
             # No lookup possible here: Slack keeps no ts or history of response_url posts.
             if not reply_url:
                 raise Undeliverable("no thread and no response_url to answer in")
-            await self._respond(str(reply_url), {"response_type": "in_channel", **content})
+            await self._respond(reply_url, {"response_type": "in_channel", **content})
+            # Stored as a reply (a thread with no ts either), so its updates keep its look.
             await self._store.chat_message_put(
-                chat_message(item, channel=parent.channel, ts=VIA_RESPONSE_URL, thread_ts=None)
+                chat_message(
+                    item, channel=parent.channel, ts=VIA_RESPONSE_URL, thread_ts=VIA_RESPONSE_URL
+                )
             )
             return
         thread_ts = parent.thread_ts or parent.ts
@@ -279,11 +281,11 @@ class SlackDelivery:
         )
 
     async def _ephemeral(
-        self, item: OutboxItem, content: dict[str, Any], reply_url: Any, user: str
+        self, item: OutboxItem, content: dict[str, Any], reply_url: str | None, user: str
     ) -> None:
         if reply_url:
             await self._respond(
-                str(reply_url),
+                reply_url,
                 {"response_type": "ephemeral", "replace_original": False, **content},
             )
             return
@@ -417,6 +419,18 @@ class SlackDelivery:
                     raise RetryLater(f"response_url: HTTP {resp.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RetryLater(f"response_url: {type(exc).__name__}: {exc}") from exc
+
+
+def _content(out: Outgoing, *, thread: bool) -> dict[str, Any]:
+    """``{"text", "blocks"}``: the message rendered now, in the root or the thread look.
+
+    An item queued before the outbox stored neutral messages holds Slack's
+    payload already rendered: that is sent as it is.
+    """
+    if out.message is None:
+        return {"text": out.rendered.get("text", ""), "blocks": out.rendered.get("blocks", [])}
+    render = to_thread_reply if thread else to_block_kit
+    return dict(render(out.message))
 
 
 class _Refused(RetryLater):

@@ -13,9 +13,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.chat.base import Conversation
+from bot.chat.blockkit import to_block_kit, to_thread_reply
+from bot.chat.codec import message_from_json
 from bot.chat.slack import SlackDelivery, slack_client, slack_surface
 from bot.deps import utc_now
-from bot.messages import Message, Status, StepView
+from bot.messages import Button, Field, Link, Message, Status, StepView
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.store import open_store
 from bot.store.base import Store
@@ -352,3 +354,159 @@ async def test_without_the_history_scope_it_says_so_once_and_posts_again(
     warned = [e for e in logs if e["event"] == "slack.cannot_look_for_earlier_posts"]
     assert len(warned) == 1 and "missing_scope" in warned[0]["reason"]
     assert await store.outbox_pending() == 0
+
+
+# -- rendered at delivery: the same look on any replica, after a restart -------------------
+
+
+def _full(title: str, status: Status = Status.RUNNING) -> Message:
+    """A message whose root and thread looks differ in their blocks."""
+    return Message(
+        title=title,
+        status=status,
+        text="Backend answers 502",
+        fields=(Field("Service", "backend"), Field("Dashboard", Link("Grafana", "https://g/d"))),
+        steps=(StepView("Check container", Status.OK, 0.4),),
+        buttons=(Button("Restart", "restart", "p-1", "danger"),),
+    )
+
+
+async def test_an_update_of_a_reply_keeps_the_thread_look_through_a_new_worker_and_surface(
+    store: Store, fake_slack: FakeSlack
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        first = Parts(store, fake_slack, session)
+        ref = await first.surface.post(WHERE, _msg("Backend down"))
+        reply = await first.surface.reply(ref, _full("Restart backend?"))
+        await first.drain(store)
+
+        # Another replica (or this one after a restart): nothing in memory about the reply.
+        second = Parts(store, fake_slack, session)
+        done = _full("Restart backend?", Status.OK)
+        await second.surface.update(reply, done)
+        await second.surface.update(ref, _full("Backend down", Status.OK))
+        await second.drain(store)
+
+    [root] = _roots(fake_slack)
+    [posted] = fake_slack.replies(root.ts)
+    assert posted.updates == 1
+    assert posted.blocks == to_thread_reply(done)["blocks"]
+    assert posted.blocks != to_block_kit(done)["blocks"]
+    assert root.blocks == to_block_kit(_full("Backend down", Status.OK))["blocks"]
+
+
+async def test_a_reply_through_the_response_url_keeps_the_thread_look_when_updated(
+    store: Store, fake_slack: FakeSlack
+) -> None:
+    fake_slack.add_channel("#ops", "C0OPS", member=False)
+    where = Conversation("slack", channel="C0OPS", reply_url=fake_slack.response_url("C0OPS"))
+    async with aiohttp.ClientSession() as session:
+        first = Parts(store, fake_slack, session)
+        ref = await first.surface.post(where, _msg("Status"))
+        reply = await first.surface.reply(ref, _full("Detail"))
+        await first.drain(store)
+        second = Parts(store, fake_slack, session)
+        done = _full("Detail", Status.OK)
+        await second.surface.update(reply, done)
+        await second.drain(store)
+    *_, last = fake_slack.responses
+    assert last.payload["blocks"] == to_thread_reply(done)["blocks"]
+
+
+async def test_the_outbox_holds_the_neutral_message_not_blocks(parts: Parts, store: Store) -> None:
+    ref = await parts.surface.post(WHERE, _full("Stored"))
+    await parts.surface.reply(ref, _full("In the thread"))
+    await parts.surface.update(ref, _full("Stored", Status.OK))
+    post, reply, update = await store.outbox_items()
+    assert message_from_json(post.payload["message"]) == _full("Stored")
+    assert "blocks" not in post.payload and "thread_reply" not in post.payload
+    assert reply.payload["thread_reply"] is True
+    assert update.payload["final"] is True
+
+
+async def test_items_queued_rendered_by_the_previous_version_are_sent_as_they_are(
+    parts: Parts, store: Store, fake_slack: FakeSlack
+) -> None:
+    # What the outbox held before it stored neutral messages: Slack's payload itself.
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Queued before*"}}]
+    final = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Queued before: OK*"}}]
+    for op, payload in (
+        ("post", {"text": "Queued before", "blocks": blocks, "final": False}),
+        ("update", {"text": "Queued before: OK", "blocks": final, "final": True}),
+    ):
+        await store.outbox_add(
+            message_key="k-old",
+            op=op,
+            surface="slack",
+            channel="C0ALERTS",
+            parent_key=None,
+            payload=payload,
+            now=utc_now(),
+        )
+    await store.outbox_add(
+        message_key="k-old-reply",
+        op="reply",
+        surface="slack",
+        channel="C0ALERTS",
+        parent_key="k-old",
+        payload={"text": "A detail", "blocks": blocks, "final": True},
+        now=utc_now(),
+    )
+    await parts.drain(store)
+    [root] = _roots(fake_slack)
+    assert (root.text, root.blocks) == ("Queued before: OK", final)
+    assert root.versions == [("Queued before", blocks)]
+    [reply] = fake_slack.replies(root.ts)
+    assert (reply.text, reply.blocks) == ("A detail", blocks)
+
+
+async def test_an_unreadable_message_is_given_up(parts: Parts, store: Store) -> None:
+    await store.outbox_add(
+        message_key="k-bad",
+        op="post",
+        surface="slack",
+        channel="C0ALERTS",
+        parent_key=None,
+        payload={"message": {"title": "x", "status": "exploded"}},
+        now=utc_now(),
+    )
+    await parts.drain(store)
+    [item] = await store.outbox_items()
+    assert item.last_error is not None and "unreadable message" in item.last_error
+
+
+async def test_a_restarted_worker_goes_on_with_the_backoff(
+    store: Store, fake_slack: FakeSlack
+) -> None:
+    clock = [NOW]
+
+    def worker(session: aiohttp.ClientSession) -> OutboxWorker:
+        client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+        return OutboxWorker(
+            store,
+            {"slack": SlackDelivery(client, session, store)},
+            clock=lambda: clock[0],
+            max_backoff_s=60.0,
+        )
+
+    async def fail_once(w: OutboxWorker) -> float:
+        start = clock[0]
+        assert await w.drain_once() == 1
+        [item] = await store.outbox_items()
+        clock[0] = item.next_attempt_at
+        return (item.next_attempt_at - start).total_seconds()
+
+    fake_slack.down()
+    async with aiohttp.ClientSession() as session:
+        first = worker(session)
+        surface = slack_surface(store=store, clock=lambda: clock[0], wake=first.wake)
+        await surface.post(WHERE, _msg("Slack is down"))
+        delays: list[float] = []
+        for _ in range(2):
+            delays.append(await fail_once(first))
+        second = worker(session)  # the restart: a new worker, the same store
+        for _ in range(2):
+            delays.append(await fail_once(second))
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    [item] = await store.outbox_items()
+    assert item.attempts == 4
