@@ -132,6 +132,42 @@ def _split_ids(raw: Any) -> tuple[str, ...]:
 UserIds = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_ids)]
 
 
+def _parse_priorities(raw: Any) -> tuple[str, ...]:
+    """``P0,P1`` (or ``all``): which incident priorities a surface is told about."""
+    parts = [p.upper() for p in _split_ids(raw)]
+    if parts == ["ALL"]:
+        return PRIORITIES
+    unknown = [p for p in parts if p not in PRIORITIES]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} not one of {', '.join(PRIORITIES)} (or 'all')")
+    if not parts:
+        raise ValueError(f"name at least one of {', '.join(PRIORITIES)}, or 'all'")
+    return tuple(p for p in PRIORITIES if p in parts)
+
+
+Priorities = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_priorities)]
+
+# A Teams channel id, as the connector and the channel's "Get link" show it.
+_TEAMS_CHANNEL = re.compile(r"^19:[A-Za-z0-9_.\-]+@thread\.(tacv2|skype)$")
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def _check_https(value: str) -> str:
+    """An https URL; plain http only on loopback (the tests' fakes), never across a network."""
+    if not value:
+        return value
+    match = re.match(r"^(https?)://(\[[^\]]+\]|[^\s/:]+)(:\d+)?(/\S*)?$", value)
+    if not match:
+        raise ValueError(f"{value!r} is not an https:// URL")
+    scheme, host = match.group(1), match.group(2).lower()
+    if scheme == "http" and host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+        raise ValueError(f"{value!r} must use https:// (http:// only for a loopback address)")
+    return value
+
+
+HttpsUrl = Annotated[str, AfterValidator(_check_https)]
+
+
 class Settings(BaseSettings):
     """Everything the bot reads from its environment; see ``.env.example``."""
 
@@ -156,8 +192,25 @@ class Settings(BaseSettings):
     slack_app_token: str = ""
     slack_api_url: HttpUrl = "https://slack.com/api/"
     slack_alert_channel: str = "#sms-alerts"
+    # Incident priorities posted to SLACK_ALERT_CHANNEL ("all" or e.g. P0,P1).
+    slack_alert_priorities: Priorities = PRIORITIES
     # How long one Web API call may take; a post that outlives it is looked up before a retry.
     slack_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    # Microsoft Teams. The bot talks to Teams when TEAMS_APP_ID is set.
+    teams_app_id: str = ""
+    teams_app_password: str = ""
+    teams_tenant_id: str = ""
+    # The Bot Connector for proactive posts (alerts, reports); replies use the
+    # serviceUrl of the activity they answer.
+    teams_service_url: HttpsUrl = "https://smba.trafficmanager.net/teams/"
+    teams_alert_channel: str = ""
+    teams_alert_priorities: Priorities = ("P0",)
+    teams_reports_channel: str = ""
+    teams_openid_metadata_url: HttpsUrl = (
+        "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    )
+    teams_login_url: HttpsUrl = "https://login.microsoftonline.com"
 
     # Alertmanager's webhook (POST /alerts/alertmanager) needs this bearer token.
     alert_webhook_token: str = ""
@@ -271,6 +324,55 @@ class Settings(BaseSettings):
         if (self.slack_signing_secret or self.slack_app_token) and not self.slack_bot_token:
             raise ValueError("SLACK_BOT_TOKEN is needed to use Slack")
         return self
+
+    @field_validator("teams_alert_channel", "teams_reports_channel")
+    @classmethod
+    def _teams_channel(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _TEAMS_CHANNEL.match(value):
+            raise ValueError(
+                f"{value!r} is not a Teams channel id like 19:abc...@thread.tacv2 "
+                "(channel > Get link to channel, the part after /channel/, URL-decoded)"
+            )
+        return value
+
+    @field_validator("teams_app_id", "teams_tenant_id")
+    @classmethod
+    def _teams_guid(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$", value):
+            raise ValueError(f"{value!r} is not a GUID like 00000000-0000-0000-0000-000000000000")
+        return value
+
+    @field_validator("teams_login_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _teams_complete(self) -> Settings:
+        if not self.teams_app_id:
+            others = [
+                name
+                for name in ("teams_app_password", "teams_alert_channel", "teams_reports_channel")
+                if getattr(self, name)
+            ]
+            if others:
+                raise ValueError(f"TEAMS_APP_ID is needed with {others[0].upper()}")
+            return self
+        missing = [
+            name.upper()
+            for name in ("teams_app_password", "teams_tenant_id", "teams_service_url")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} needed with TEAMS_APP_ID")
+        return self
+
+    @property
+    def teams_enabled(self) -> bool:
+        """Teams is on when the bot has an identity to validate and send with."""
+        return bool(self.teams_app_id and self.teams_app_password and self.teams_tenant_id)
 
     @property
     def slack_enabled(self) -> bool:

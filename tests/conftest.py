@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.harness.alertmanager",
     "tests.harness.prometheus",
     "tests.harness.fake_slack",
+    "tests.harness.fake_teams",
 ]

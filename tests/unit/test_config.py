@@ -226,3 +226,74 @@ def test_check_config_prints_where_the_sqlite_state_file_is(
         assert shown == [state_file.format(cwd=tmp_path.resolve())]
         # Right under the URL it explains.
         assert lines[lines.index(f"  state file: {shown[0]}") - 1] == f"  BOT_STATE_URL = {url}"
+
+
+TEAMS = {
+    "teams_app_id": "11111111-2222-3333-4444-555555555555",
+    "teams_app_password": "pw",
+    "teams_tenant_id": "66666666-7777-8888-9999-000000000000",
+}
+
+
+def test_teams_is_off_by_default_and_on_with_its_identity(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    assert not settings.teams_enabled
+    assert settings.teams_alert_priorities == ("P0",)
+    assert settings.slack_alert_priorities == ("P0", "P1", "P2", "P3")
+    assert settings.teams_login_url == "https://login.microsoftonline.com"
+    assert settings.teams_openid_metadata_url.startswith("https://login.botframework.com/")
+    on = make_settings(
+        tmp_path,
+        **TEAMS,
+        teams_alert_channel="19:abcDEF123_x-y@thread.tacv2",
+        teams_alert_priorities="p1, P0",
+        slack_alert_priorities="P2",
+        teams_login_url="http://127.0.0.1:8123/",
+        teams_openid_metadata_url="http://localhost:8123/v1/.well-known/openidconfiguration",
+    )
+    assert on.teams_enabled
+    assert on.teams_alert_priorities == ("P0", "P1")
+    assert on.slack_alert_priorities == ("P2",)
+    assert on.teams_login_url == "http://127.0.0.1:8123"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"teams_alert_channel": "general"},
+            "TEAMS_ALERT_CHANNEL: 'general' is not a Teams channel",
+        ),
+        ({"teams_reports_channel": "19:x@thread.v2"}, "TEAMS_REPORTS_CHANNEL: "),
+        (
+            {"teams_login_url": "http://login.example"},
+            "TEAMS_LOGIN_URL: 'http://login.example' must",
+        ),
+        ({"teams_service_url": "ftp://x"}, "TEAMS_SERVICE_URL: 'ftp://x' is not an https"),
+        ({"teams_openid_metadata_url": "http://10.0.0.1/m"}, "TEAMS_OPENID_METADATA_URL: "),
+        ({"teams_alert_priorities": "P9"}, "TEAMS_ALERT_PRIORITIES: P9 not one of"),
+        ({"slack_alert_priorities": ""}, "SLACK_ALERT_PRIORITIES: name at least one"),
+        ({"teams_app_id": "bot"}, "TEAMS_APP_ID: 'bot' is not a GUID"),
+    ],
+)
+def test_teams_values_are_checked(tmp_path: Path, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, **{**TEAMS, **overrides})
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"teams_app_password": "pw"}, "TEAMS_APP_ID is needed with TEAMS_APP_PASSWORD"),
+        (
+            {"teams_alert_channel": "19:a@thread.tacv2"},
+            "TEAMS_APP_ID is needed with TEAMS_ALERT_CHANNEL",
+        ),
+        ({"teams_app_id": TEAMS["teams_app_id"]}, "TEAMS_APP_PASSWORD, TEAMS_TENANT_ID needed"),
+    ],
+)
+def test_teams_settings_must_be_complete(tmp_path: Path, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, **overrides)
+    assert str(info.value).startswith(message)
