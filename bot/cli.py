@@ -37,13 +37,14 @@ from bot.store import StoreUnavailable, sqlite_path
 from bot.tasks import FailureLog, start_background
 from handlers.alerts import alert_webhook_route, procedure_for
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from handlers.jobs import JOBS, job_procedure
+from handlers.jobs import JOB_NAMES, job_procedure
+from handlers.registry import check_routes
+from procedures.catalogue import CATALOGUE
 
 __all__ = ["main"]
 
 log = structlog.get_logger(__name__)
 
-JOB_NAMES = frozenset(job.name for job in JOBS)
 
 _SHELL_HELP = (
     "Type a command as in chat, e.g. `/sms health`, `status`, `logs backend 50`.\n"
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
+        check_routes(settings, CATALOGUE)
     except ConfigError as exc:
         print(f"sms-bot: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -226,7 +228,7 @@ async def _replay(settings: Settings, path: str) -> int:
     worst_status = Status.OK
     async with build_app(settings) as app:
         for alert in batch.alerts:
-            route = route_alert(alert, settings.sms_alert_routes)
+            route = route_alert(alert, settings.sms_alert_routes, CATALOGUE.routes())
             procedure = route.procedure or "none (a thread with labels and links)"
             text = (
                 f"{alert.status} {alert.name} ({alert.fingerprint}): {alert.summary}\n"

@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
-from bot.routing import PRIORITIES, PROCEDURES, RouteRule
+from bot.routing import PRIORITIES, RouteRule
 from bot.store import validate_state_url
 
 __all__ = [
@@ -462,7 +462,11 @@ class Settings(BaseSettings):
 
 
 def parse_routes(raw: Any) -> tuple[RouteRule, ...]:
-    """``SMS_ALERT_ROUTES``: a JSON list of rules, checked against the known procedures."""
+    """``SMS_ALERT_ROUTES``: a JSON list of rules.
+
+    Their procedure names are checked against the catalogue where it is known
+    (``handlers.routes.check_routes``, run at start and by ``check-config``).
+    """
     if isinstance(raw, tuple) and all(isinstance(r, RouteRule) for r in raw):
         return raw
     if isinstance(raw, str):
@@ -480,9 +484,6 @@ def parse_routes(raw: Any) -> tuple[RouteRule, ...]:
             raise ValueError(f"rule {i + 1} needs at least alertname and priority")
         procedure = str(item.get("procedure", ""))
         priority = str(item["priority"]).upper()
-        if procedure not in PROCEDURES:
-            known = ", ".join(p for p in PROCEDURES if p)
-            raise ValueError(f"rule {i + 1}: unknown procedure {procedure!r} (known: {known})")
         if priority not in PRIORITIES:
             raise ValueError(f"rule {i + 1}: priority must be one of {', '.join(PRIORITIES)}")
         rules.append(

@@ -1,29 +1,27 @@
 """Alert routing: alertname and severity to a procedure and a priority.
 
-Defaults come from the runbook's three incident classes; ``SMS_ALERT_ROUTES``
-(JSON, a list of rules) is tried before them. Anything unmatched still gets
-a thread, with a priority from its ``priority`` or ``severity`` label.
+The defaults are the alerts the catalogue's procedures declare (passed in:
+the core names no procedure); ``SMS_ALERT_ROUTES`` (JSON, a list of rules) is
+tried before them. Anything unmatched still gets a thread, with a priority
+from its ``priority`` or ``severity`` label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from bot.alerts import Alert
 
 __all__ = [
-    "DEFAULT_ROUTES",
     "PRIORITIES",
-    "PROCEDURES",
     "Route",
     "RouteRule",
+    "check_rules",
     "route_alert",
 ]
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
-# The procedures alerts may be routed to ("" is the generic thread).
-PROCEDURES = ("backend_down", "slow_responses", "high_error_rate", "backup_freshness", "")
 
 
 @dataclass(frozen=True)
@@ -46,23 +44,24 @@ class Route:
     rule: str  # which rule matched, for the thread and the logs
 
 
-DEFAULT_ROUTES: tuple[RouteRule, ...] = (
-    RouteRule("BackendDown", "backend_down", "P0"),
-    RouteRule("BackendHTTP500", "backend_down", "P0"),
-    RouteRule("SlowResponses", "slow_responses", "P1"),
-    RouteRule("HighLatency", "slow_responses", "P1"),
-    RouteRule("HighErrorRate", "high_error_rate", "P2"),
-    RouteRule("BackupStale", "backup_freshness", "P1"),
-)
-
 _SEVERITY_PRIORITY = {"critical": "P1", "page": "P1", "error": "P2", "warning": "P2"}
 
 
-def route_alert(alert: Alert, rules: Sequence[RouteRule] = ()) -> Route:
+def route_alert(
+    alert: Alert, rules: Sequence[RouteRule] = (), defaults: Sequence[RouteRule] = ()
+) -> Route:
     """The configured rules first, then the runbook's defaults, then a generic thread."""
-    for rule in (*rules, *DEFAULT_ROUTES):
+    for rule in (*rules, *defaults):
         if rule.matches(alert):
             return Route(rule.procedure, rule.priority, f"{rule.alertname}/{rule.severity or '*'}")
     label = alert.labels.get("priority", "").upper()
     priority = label if label in PRIORITIES else _SEVERITY_PRIORITY.get(alert.severity, "P3")
     return Route("", priority, "generic")
+
+
+def check_rules(rules: Sequence[RouteRule], procedures: Collection[str]) -> None:
+    """Refuse configured rules naming a procedure that answers no alert ("" is generic)."""
+    for i, rule in enumerate(rules):
+        if rule.procedure and rule.procedure not in procedures:
+            known = ", ".join(procedures)
+            raise ValueError(f"rule {i + 1}: unknown procedure {rule.procedure!r} (known: {known})")

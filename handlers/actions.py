@@ -10,18 +10,17 @@ Incident buttons (Acknowledge, Silence, Resolve) are operators' buttons
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import timedelta
-from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
 
 from bot.adapters.alertmanager import AlertmanagerError
+from bot.catalogue import ActionArgsInvalid, ApprovedAction, Catalogue, Role
 from bot.chat.base import ChatSurface, MessageRef
 from bot.deps import Deps
-from bot.engine import Engine, Procedure
+from bot.engine import Engine
 from bot.errors import NotAllowed
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE, SILENCE_HOURS, incident_message
@@ -29,73 +28,21 @@ from bot.messages import Link, Message, Status
 from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
 from bot.store.base import Incident, Proposal
 from handlers.auth import authorize
-from handlers.registry import Role
-from procedures.backup import BACKUP_ACTION, backup_action
-from procedures.restart import RESTART_ACTION, restart_action
-from procedures.terminate import TERMINATE_ACTION, terminate_action
-from procedures.vacuum import VACUUM_ACTION, vacuum_action
+from procedures.catalogue import CATALOGUE
 
 if TYPE_CHECKING:
     from handlers.alerts import AlertProcessor
 
-__all__ = ["ACTIONS", "ActionSpec", "ClickHandler"]
+__all__ = ["ClickHandler"]
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class ActionSpec:
-    """What an approved proposal runs: a procedure bound to the stored arguments."""
-
-    title: Callable[[Proposal], str]
-    audit_target: Callable[[Proposal], str]
-    bind: Callable[[Proposal], Procedure]
-    confirm_label: Callable[[Proposal], str]
-
-
-ACTIONS: dict[str, ActionSpec] = {
-    RESTART_ACTION: ActionSpec(
-        title=lambda p: f"Restarting {p.args['container']}",
-        audit_target=lambda p: str(p.args["container"]),
-        bind=lambda p: partial(
-            restart_action, service=str(p.args["service"]), container=str(p.args["container"])
-        ),
-        confirm_label=lambda p: f"Restart {p.args['container']}",
-    ),
-    TERMINATE_ACTION: ActionSpec(
-        title=lambda p: f"Terminating query pid {p.args['pid']}",
-        audit_target=lambda p: f"pid {p.args['pid']}",
-        bind=lambda p: partial(
-            terminate_action,
-            pid=int(p.args["pid"]),
-            query_start=str(p.args["query_start"]),
-            query=str(p.args["query"]),
-        ),
-        confirm_label=lambda p: f"Terminate {p.args['pid']}",
-    ),
-    # The backup command itself is a constant in procedures/backup.py; stored
-    # arguments only name the container, never what runs in it.
-    BACKUP_ACTION: ActionSpec(
-        title=lambda p: f"Manual backup in {p.args['container']}",
-        audit_target=lambda p: str(p.args["container"]),
-        bind=lambda p: partial(
-            backup_action, service=str(p.args["service"]), container=str(p.args["container"])
-        ),
-        confirm_label=lambda p: "Run manual backup",
-    ),
-    VACUUM_ACTION: ActionSpec(
-        title=lambda p: f"VACUUM ANALYZE on {p.args['database']}",
-        audit_target=lambda p: str(p.args["database"]),
-        bind=lambda p: partial(vacuum_action, database=str(p.args["database"])),
-        confirm_label=lambda p: "Run VACUUM ANALYZE",
-    ),
-}
-
-
 class ClickHandler:
-    def __init__(self, deps: Deps, engine: Engine) -> None:
+    def __init__(self, deps: Deps, engine: Engine, *, catalogue: Catalogue = CATALOGUE) -> None:
         self.deps = deps
         self.engine = engine
+        self.catalogue = catalogue
         # Set by the app when this process handles alerts (for Resolve on manual incidents).
         self.alerts: AlertProcessor | None = None
 
@@ -108,7 +55,8 @@ class ClickHandler:
                 click, surface, "unknown_action", "This button is not known to this bot version."
             )
         proposal = await self.deps.store.proposal_get(click.value)
-        if proposal is None or proposal.action not in ACTIONS:
+        action = self.catalogue.action(proposal.action) if proposal is not None else None
+        if proposal is None or action is None:
             return await self._refuse(
                 click, surface, "unknown_proposal", "This proposal does not exist (any more)."
             )
@@ -147,12 +95,23 @@ class ClickHandler:
             await self._audit(click, "cancelled", proposal)
             return "cancelled"
 
+        # The stored JSON arguments become the action's typed arguments before anything runs.
+        try:
+            approved = action.approve(proposal.args)
+        except ActionArgsInvalid as exc:
+            return await self._refuse(
+                click,
+                surface,
+                "bad_proposal",
+                f"This proposal cannot be run by this bot version ({exc}). Run the command again.",
+                proposal,
+            )
         claimed = await self.deps.store.proposal_claim(proposal.id, by=click.user, now=now)
         if claimed is None:
             return await self._already(click, surface, proposal)
         await self._audit(click, "approved", claimed)
         await self._show(surface, claimed)
-        await self._execute(claimed, click, surface)
+        await self._execute(claimed, approved, click, surface)
         return "approved"
 
     async def _incident_click(self, click: Click, surface: ChatSurface) -> str:
@@ -312,8 +271,9 @@ class ClickHandler:
             )
         return len(expired)
 
-    async def _execute(self, proposal: Proposal, click: Click, surface: ChatSurface) -> None:
-        spec = ACTIONS[proposal.action]
+    async def _execute(
+        self, proposal: Proposal, approved: ApprovedAction, click: Click, surface: ChatSurface
+    ) -> None:
         thread = decode_thread(proposal.conversation)
         command = Command(
             text=f"{proposal.action} (proposal {proposal.id[:8]})",
@@ -322,9 +282,9 @@ class ClickHandler:
             conversation=thread.conversation,
         )
         run = await self.engine.execute(
-            spec.bind(proposal),
+            approved.procedure,
             name=proposal.action,
-            title=spec.title(proposal),
+            title=approved.title,
             command=command,
             surface=surface,
             parent=thread.root,
@@ -338,7 +298,7 @@ class ClickHandler:
             actor=click.user,
             source=click.source,
             action=proposal.action,
-            target=spec.audit_target(proposal),
+            target=approved.target,
             outcome="ok" if ok else "failed",
             conversation=click.conversation.channel,
             detail={
@@ -355,16 +315,22 @@ class ClickHandler:
     async def _show(self, surface: ChatSurface, proposal: Proposal) -> None:
         """Replace the proposal's message: buttons give way to what became of it."""
         thread = decode_thread(proposal.conversation)
-        spec = ACTIONS[proposal.action]
         msg = proposal_message(
             proposal,
-            confirm_label=spec.confirm_label(proposal),
+            confirm_label=self._confirm_label(proposal),
             approvers=self.deps.settings.sms_approvers,
         )
         try:
             await surface.update(MessageRef(thread.conversation, proposal.message_key), msg)
         except Exception:
             log.exception("proposal.update_failed", proposal_id=proposal.id)
+
+    def _confirm_label(self, proposal: Proposal) -> str:
+        action = self.catalogue.action(proposal.action)
+        try:
+            return action.approve(proposal.args).confirm_label if action else proposal.action
+        except ActionArgsInvalid:
+            return proposal.action
 
     async def _already(self, click: Click, surface: ChatSurface, proposal: Proposal) -> str:
         current = await self.deps.store.proposal_get(proposal.id) or proposal

@@ -20,12 +20,12 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from functools import partial
 
 import structlog
 from aiohttp import web
 
 from bot.alerts import MAX_WEBHOOK_BYTES, Alert, AlertBatch, WebhookInvalid, parse_webhook
+from bot.catalogue import Catalogue
 from bot.chat.base import ChatSurface, Conversation, MessageRef
 from bot.deps import Deps
 from bot.engine import Engine, Procedure
@@ -36,12 +36,11 @@ from bot.messages import Message, Status, Table
 from bot.proposals import decode_thread, encode_thread
 from bot.routing import route_alert
 from bot.store.base import AlertEvent, Digest, Incident, NewAlertEvent, StoreUnavailable
+from procedures.catalogue import CATALOGUE
 
 __all__ = ["AlertProcessor", "alert_webhook_route", "procedure_for"]
 
 log = structlog.get_logger(__name__)
-
-ProcedureFactory = Callable[[Alert | None], Procedure]
 
 # After this many failed attempts an alert is posted as received instead.
 MAX_ATTEMPTS = 10
@@ -49,29 +48,12 @@ MAX_ATTEMPTS = 10
 DIGEST_WINDOW = timedelta(minutes=1)
 
 
-def _procedures() -> dict[str, ProcedureFactory]:
-    from procedures.backup_freshness import backup_freshness
-    from procedures.incident_response import backend_down, high_error_rate, slow_responses
-
-    return {
-        "backend_down": lambda alert: partial(backend_down, alert=alert),
-        "slow_responses": lambda alert: partial(slow_responses, alert=alert),
-        "high_error_rate": lambda alert: partial(high_error_rate, alert=alert),
-        "backup_freshness": lambda alert: backup_freshness,
-    }
-
-
-def procedure_for(name: str, alert: Alert | None) -> Procedure:
+def procedure_for(name: str, alert: Alert | None, catalogue: Catalogue = CATALOGUE) -> Procedure:
     """The routed procedure, bound to its alert."""
-    return _procedures()[name](alert)
-
-
-_TITLES = {
-    "backend_down": "P0 Backend down: first response",
-    "slow_responses": "P1 Slow responses: diagnosis",
-    "high_error_rate": "P2 High error rate: diagnosis",
-    "backup_freshness": "Backup freshness: manual backup",
-}
+    spec = catalogue.alert(name)
+    if spec is None:
+        raise KeyError(name)
+    return spec.bind(alert)
 
 
 def alert_from_event(event: AlertEvent) -> Alert:
@@ -95,6 +77,7 @@ class AlertProcessor:
         surface: ChatSurface,
         channel: str,
         surfaces: Mapping[str, ChatSurface] | None = None,
+        catalogue: Catalogue = CATALOGUE,
     ) -> None:
         self.deps = deps
         self.engine = engine
@@ -104,7 +87,8 @@ class AlertProcessor:
         # opened where its command came from), by the name stored in its thread.
         self._surfaces = {**(surfaces or {}), surface.name: surface}
         self._wake = asyncio.Event()
-        self._procedures = _procedures()
+        self._catalogue = catalogue
+        self._routes = catalogue.routes()
 
     # -- the webhook side ----------------------------------------------------------
 
@@ -227,7 +211,7 @@ class AlertProcessor:
             if touched is not None and touched.root_key and not _in_digest(touched):
                 await self._show(touched)
             return
-        route = route_alert(alert, self.deps.settings.sms_alert_routes)
+        route = route_alert(alert, self.deps.settings.sms_alert_routes, self._routes)
         annotations = dict(alert.annotations)
         if alert.generator_url:
             annotations["generatorURL"] = alert.generator_url
@@ -283,7 +267,7 @@ class AlertProcessor:
         await self.deps.store.incident_set_thread(
             incident.id, root_key=ref.id, conversation=encode_thread(ref)
         )
-        if incident.procedure in self._procedures:
+        if self._catalogue.alert(incident.procedure) is not None:
             self._start_procedure(incident, ref, alert, incident.procedure)
 
     def _start_procedure(
@@ -298,10 +282,12 @@ class AlertProcessor:
             source="alertmanager",
             conversation=in_thread,
         )
+        spec = self._catalogue.alert(name)
+        assert spec is not None, name
         self.engine.start(
-            self._procedures[name](alert),
+            spec.bind(alert),
             name=name,
-            title=_TITLES.get(name, name),
+            title=spec.title,
             command=command,
             surface=self.surface,
             parent=MessageRef(in_thread, ref.id),

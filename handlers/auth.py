@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from bot.catalogue import Role
 from bot.config import Settings
 from bot.errors import NotAllowed
-from handlers.registry import Role
 
 __all__ = ["LOCAL_SOURCES", "authorize", "roles_of"]
 

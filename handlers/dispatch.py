@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-import handlers.commands  # noqa: F401  (registers the commands)
+from bot.catalogue import Catalogue, CommandContext
 from bot.chat.base import ChatSurface
 from bot.deps import Deps
 from bot.engine import Engine, Run
@@ -19,7 +19,8 @@ from bot.errors import NotAllowed, UsageError
 from bot.events import Command
 from bot.messages import Message, Status
 from handlers.auth import authorize
-from handlers.registry import REGISTRY, Registry, match
+from handlers.registry import match
+from procedures.catalogue import CATALOGUE
 
 if TYPE_CHECKING:
     from handlers.alerts import AlertProcessor
@@ -43,20 +44,20 @@ class Handled:
 
 
 class Dispatcher:
-    def __init__(self, deps: Deps, engine: Engine, *, registry: Registry = REGISTRY) -> None:
+    def __init__(self, deps: Deps, engine: Engine, *, catalogue: Catalogue = CATALOGUE) -> None:
         self.deps = deps
         self.engine = engine
-        self.registry = registry
+        self.catalogue = catalogue
         # Set by the app: where manual incidents are opened.
         self.alerts: AlertProcessor | None = None
 
     async def handle(self, cmd: Command, surface: ChatSurface) -> Handled:
         name = "unknown"
         try:
-            spec, args = match(cmd.words, self.registry)
+            spec, args = match(cmd.words, self.catalogue)
             name = spec.name
             authorize(cmd.user, cmd.source, spec.role, self.deps.settings)
-            invocation = spec.parse(args, self.deps)
+            invocation = spec.parse(args, CommandContext(self.deps, self.catalogue))
         except UsageError as exc:
             text = str(exc)
             if exc.usage:

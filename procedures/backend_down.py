@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 
 from bot.adapters.docker import ContainerInfo, ContainerNotFound, DockerError
 from bot.adapters.postgres import DatabaseError
 from bot.alerts import Alert
+from bot.catalogue import AlertSpec, ProcedureSpec, RunbookEntry
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import CodeBlock, Status, worst
@@ -25,6 +27,7 @@ from procedures.restart import ESCALATION, propose_restart
 __all__ = [
     "BACKEND_LOG_LINES",
     "DATABASE_LOG_LINES",
+    "SPEC",
     "BackendLogs",
     "ContainerCheck",
     "backend_down",
@@ -176,3 +179,22 @@ async def backend_down(run: Run, *, alert: Alert | None = None) -> None:
         return
     await propose_restart(run, service=BACKEND)
     run.text = f"{findings}\n{run.text}"
+
+
+SPEC = ProcedureSpec(
+    name="backend_down",
+    summary="P0: look at the backend, its logs and the database; propose a restart",
+    alert=AlertSpec(
+        alertnames=("BackendDown", "BackendHTTP500"),
+        priority="P0",
+        title="P0 Backend down: first response",
+        bind=lambda alert: partial(backend_down, alert=alert),
+    ),
+    runbook=(
+        RunbookEntry(
+            "P0 Backend down (HTTP 500s)",
+            "alert BackendDown; respond in 0-5 min",
+            "container status, backend logs, database, restart, verify /health, incident record",
+        ),
+    ),
+)

@@ -12,9 +12,11 @@ import asyncio
 import shlex
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.adapters.backups import BackupFile
+from bot.catalogue import ActionSpec, ProcedureSpec
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.errors import UserError
@@ -23,11 +25,14 @@ from bot.redact import redact
 from procedures.checks import format_age, format_size
 
 __all__ = [
+    "BACKUP",
     "BACKUP_ACTION",
     "BACKUP_ARGV",
     "BACKUP_SERVICE",
     "BACKUP_TIMEOUT_S",
     "BACKUP_VERIFY_S",
+    "SPEC",
+    "BackupArgs",
     "backup_action",
     "backup_command",
 ]
@@ -144,3 +149,34 @@ async def backup_action(
             f"The backup command in {container} ended without error, but no new backup "
             f"could be confirmed in {deps.backups.directory}."
         )
+
+
+@dataclass(frozen=True)
+class BackupArgs:
+    """A manual-backup proposal's arguments: which container, never what runs in it.
+
+    The backup command itself is the constant ``BACKUP_ARGV``.
+    """
+
+    container: str
+    service: str = BACKUP_SERVICE
+
+
+async def _approved(run: Run, args: BackupArgs) -> None:
+    await backup_action(run, service=args.service, container=args.container)
+
+
+BACKUP: ActionSpec[BackupArgs] = ActionSpec(
+    name=BACKUP_ACTION,
+    args=BackupArgs,
+    run=_approved,
+    title=lambda a: f"Manual backup in {a.container}",
+    target=lambda a: a.container,
+    confirm_label=lambda a: "Run manual backup",
+)
+
+SPEC = ProcedureSpec(
+    name="backup",
+    summary="The runbook's Manual Backup, run in the backup container after an approval",
+    action=BACKUP,
+)

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+from bot.catalogue import (
+    CommandContext,
+    CommandSpec,
+    Invocation,
+    ProcedureSpec,
+    RunbookEntry,
+    no_more,
+)
 from bot.engine import Run
 from procedures.checks import check_backups
 
-__all__ = ["backups"]
+__all__ = ["SPEC", "backups"]
 
 
 async def backups(run: Run) -> None:
     await run.step("List newest backups", check_backups(run.deps))
+
+
+def _parse(args: list[str], ctx: CommandContext) -> Invocation:
+    no_more(args, "backups")
+    return Invocation(name="backups", title="Backups", procedure=backups)
+
+
+SPEC = ProcedureSpec(
+    name="backups",
+    summary="The newest backups, with age and size",
+    commands=(
+        CommandSpec(
+            "backups",
+            usage="backups",
+            summary="The five newest backups with age and size",
+            parse=_parse,
+        ),
+    ),
+    runbook=(
+        RunbookEntry(
+            "Backup verification",
+            "daily after the 02:00 UTC backup",
+            "five newest backups, newest must be < 24 h old",
+        ),
+    ),
+)

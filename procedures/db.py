@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from bot.catalogue import (
+    CommandContext,
+    CommandSpec,
+    Invocation,
+    ProcedureSpec,
+    RunbookEntry,
+    no_more,
+)
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Field, Status, Table
 from bot.redact import redact
 from procedures.checks import check_database, format_size
 
-__all__ = ["db_check", "db_slow"]
+__all__ = ["SPEC", "db_check", "db_slow"]
 
 # Above this share of max_connections the pool is close to exhaustion.
 _CONNECTIONS_WARN = 0.8
@@ -70,3 +78,47 @@ async def _slow(deps: Deps) -> Outcome:
 
 async def db_slow(run: Run) -> None:
     await run.step("Find long-running queries (pg_stat_activity)", _slow(run.deps))
+
+
+def _parse_check(args: list[str], ctx: CommandContext) -> Invocation:
+    no_more(args, "db check")
+    return Invocation(name="db check", title="Database check", procedure=db_check)
+
+
+def _parse_slow(args: list[str], ctx: CommandContext) -> Invocation:
+    no_more(args, "db slow")
+    return Invocation(name="db slow", title="Slow queries", procedure=db_slow)
+
+
+SPEC = ProcedureSpec(
+    name="db",
+    summary="The SMS database: connectivity, server status and slow queries",
+    commands=(
+        CommandSpec(
+            "db check",
+            usage="db check",
+            summary="Database connectivity and server status",
+            parse=_parse_check,
+        ),
+        CommandSpec(
+            "db slow",
+            usage="db slow",
+            summary="Active queries running longer than 5 s",
+            parse=_parse_slow,
+        ),
+    ),
+    runbook=(
+        RunbookEntry(
+            "Database connectivity",
+            "failed database check",
+            "SELECT COUNT(*) FROM users, server status, connections",
+            command="db check",
+        ),
+        RunbookEntry(
+            "Slow database queries",
+            "p95 > 1000 ms; database CPU high",
+            "active queries older than 5 s from pg_stat_activity",
+            command="db slow",
+        ),
+    ),
+)

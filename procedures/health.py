@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.catalogue import (
+    CommandContext,
+    CommandSpec,
+    Invocation,
+    ProcedureSpec,
+    RunbookEntry,
+    no_more,
+)
 from bot.engine import Run
 from bot.messages import Status
 from procedures.checks import (
@@ -19,7 +27,7 @@ from procedures.checks import (
     check_performance,
 )
 
-__all__ = ["CHECKS", "health"]
+__all__ = ["CHECKS", "SPEC", "health"]
 
 # (key, step name as the user reads it); the order of the runbook's checklist.
 CHECKS = (
@@ -54,3 +62,29 @@ async def health(run: Run) -> None:
         if step.status in (Status.CRIT, Status.FAILED):
             lines.append(f"• {step.name}: {ACTIONS_IF_FAILED[key]}")
     run.text = "\n".join(lines)
+
+
+def _parse(args: list[str], ctx: CommandContext) -> Invocation:
+    no_more(args, "health")
+    return Invocation(name="health", title="Health check", procedure=health)
+
+
+SPEC = ProcedureSpec(
+    name="health",
+    summary="The runbook's five daily checks against the baseline table",
+    commands=(
+        CommandSpec(
+            "health",
+            usage="health",
+            summary="The five morning checks, against the baseline",
+            parse=_parse,
+        ),
+    ),
+    runbook=(
+        RunbookEntry(
+            "Daily health check (Morning Checklist)",
+            "every morning; on demand",
+            "containers, /health endpoint, performance vs baseline, database, backups",
+        ),
+    ),
+)

@@ -15,10 +15,12 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import quote, urlencode
 
 from bot.alerts import Alert
 from bot.baseline import classify
+from bot.catalogue import AlertSpec, ProcedureSpec, RunbookEntry
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Field, Link, Status, Table
@@ -28,6 +30,7 @@ __all__ = [
     "ERROR_RATE_BY_STATUS_QUERY",
     "ESCALATION_P2",
     "LOG_LINES",
+    "SPEC",
     "ErrorPatterns",
     "ErrorRates",
     "check_error_patterns",
@@ -257,3 +260,22 @@ async def high_error_rate(run: Run, *, alert: Alert | None = None) -> None:
     rates = await run.step("Error rate by status code", check_error_rates(deps))
     await run.step("Logs in Grafana/Loki", loki_link(deps))
     run.text = _conclusion(patterns, rates)
+
+
+SPEC = ProcedureSpec(
+    name="high_error_rate",
+    summary="P2: group the backend's errors and read error rates by status code",
+    alert=AlertSpec(
+        alertnames=("HighErrorRate",),
+        priority="P2",
+        title="P2 High error rate: diagnosis",
+        bind=lambda alert: partial(high_error_rate, alert=alert),
+    ),
+    runbook=(
+        RunbookEntry(
+            "P2 High error rate (> 5%)",
+            "alert; respond in 15-30 min",
+            "ERROR lines by pattern, errors by status code, Loki logs",
+        ),
+    ),
+)

@@ -1,9 +1,9 @@
-"""The runbook's Incident Response Procedures, one entry point for routing and clicks.
+"""The runbook's Incident Response Procedures, in one import for tests and readers.
 
 Each procedure lives in its own module (``backend_down``, ``slow_responses``,
 ``high_error_rate``) with its checks; the terminate action approved from a
 slow-query proposal is in ``terminate``. Alert routing and the click handler
-import from here.
+find them through the catalogue (``procedures/catalogue.py``).
 """
 
 from __future__ import annotations

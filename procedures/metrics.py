@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from bot.baseline import format_value
+from bot.catalogue import (
+    CommandContext,
+    CommandSpec,
+    Invocation,
+    ProcedureSpec,
+    RunbookEntry,
+    no_more,
+)
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Status, Table, worst
 from procedures.checks import implausible_queries, read_metrics
 
-__all__ = ["metrics"]
+__all__ = ["SPEC", "metrics"]
 
 
 def _threshold(value: float, unit: str, higher_is_worse: bool) -> str:
@@ -45,3 +53,29 @@ async def _table(deps: Deps) -> Outcome:
 
 async def metrics(run: Run) -> None:
     await run.step("Query Prometheus", _table(run.deps))
+
+
+def _parse(args: list[str], ctx: CommandContext) -> Invocation:
+    no_more(args, "metrics")
+    return Invocation(name="metrics", title="Performance metrics", procedure=metrics)
+
+
+SPEC = ProcedureSpec(
+    name="metrics",
+    summary="The runbook's baseline table with current values from Prometheus",
+    commands=(
+        CommandSpec(
+            "metrics",
+            usage="metrics",
+            summary="The baseline table with current values",
+            parse=_parse,
+        ),
+    ),
+    runbook=(
+        RunbookEntry(
+            "Performance baselines",
+            "p95 > 500 ms; throughput < 20 req/s",
+            "baseline table with current values from Prometheus",
+        ),
+    ),
+)

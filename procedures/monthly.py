@@ -8,13 +8,20 @@ with a button; the rest is listed as reminders to do by hand.
 from __future__ import annotations
 
 from bot.adapters.backups import BackupFile
+from bot.catalogue import ProcedureSpec, Schedule
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Status
 from procedures.checks import backups_table, format_size
 from procedures.vacuum import database_name, propose_vacuum
 
-__all__ = ["BY_HAND", "RETENTION_DAYS", "monthly_maintenance", "old_backups"]
+__all__ = [
+    "BY_HAND",
+    "RETENTION_DAYS",
+    "SPEC",
+    "monthly_maintenance",
+    "old_backups",
+]
 
 # The runbook's backup retention ("Retention: 30 days").
 RETENTION_DAYS = 30
@@ -86,3 +93,17 @@ async def monthly_maintenance(run: Run) -> None:
     run.text = "\n".join(lines)
     if name is not None:
         await propose_vacuum(run)
+
+
+SPEC = ProcedureSpec(
+    name="monthly",
+    summary="The runbook's monthly tasks: old backups, database size, VACUUM ANALYZE",
+    schedules=(
+        Schedule(
+            job="monthly-maintenance",
+            title="Monthly maintenance",
+            cron_setting="sms_monthly_maintenance_cron",
+            procedure=monthly_maintenance,
+        ),
+    ),
+)

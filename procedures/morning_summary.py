@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.baseline import Metric, baseline_metrics, format_value
+from bot.catalogue import ProcedureSpec, Schedule
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Field, Status
@@ -31,6 +32,7 @@ from procedures.health import CHECKS
 
 __all__ = [
     "COMPARED",
+    "SPEC",
     "STEADY_PCT",
     "Trend",
     "compare_with_yesterday",
@@ -166,3 +168,17 @@ async def morning_summary(run: Run) -> None:
         else f"{attention} of {total} checks need attention."
     )
     run.text = "\n".join([verdict, *lines])
+
+
+SPEC = ProcedureSpec(
+    name="morning_summary",
+    summary="The five daily checks posted to the alert channel every morning",
+    schedules=(
+        Schedule(
+            job="morning-summary",
+            title="Morning summary",
+            cron_setting="sms_morning_summary_cron",
+            procedure=morning_summary,
+        ),
+    ),
+)

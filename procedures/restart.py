@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from bot.adapters.docker import ContainerInfo
 from bot.adapters.http_health import HealthCheckError
+from bot.catalogue import (
+    ActionSpec,
+    CommandContext,
+    CommandSpec,
+    Invocation,
+    ProcedureSpec,
+    Role,
+    no_more,
+    service_arg,
+)
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.errors import UserError
@@ -23,7 +35,10 @@ from bot.store.base import Proposal
 
 __all__ = [
     "ESCALATION",
+    "RESTART",
     "RESTART_ACTION",
+    "SPEC",
+    "RestartArgs",
     "propose_restart",
     "recent_restarts",
     "restart_action",
@@ -96,8 +111,8 @@ async def propose_restart(run: Run, *, service: str) -> Proposal | None:
         )
         return None
     proposal = await run.propose(
-        action=RESTART_ACTION,
-        args={"service": service, "container": container},
+        action=RESTART.name,
+        args=RESTART.encode(RestartArgs(container=container, service=service)),
         summary=f"restart container {container} (service {service})",
         confirm_label=f"Restart {container}",
         note=(
@@ -147,8 +162,15 @@ async def _until_healthy(deps: Deps, deadline: float) -> Outcome:
 
 
 async def restart_action(run: Run, *, service: str, container: str) -> None:
-    """Restart exactly ``container``, as the approved proposal said."""
+    """Restart exactly ``container``, as the approved proposal said.
+
+    A proposal that names only the container (``service`` empty) restarts it
+    when the service map still has it.
+    """
     deps = run.deps
+    if not service:
+        services = deps.settings.sms_services
+        service = next((name for name, c in services.items() if c == container), "")
     if deps.settings.sms_services.get(service) != container:
         raise UserError(
             f"Not restarting: the configuration no longer maps {service} to {container}. "
@@ -182,3 +204,54 @@ async def restart_action(run: Run, *, service: str, container: str) -> None:
     else:
         mention = deps.settings.sms_escalation_mention
         run.text = f"{container} did not recover within {timeout:g} s.\n{mention} {ESCALATION}"
+
+
+@dataclass(frozen=True)
+class RestartArgs:
+    """A restart proposal's arguments: the container, and its service in the map."""
+
+    container: str
+    service: str = ""  # absent in a proposal that names only the container
+
+
+async def _approved(run: Run, args: RestartArgs) -> None:
+    await restart_action(run, service=args.service, container=args.container)
+
+
+RESTART: ActionSpec[RestartArgs] = ActionSpec(
+    name=RESTART_ACTION,
+    args=RestartArgs,
+    run=_approved,
+    title=lambda a: f"Restarting {a.container}",
+    target=lambda a: a.container,
+    confirm_label=lambda a: f"Restart {a.container}",
+)
+
+_USAGE = "restart SERVICE"
+
+
+def _parse(args: list[str], ctx: CommandContext) -> Invocation:
+    service = service_arg(args, ctx.deps, _USAGE)
+    no_more(args[1:], _USAGE)
+    return Invocation(
+        name="restart",
+        title=f"Restart {service}?",
+        procedure=partial(restart_proposal, service=service),
+    )
+
+
+SPEC = ProcedureSpec(
+    name="restart",
+    summary="Restart a service's container after a look and an approval",
+    commands=(
+        CommandSpec(
+            "restart",
+            usage=_USAGE,
+            summary="Check a service, then offer to restart its container (an approver clicks)",
+            parse=_parse,
+            role=Role.OPERATOR,
+            changes=True,
+        ),
+    ),
+    action=RESTART,
+)

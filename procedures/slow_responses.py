@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 from bot.adapters.postgres import ActiveQuery
 from bot.adapters.prometheus import DEFAULT_QUERIES, Sample
 from bot.alerts import Alert
 from bot.baseline import classify
+from bot.catalogue import AlertSpec, ProcedureSpec, RunbookEntry
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Field, Link, Status, Table, worst
@@ -26,6 +28,7 @@ from procedures.terminate import TERMINATE_ACTION, proposal_args
 __all__ = [
     "ESCALATION_P1",
     "MAX_TERMINATE_PROPOSALS",
+    "SPEC",
     "EndpointLatency",
     "LongQueries",
     "check_active_queries",
@@ -238,3 +241,22 @@ async def slow_responses(run: Run, *, alert: Alert | None = None) -> None:
     run.text = _conclusion(
         latency, long, min_age=deps.settings.sms_slow_query_s, proposed=proposed, more=more
     )
+
+
+SPEC = ProcedureSpec(
+    name="slow_responses",
+    summary="P1: p95 per endpoint and long queries; propose terminating the longest",
+    alert=AlertSpec(
+        alertnames=("SlowResponses", "HighLatency"),
+        priority="P1",
+        title="P1 Slow responses: diagnosis",
+        bind=lambda alert: partial(slow_responses, alert=alert),
+    ),
+    runbook=(
+        RunbookEntry(
+            "P1 Slow responses (p95 > 1000 ms)",
+            "alert; respond in 5-15 min",
+            "p95 per endpoint, active and long-running queries, terminate long queries",
+        ),
+    ),
+)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from bot.adapters.docker import ContainerInfo
+from bot.catalogue import (
+    CommandContext,
+    CommandSpec,
+    Invocation,
+    ProcedureSpec,
+    RunbookEntry,
+    no_more,
+)
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Status, Table
 
-__all__ = ["format_uptime", "status"]
+__all__ = ["SPEC", "format_uptime", "status"]
 
 
 def format_uptime(seconds: float | None) -> str:
@@ -65,3 +73,24 @@ async def _containers(deps: Deps) -> Outcome:
 
 async def status(run: Run) -> None:
     await run.step("List containers", _containers(run.deps))
+
+
+def _parse(args: list[str], ctx: CommandContext) -> Invocation:
+    no_more(args, "status")
+    return Invocation(name="status", title="Container status", procedure=status)
+
+
+SPEC = ProcedureSpec(
+    name="status",
+    summary="Every container with its state, health and uptime",
+    commands=(
+        CommandSpec(
+            "status", usage="status", summary="Containers: state, health and uptime", parse=_parse
+        ),
+    ),
+    runbook=(
+        RunbookEntry(
+            "Container overview", "on demand", "every container with state, health and uptime"
+        ),
+    ),
+)

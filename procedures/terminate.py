@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.adapters.postgres import ActiveQuery
+from bot.catalogue import ActionSpec, ProcedureSpec
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.errors import UserError
@@ -23,8 +24,10 @@ from bot.redact import redact
 
 __all__ = [
     "PROPOSED_QUERY_CHARS",
+    "SPEC",
     "TERMINATE_ACTION",
     "QueryCheck",
+    "TerminateArgs",
     "check_still_proposed",
     "proposal_args",
     "terminate_action",
@@ -137,3 +140,30 @@ async def terminate_action(run: Run, *, pid: int, query_start: str, query: str) 
         run.text = f"Terminated {what}."
     else:
         run.text = f"Asked PostgreSQL to terminate {what}, but could not confirm it is gone."
+
+
+@dataclass(frozen=True)
+class TerminateArgs:
+    """A terminate proposal's arguments: the pid and the very query it ran."""
+
+    pid: int
+    query_start: str  # ISO time: the pid may run another query by the time of the click
+    query: str
+
+
+async def _approved(run: Run, args: TerminateArgs) -> None:
+    await terminate_action(run, pid=args.pid, query_start=args.query_start, query=args.query)
+
+
+SPEC = ProcedureSpec(
+    name="terminate",
+    summary="Terminate a long-running query, if its pid still runs it",
+    action=ActionSpec(
+        name=TERMINATE_ACTION,
+        args=TerminateArgs,
+        run=_approved,
+        title=lambda a: f"Terminating query pid {a.pid}",
+        target=lambda a: f"pid {a.pid}",
+        confirm_label=lambda a: f"Terminate {a.pid}",
+    ),
+)

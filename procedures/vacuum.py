@@ -7,8 +7,18 @@ than what the approver read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from bot.catalogue import (
+    ActionSpec,
+    CommandContext,
+    CommandSpec,
+    Invocation,
+    ProcedureSpec,
+    Role,
+    no_more,
+)
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.errors import UserError
@@ -16,8 +26,11 @@ from bot.messages import Status
 from bot.store.base import Proposal
 
 __all__ = [
+    "SPEC",
+    "VACUUM",
     "VACUUM_ACTION",
     "VACUUM_TIMEOUT_S",
+    "VacuumArgs",
     "database_name",
     "propose_vacuum",
     "vacuum_action",
@@ -64,8 +77,8 @@ async def propose_vacuum(run: Run) -> Proposal | None:
     if name is None:
         raise UserError("Not proposing VACUUM ANALYZE: SMS_DATABASE_URL names no database.")
     return await run.propose(
-        action=VACUUM_ACTION,
-        args={"database": name},
+        action=VACUUM.name,
+        args=VACUUM.encode(VacuumArgs(database=name)),
         summary=f"run VACUUM ANALYZE on {name}",
         confirm_label="Run VACUUM ANALYZE",
         note=vacuum_note(name),
@@ -95,3 +108,50 @@ async def vacuum_action(run: Run, *, database: str) -> None:
         run.text = f"VACUUM ANALYZE on {database} failed: {run.steps[-1].summary}"
     else:
         run.text = f"VACUUM ANALYZE on {database} finished: {done.summary}."
+
+
+@dataclass(frozen=True)
+class VacuumArgs:
+    """A VACUUM proposal's arguments: the database it was proposed on."""
+
+    database: str
+
+
+async def _approved(run: Run, args: VacuumArgs) -> None:
+    await vacuum_action(run, database=args.database)
+
+
+VACUUM: ActionSpec[VacuumArgs] = ActionSpec(
+    name=VACUUM_ACTION,
+    args=VacuumArgs,
+    run=_approved,
+    title=lambda a: f"VACUUM ANALYZE on {a.database}",
+    target=lambda a: a.database,
+    confirm_label=lambda a: "Run VACUUM ANALYZE",
+)
+
+
+async def _propose(run: Run) -> None:
+    await propose_vacuum(run)
+
+
+def _parse(args: list[str], ctx: CommandContext) -> Invocation:
+    no_more(args, "vacuum")
+    return Invocation(name="vacuum", title="VACUUM ANALYZE?", procedure=_propose)
+
+
+SPEC = ProcedureSpec(
+    name="vacuum",
+    summary="VACUUM ANALYZE on the SMS database, after an approval",
+    commands=(
+        CommandSpec(
+            "vacuum",
+            usage="vacuum",
+            summary="Offer to run VACUUM ANALYZE on the SMS database (an approver clicks)",
+            parse=_parse,
+            role=Role.OPERATOR,
+            changes=True,
+        ),
+    ),
+    action=VACUUM,
+)

@@ -24,6 +24,7 @@ from bot.adapters.alertmanager import AlertInfo, AlertmanagerError
 from bot.adapters.backups import BackupUnreadable
 from bot.adapters.prometheus import DEFAULT_QUERIES, Series
 from bot.baseline import Metric, baseline_metrics, classify, format_value, plausible
+from bot.catalogue import ProcedureSpec, RunbookEntry, Schedule
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import CodeBlock, Status, Table, worst
@@ -33,6 +34,7 @@ from procedures.checks import format_age, format_size
 __all__ = [
     "DASHBOARDS",
     "REPORT_METRICS",
+    "SPEC",
     "WEEK",
     "dashboard_links",
     "weekly_checklist",
@@ -355,3 +357,30 @@ async def weekly_report(run: Run, *, window: timedelta = WEEK, step: timedelta =
         step_view = by_name[name]
         lines.append(f"{step_view.status.icon} {name}: {step_view.summary}")
     run.text = "\n".join(lines)
+
+
+SPEC = ProcedureSpec(
+    name="weekly",
+    summary="The runbook's Monday checklist and Friday performance report",
+    schedules=(
+        Schedule(
+            job="weekly-checklist",
+            title="Monday checklist",
+            cron_setting="sms_weekly_checklist_cron",
+            procedure=weekly_checklist,
+        ),
+        Schedule(
+            job="weekly-report",
+            title="Friday performance report",
+            cron_setting="sms_weekly_report_cron",
+            procedure=weekly_report,
+        ),
+    ),
+    runbook=(
+        RunbookEntry(
+            "Weekly and monthly maintenance",
+            "Mondays, Fridays, first Monday of the month",
+            "dashboards, disk, alert history, backup integrity, VACUUM ANALYZE",
+        ),
+    ),
+)

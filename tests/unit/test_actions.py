@@ -128,8 +128,8 @@ async def test_backup_and_vacuum_commands_propose_and_bind_the_stored_target(
     deps: Deps,
     tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from handlers.actions import ACTIONS
     from handlers.dispatch import Dispatcher
+    from procedures.catalogue import CATALOGUE
 
     deps = _with_approvers(deps, tmp_path)
     dispatcher = Dispatcher(deps, Engine(deps))
@@ -143,6 +143,8 @@ async def test_backup_and_vacuum_commands_propose_and_bind_the_stored_target(
         assert handled.run is not None, text
         [proposal] = handled.run.proposals
         assert (proposal.action, dict(proposal.args)) == (action, args)
-        bound = ACTIONS[action].bind(proposal)
-        assert bound.keywords == args  # type: ignore[attr-defined]
-        assert "argv" not in bound.keywords  # type: ignore[attr-defined]
+        spec = CATALOGUE.action(action)
+        assert spec is not None
+        decoded = spec.decode(proposal.args)
+        assert spec.encode(decoded) == args
+        assert "argv" not in args

@@ -13,9 +13,12 @@ from bot.alerts import AlertBatch, WebhookInvalid, parse_webhook
 from bot.config import parse_routes
 from bot.deps import Deps
 from bot.engine import Engine
+from bot.errors import ConfigError
 from bot.routing import route_alert
 from bot.store.base import StoreUnavailable
 from handlers.alerts import AlertProcessor, alert_webhook_route
+from handlers.registry import check_routes
+from procedures.catalogue import CATALOGUE
 from tests.fakes import FakeSurface
 
 TOKEN = "webhook-token"
@@ -97,7 +100,7 @@ def test_default_routes_follow_the_runbook() -> None:
             )
         ).encode()
     )
-    routes = [route_alert(a) for a in batch.alerts]
+    routes = [route_alert(a, (), CATALOGUE.routes()) for a in batch.alerts]
     assert [(r.procedure, r.priority) for r in routes] == [
         ("backend_down", "P0"),
         ("slow_responses", "P1"),
@@ -122,7 +125,7 @@ def test_configured_routes_come_first() -> None:
     crit = parse_webhook(
         json.dumps(payload(alert("BackendDown", severity="critical"))).encode()
     ).alerts[0]
-    assert route_alert(crit, rules).procedure == "backend_down"
+    assert route_alert(crit, rules, CATALOGUE.routes()).procedure == "backend_down"
 
 
 @pytest.mark.parametrize(
@@ -131,13 +134,25 @@ def test_configured_routes_come_first() -> None:
         "not json",
         '{"alertname": "x"}',
         '[{"alertname": "x"}]',
-        '[{"alertname": "x", "procedure": "reboot_world", "priority": "P1"}]',
         '[{"alertname": "x", "procedure": "", "priority": "P9"}]',
     ],
 )
 def test_bad_routes_are_refused(raw: str) -> None:
     with pytest.raises(ValueError):
         parse_routes(raw)
+
+
+def test_routes_to_a_procedure_the_catalogue_lacks_are_refused(tmp_path: Path) -> None:
+    from tests.unit.conftest import make_settings
+
+    raw = '[{"alertname": "x", "procedure": "reboot_world", "priority": "P1"}]'
+    settings = make_settings(tmp_path, sms_alert_routes=raw)
+    with pytest.raises(ConfigError, match="SMS_ALERT_ROUTES: rule 1: unknown procedure"):
+        check_routes(settings, CATALOGUE)
+    fine = make_settings(
+        tmp_path, sms_alert_routes='[{"alertname": "x", "procedure": "", "priority": "P1"}]'
+    )
+    check_routes(fine, CATALOGUE)
 
 
 async def _client(aiohttp_client: Any, receive: Any, token: str = TOKEN) -> Any:

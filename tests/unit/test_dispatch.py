@@ -12,7 +12,7 @@ from bot.deps import Deps
 from bot.events import Command
 from bot.messages import Status, Table
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Dispatcher
-from handlers.registry import REGISTRY
+from procedures.catalogue import CATALOGUE
 from tests.fakes import FakeSurface
 
 
@@ -64,7 +64,7 @@ async def test_help_lists_every_command(dispatcher: Dispatcher, surface: FakeSur
     table = surface.events[0][2].details[0]
     assert isinstance(table, Table)
     usages = [row[0] for row in table.rows]
-    assert usages == [spec.usage for spec in REGISTRY.all()]
+    assert usages == [spec.usage for spec in CATALOGUE.commands()]
     for expected in (
         "help",
         "health",
