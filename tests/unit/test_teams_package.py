@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import handlers.commands  # noqa: F401  (registers the commands)
 from bot.chat.teams_package import MANIFEST_DIR, PLACEHOLDER, build_package
-from handlers.registry import REGISTRY
+from procedures.catalogue import CATALOGUE
 
 APP_ID = "11111111-2222-3333-4444-555555555555"
 
@@ -51,7 +50,7 @@ def test_manifest_follows_the_teams_rules() -> None:
     for entry in commands["commands"]:
         assert len(entry["title"]) <= 32 and len(entry["description"]) <= 128
         # every command offered exists in the command registry
-        assert any(spec.usage.startswith(entry["title"]) for spec in REGISTRY.all()), entry
+        assert any(spec.usage.startswith(entry["title"]) for spec in CATALOGUE.commands()), entry
 
 
 def test_outline_icon_is_white_on_transparent() -> None:
