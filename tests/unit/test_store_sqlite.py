@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,11 +33,13 @@ from tests.store_contract import (  # noqa: E402
     LEADER,
     SLOT,
     T0,
+    FixtureLoader,
     StoreContract,
     StoreFactory,
     add_alerts_then_sigkill,
     make_run,
 )
+from tests.store_fixtures import FIXTURES  # noqa: E402
 
 
 class TestSqliteContract(StoreContract):
@@ -48,6 +52,15 @@ class TestSqliteContract(StoreContract):
             return SqliteStore(str(path), migrations=migrations)
 
         return factory
+
+    @pytest.fixture
+    def load_fixture(self, tmp_path: Path) -> FixtureLoader:
+        async def load(version: int) -> Store:
+            path = tmp_path / f"old-v{version}.db"
+            shutil.copyfile(FIXTURES / f"store_v{version}.sqlite", path)
+            return SqliteStore(str(path))
+
+        return load
 
 
 async def test_creates_parent_dir_and_uses_wal(tmp_path: Path) -> None:
@@ -353,3 +366,31 @@ async def test_ping_of_a_memory_store_has_no_file_to_check() -> None:
         await store.ping()
     finally:
         await store.close()
+
+
+def _schema(path: Path) -> dict[str, Any]:
+    """Every table's columns, indexes and foreign keys, as SQLite reports them."""
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        out: dict[str, Any] = {}
+        for t in sorted(tables):
+            indexes = db.execute(f"PRAGMA index_list({t})").fetchall()
+            out[t] = (
+                db.execute(f"PRAGMA table_info({t})").fetchall(),
+                sorted(
+                    (i[1:], db.execute(f"PRAGMA index_xinfo({i[1]})").fetchall()) for i in indexes
+                ),
+                db.execute(f"PRAGMA foreign_key_list({t})").fetchall(),
+            )
+        partial = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'"
+        out["partial indexes"] = sorted(
+            (name, " ".join(sql.split())) for name, sql in db.execute(partial)
+        )
+    return out
+
+
+async def test_a_new_database_has_the_schema_the_previous_store_made(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "new.db"))
+    await store.open()
+    await store.close()
+    assert _schema(tmp_path / "new.db") == _schema(FIXTURES / "store_v6.sqlite")
