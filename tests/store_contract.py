@@ -183,9 +183,7 @@ def make_incident(
 
 
 def extra_migration(version: int, *statements: str) -> Migration:
-    return Migration(
-        version=version, name=f"test {version}", sqlite=statements, postgres=statements
-    )
+    return Migration(version=version, name=f"test {version}", sql=statements)
 
 
 # Run in a child process: store a webhook's alerts, report their ids, die at once.

@@ -219,8 +219,8 @@ async def test_leader_holds_the_lock_on_its_own_connection_not_the_pool(pg_dsn: 
         ((pid, app),) = await lock_holders(admin, LEADER)
         assert app == f"sms-bot leader {LEADER}"
         # The pool's only connection is another session, busy or not with the store's queries.
-        async with store._conn() as conn:
-            pool_pid = await conn.fetchval("SELECT pg_backend_pid()")
+        async with store._session() as session:
+            ((pool_pid,),) = await session.fetch("SELECT pg_backend_pid()")
         assert pool_pid != pid
         await asyncio.gather(*(store.ping() for _ in range(20)))
         assert await store.leader_check(LEADER) is True

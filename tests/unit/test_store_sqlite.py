@@ -137,9 +137,9 @@ async def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
     await store.open()
     try:
         # A per-connection setting, so it can only be read on the store's own connection.
-        async with store._conn() as conn, conn.execute("PRAGMA synchronous") as cursor:
-            row = await cursor.fetchone()
-        assert row is not None and row[0] == 2  # 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+        async with store._session() as session:
+            (row,) = await session.fetch("PRAGMA synchronous")
+        assert row["synchronous"] == 2  # 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
     finally:
         await store.close()
 
@@ -287,15 +287,13 @@ async def test_memory_store_leads_alone() -> None:
 
 async def test_job_last_is_served_by_the_primary_key(db_store: SqliteStore) -> None:
     await db_store.job_claim(JOB, slot=SLOT, runner="r:1", now=T0)
-    async with (
-        db_store._conn() as conn,
-        conn.execute(
+    async with db_store._session() as session:
+        rows = await session.fetch(
             "EXPLAIN QUERY PLAN SELECT job, slot, started_at, runner, status, finished_at"
-            " FROM job_runs WHERE job = ? ORDER BY slot DESC LIMIT 1",
-            (JOB,),
-        ) as cursor,
-    ):
-        plan = " ".join(str(row[-1]) for row in await cursor.fetchall())
+            " FROM job_runs WHERE job = :job ORDER BY slot DESC LIMIT 1",
+            job=JOB,
+        )
+    plan = " ".join(str(row["detail"]) for row in rows)
     assert "USING INDEX sqlite_autoindex_job_runs_1 (job=?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # no sort: the index order is the answer
 
