@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
-from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
+from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.sql import Row, SqlStore
 
 __all__ = ["LEADER_CHECK_TIMEOUT_S", "PostgresStore", "leader_lock_key", "redact_dsn"]
@@ -113,6 +113,8 @@ class _Session:
         self.conn = conn
 
     def _args(self, sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        if not params:  # DDL and fixed statements go as written
+            return sql, []
         query, names = _compile(sql)
         values = [params[n] for n in names]
         return query, [to_utc(v) if isinstance(v, datetime) else v for v in values]
@@ -151,7 +153,6 @@ class PostgresStore(SqlStore):
         query_timeout: float = 10.0,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
-        validate_migrations(migrations)
         super().__init__(migrations)
         self.dsn = dsn
         self._min_size = min_size

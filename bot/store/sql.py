@@ -19,9 +19,9 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from functools import cache
+from typing import Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
 
 from bot.store.base import (
     AlertEvent,
@@ -39,7 +39,7 @@ from bot.store.base import (
     UnknownRun,
     to_utc,
 )
-from bot.store.migrations import Migration
+from bot.store.migrations import Migration, validate_migrations
 
 __all__ = [
     "ALERT_INBOX_LOCK_KEY",
@@ -263,36 +263,51 @@ def decode_time(value: str | datetime | None) -> datetime | None:
     return to_utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
 
+@cache
+def _codecs(cls: Callable[..., Any]) -> dict[str, str]:
+    """How each field of a record is stored: "time", "labels", "detail", "json" or "" (as is)."""
+    out = {}
+    for name, hint in get_type_hints(cls).items():
+        if hint is datetime or datetime in get_args(hint):
+            out[name] = "time"
+        elif get_origin(hint) is Mapping:
+            value_type = get_args(hint)[1]
+            out[name] = "detail" if name == "detail" else "labels" if value_type is str else "json"
+        else:
+            out[name] = ""
+    return out
+
+
 def _params(record: Any, **overrides: Any) -> dict[str, Any]:
     """A record's fields as parameters by column name, JSON fields encoded."""
     out: dict[str, Any] = {}
-    for f in fields(record):
-        value, kind = getattr(record, f.name), str(f.type)
-        what = f"{type(record).__name__}.{f.name}"
-        if f.name == "detail":
+    kind: type = type(record)
+    for name, codec in _codecs(kind).items():
+        value, what = getattr(record, name), f"{type(record).__name__}.{name}"
+        if codec == "detail":
             value = encode_detail(value)
-        elif kind == "Mapping[str, str]":
+        elif codec == "labels":
             value = encode_labels(value, what=what)
-        elif kind.startswith("Mapping"):
+        elif codec == "json":
             value = encode_object(value, what=what)
-        out[_COLUMN.get(f.name, f.name)] = value
+        out[_COLUMN.get(name, name)] = value
     return out | overrides
 
 
 def _decode(cls: Callable[..., T], row: Row) -> T:
     """A record from a row, by field name, decoding times and JSON (the inverse of ``_params``)."""
     values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        value, kind = row[_COLUMN.get(f.name, f.name)], str(f.type)
-        if "datetime" in kind:
+    for name, codec in _codecs(cls).items():
+        value = row[_COLUMN.get(name, name)]
+        if codec == "time":
             value = decode_time(value)
-        elif f.name == "detail":
+        elif codec == "detail":
             value = decode_detail(value)
-        elif kind == "Mapping[str, str]":
+        elif codec == "labels":
             value = {str(k): str(v) for k, v in decode_object(value).items()}
-        elif kind.startswith("Mapping"):
+        elif codec == "json":
             value = decode_object(value)
-        values[f.name] = value
+        values[name] = value
     return cls(**values)
 
 
@@ -304,6 +319,7 @@ class SqlStore(ABC):
     SCHEMA_TABLE: str  # CREATE TABLE IF NOT EXISTS schema_migrations, in the dialect
 
     def __init__(self, migrations: Sequence[Migration]) -> None:
+        validate_migrations(migrations)
         self._migrations = tuple(migrations)
 
     @abstractmethod

@@ -3,8 +3,8 @@
 The queries are in ``sql.py``; this is what only SQLite has. Why one
 connection behind a lock: aiosqlite already runs every statement on a single
 worker thread, and the lock keeps a multi-statement transaction (a migration,
-a claim) from interleaving with another coroutine's statements on it. WAL lets readers (``sqlite3``
-on the command line, a backup) look while the bot writes.
+a claim) from interleaving with another coroutine's statements on it. WAL lets
+readers (``sqlite3`` on the command line, a backup) look while the bot writes.
 
 Why leadership is a locked file beside the database: SQLite serves one host,
 so the OS's ``flock`` is the lock every process on that file can see, and the
@@ -45,7 +45,7 @@ from typing import Any
 import aiosqlite
 
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
-from bot.store.migrations import MIGRATIONS, Migration, validate_migrations
+from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.sql import Row, SqlStore
 
 __all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore", "leader_lock_path"]
@@ -169,7 +169,6 @@ class SqliteStore(SqlStore):
     )
 
     def __init__(self, path: str, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
-        validate_migrations(migrations)
         super().__init__(migrations)
         self.path = path
         self._db: aiosqlite.Connection | None = None
