@@ -1,4 +1,4 @@
-"""The bot's own state: one ``Store`` protocol, a SQLite and a PostgreSQL backend.
+"""The bot's own state: the ``Store`` protocol, one set of queries, two dialects.
 
 ``BOT_STATE_URL`` picks the backend. ``validate_state_url`` is what config
 validation calls so a typo fails at start with a reason, not at first use.

@@ -7,7 +7,6 @@ interchangeable; one contract test suite holds both to the same behaviour.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,60 +16,28 @@ from typing import Any, Protocol
 from bot.errors import AdapterError
 
 __all__ = [
-    "ALERT_STATUSES",
-    "AUDIT_SOURCES",
-    "FINISHED_PROPOSAL_STATUSES",
-    "INCIDENT_PRIORITIES",
-    "INCIDENT_STATUSES",
-    "JOB_FINISHED_STATUSES",
-    "JOB_STATUSES",
-    "OUTBOX_OPS",
-    "PROPOSAL_STATUSES",
-    "RUN_STATUSES",
-    "STEP_STATUSES",
     "AlertEvent",
     "AuditEvent",
     "ChatMessage",
     "Digest",
     "Incident",
+    "IncidentStore",
     "JobRun",
+    "JobStore",
     "NewAlertEvent",
     "OutboxItem",
+    "OutboxStore",
     "Proposal",
+    "ProposalStore",
     "RunRecord",
-    "StepRecord",
+    "RunStore",
     "Store",
     "StoreUnavailable",
     "UnknownRun",
-    "check_alert_event",
-    "check_incident",
-    "check_job",
     "check_leader_name",
-    "check_lease",
-    "check_outbox_op",
-    "check_outcomes",
-    "check_status",
-    "decode_detail",
-    "decode_object",
-    "encode_detail",
-    "encode_labels",
-    "encode_object",
     "to_utc",
 ]
 
-STEP_STATUSES = frozenset({"pending", "running", "ok", "warn", "crit", "failed"})
-# A run normally ends ok/warn/crit/failed, but one left with a step still pending
-# reports "pending" (the engine's worst-of), which must not make saving it fail.
-RUN_STATUSES = STEP_STATUSES
-AUDIT_SOURCES = frozenset({"console", "slack", "teams", "cli", "scheduler", "alertmanager"})
-OUTBOX_OPS = frozenset({"post", "update", "reply", "ephemeral"})
-PROPOSAL_STATUSES = frozenset({"pending", "approved", "cancelled", "expired", "done", "failed"})
-FINISHED_PROPOSAL_STATUSES = frozenset({"done", "failed"})
-ALERT_STATUSES = frozenset({"firing", "resolved"})
-INCIDENT_STATUSES = frozenset({"open", "resolved"})
-INCIDENT_PRIORITIES = frozenset({"P0", "P1", "P2", "P3"})
-JOB_STATUSES = frozenset({"running", "ok", "warn", "crit", "failed"})
-JOB_FINISHED_STATUSES = JOB_STATUSES - {"running"}
 # Leader names become part of a lock file name (SQLite), so keep them filename-safe.
 _LEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 
@@ -276,44 +243,25 @@ class JobRun:
     finished_at: datetime | None = None
 
 
-class Store(Protocol):
-    """The bot's own state. Every method raises ``StoreUnavailable`` on backend failure."""
+class RunStore(Protocol):
+    """Runs, their steps, and the audit trail."""
 
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
-
-    async def close(self) -> None:
-        """Release connections; safe to call twice."""
-
-    async def ping(self) -> None:
-        """Round-trip to the backend; used by ``GET /readyz``."""
-
-    async def start_run(self, run: RunRecord) -> None:
-        """Record a new run."""
-
-    async def save_step(self, step: StepRecord) -> None:
-        """Insert or replace the step at ``(run_id, index)``."""
-
-    async def finish_run(self, run_id: str, *, status: str, finished_at: datetime) -> None:
-        """Set a run's final status; ``UnknownRun`` if it was never started."""
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        """The run, or None."""
-
-    async def list_steps(self, run_id: str) -> list[StepRecord]:
-        """The run's steps ordered by index."""
-
-    async def recent_runs(self, limit: int = 20) -> list[RunRecord]:
-        """Newest first."""
-
-    async def audit(self, event: AuditEvent) -> None:
-        """Append an audit event."""
-
-    async def recent_audit(self, limit: int = 50) -> list[AuditEvent]:
-        """Newest first."""
-
-    async def schema_version(self) -> int:
-        """Highest applied migration version, 0 for an empty database."""
+    # Record a new run.
+    async def start_run(self, run: RunRecord) -> None: ...
+    # Insert or replace the step at ``(run_id, index)``.
+    async def save_step(self, step: StepRecord) -> None: ...
+    # Set a run's final status; ``UnknownRun`` if it was never started.
+    async def finish_run(self, run_id: str, *, status: str, finished_at: datetime) -> None: ...
+    # The run, or None.
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+    # The run's steps ordered by index.
+    async def list_steps(self, run_id: str) -> list[StepRecord]: ...
+    # Newest first.
+    async def recent_runs(self, limit: int = 20) -> list[RunRecord]: ...
+    # Append an audit event.
+    async def audit(self, event: AuditEvent) -> None: ...
+    # Newest first.
+    async def recent_audit(self, limit: int = 50) -> list[AuditEvent]: ...
 
     async def count_audit(
         self,
@@ -328,7 +276,17 @@ class Store(Protocol):
         ``outcomes`` narrows to those outcomes (an empty collection counts nothing).
         """
 
-    # --- outbox -----------------------------------------------------------
+    async def audit_between(
+        self, start: datetime, end: datetime | None = None, *, limit: int = 1000
+    ) -> list[AuditEvent]:
+        """Audit events with ``start <= at < end`` (no upper bound if None), oldest first."""
+
+    # Runs whose ``conversation`` is exactly this one, oldest first.
+    async def runs_for_conversation(self, conversation: str) -> list[RunRecord]: ...
+
+
+class OutboxStore(Protocol):
+    """Chat operations waiting for delivery, and where delivered messages landed."""
 
     async def outbox_add(
         self,
@@ -358,60 +316,44 @@ class Store(Protocol):
         its updates and its thread replies). Two claimers never get one item.
         """
 
-    async def outbox_done(self, item_id: int) -> None:
-        """Delivered; a no-op for an item already done or dead."""
-
-    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None:
-        """A failed attempt: count it, release the lease, try again at ``at``."""
-
-    async def outbox_dead(self, item_id: int, *, error: str) -> None:
-        """Give up on an item (counted as a failed attempt); kept for inspection."""
-
-    async def outbox_pending(self) -> int:
-        """Items neither done nor dead."""
-
-    async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]:
-        """Items in id order: pending and dead ones, and done ones if asked."""
+    # Delivered; a no-op for an item already done or dead.
+    async def outbox_done(self, item_id: int) -> None: ...
+    # A failed attempt: count it, release the lease, try again at ``at``.
+    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None: ...
+    # Give up on an item (counted as a failed attempt); kept for inspection.
+    async def outbox_dead(self, item_id: int, *, error: str) -> None: ...
+    # Items neither done nor dead.
+    async def outbox_pending(self) -> int: ...
+    # Items in id order: pending and dead ones, and done ones if asked.
+    async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]: ...
 
     # --- chat messages ----------------------------------------------------
 
-    async def chat_message_put(self, msg: ChatMessage) -> None:
-        """Insert or replace the message with this key."""
+    # Insert or replace the message with this key.
+    async def chat_message_put(self, msg: ChatMessage) -> None: ...
+    # The message, or None.
+    async def chat_message_get(self, key: str) -> ChatMessage | None: ...
 
-    async def chat_message_get(self, key: str) -> ChatMessage | None:
-        """The message, or None."""
 
-    # --- proposals --------------------------------------------------------
+class ProposalStore(Protocol):
+    """Stored approval requests."""
 
-    async def proposal_add(self, p: Proposal) -> None:
-        """Store a new proposal; a duplicate id is refused (``StoreUnavailable``)."""
+    # Store a new proposal; a duplicate id is refused (``StoreUnavailable``).
+    async def proposal_add(self, p: Proposal) -> None: ...
+    # The proposal, or None.
+    async def proposal_get(self, id: str) -> Proposal | None: ...
+    # ``pending -> approved`` if pending and unexpired, exactly once; else None.
+    async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None: ...
+    # ``pending -> cancelled`` if pending; else None.
+    async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None: ...
+    # Mark pending proposals with ``expires_at <= now`` expired; return them.
+    async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]: ...
+    # ``approved -> done|failed`` with a result line; other states are left as is.
+    async def proposal_finish(self, id: str, *, status: str, result: str) -> None: ...
 
-    async def proposal_get(self, id: str) -> Proposal | None:
-        """The proposal, or None."""
 
-    async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None:
-        """``pending -> approved`` if pending and unexpired, exactly once; else None."""
-
-    async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None:
-        """``pending -> cancelled`` if pending; else None."""
-
-    async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]:
-        """Mark pending proposals with ``expires_at <= now`` expired; return them."""
-
-    async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
-        """``approved -> done|failed`` with a result line; other states are left as is."""
-
-    # --- timelines --------------------------------------------------------
-
-    async def audit_between(
-        self, start: datetime, end: datetime | None = None, *, limit: int = 1000
-    ) -> list[AuditEvent]:
-        """Audit events with ``start <= at < end`` (no upper bound if None), oldest first."""
-
-    async def runs_for_conversation(self, conversation: str) -> list[RunRecord]:
-        """Runs whose ``conversation`` is exactly this one, oldest first."""
-
-    # --- alert inbox ------------------------------------------------------
+class IncidentStore(Protocol):
+    """The alert inbox, incidents and alert-storm digests."""
 
     async def alert_events_add(
         self, events: Sequence[NewAlertEvent], *, received_at: datetime
@@ -431,8 +373,8 @@ class Store(Protocol):
         claimers never get one event.
         """
 
-    async def alert_event_done(self, id: int) -> None:
-        """Processed; a no-op for an event already done."""
+    # Processed; a no-op for an event already done.
+    async def alert_event_done(self, id: int) -> None: ...
 
     async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
         """A failed attempt: count it, release the lease, not claimable before ``at``.
@@ -440,8 +382,8 @@ class Store(Protocol):
         Later events of its fingerprint wait for it.
         """
 
-    async def alert_events_pending(self) -> int:
-        """Events not yet processed."""
+    # Events not yet processed.
+    async def alert_events_pending(self) -> int: ...
 
     # --- incidents --------------------------------------------------------
 
@@ -451,41 +393,30 @@ class Store(Protocol):
         Atomic across replicas. A duplicate id is refused (``StoreUnavailable``).
         """
 
-    async def incident_get(self, id: str) -> Incident | None:
-        """The incident, or None."""
-
-    async def incident_open_for(self, fingerprint: str) -> Incident | None:
-        """The open incident of this fingerprint, or None."""
-
-    async def incident_set_thread(self, id: str, *, root_key: str, conversation: str) -> None:
-        """Record where the incident's thread is; a no-op for an unknown id."""
-
-    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None:
-        """A repeat notification: ``repeats + 1``, ``last_seen_at = now``; None unless open."""
-
-    async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None:
-        """Acknowledge an open, unacknowledged incident, exactly once; else None."""
-
-    async def incident_escalate(self, id: str, *, now: datetime) -> Incident | None:
-        """Mark an open, unacknowledged, unescalated incident escalated, exactly once."""
-
-    async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
-        """``open -> resolved``, exactly once; else None."""
-
-    async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None:
-        """Record where the incident's markdown record was written, and keep its text."""
-
-    async def incident_record_text(self, id: str) -> str | None:
-        """The incident's markdown record as kept in the store, if any."""
-
-    async def incidents_open(self) -> list[Incident]:
-        """Open incidents, oldest first."""
-
-    async def incidents_between(self, start: datetime, end: datetime) -> list[Incident]:
-        """Incidents opened in ``[start, end)``, oldest first."""
-
-    async def incidents_opened_since(self, since: datetime) -> int:
-        """How many incidents were opened at or after ``since`` (alert-storm limiting)."""
+    # The incident, or None.
+    async def incident_get(self, id: str) -> Incident | None: ...
+    # The open incident of this fingerprint, or None.
+    async def incident_open_for(self, fingerprint: str) -> Incident | None: ...
+    # Record where the incident's thread is; a no-op for an unknown id.
+    async def incident_set_thread(self, id: str, *, root_key: str, conversation: str) -> None: ...
+    # A repeat notification: ``repeats + 1``, ``last_seen_at = now``; None unless open.
+    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None: ...
+    # Acknowledge an open, unacknowledged incident, exactly once; else None.
+    async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None: ...
+    # Mark an open, unacknowledged, unescalated incident escalated, exactly once.
+    async def incident_escalate(self, id: str, *, now: datetime) -> Incident | None: ...
+    # ``open -> resolved``, exactly once; else None.
+    async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None: ...
+    # Record where the incident's markdown record was written, and keep its text.
+    async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None: ...
+    # The incident's markdown record as kept in the store, if any.
+    async def incident_record_text(self, id: str) -> str | None: ...
+    # Open incidents, oldest first.
+    async def incidents_open(self) -> list[Incident]: ...
+    # Incidents opened in ``[start, end)``, oldest first.
+    async def incidents_between(self, start: datetime, end: datetime) -> list[Incident]: ...
+    # How many incidents were opened at or after ``since`` (alert-storm limiting).
+    async def incidents_opened_since(self, since: datetime) -> int: ...
 
     # --- alert-storm digests ----------------------------------------------
 
@@ -507,13 +438,14 @@ class Store(Protocol):
     ) -> Digest | None:
         """Record where the digest message is; the digest, or None for an unknown id."""
 
-    async def digest_get(self, id: str) -> Digest | None:
-        """The digest, or None."""
+    # The digest, or None.
+    async def digest_get(self, id: str) -> Digest | None: ...
+    # The incidents in the digest, oldest first: what its message lists.
+    async def digest_incidents(self, id: str) -> list[Incident]: ...
 
-    async def digest_incidents(self, id: str) -> list[Incident]:
-        """The incidents in the digest, oldest first: what its message lists."""
 
-    # --- scheduled jobs ---------------------------------------------------
+class JobStore(Protocol):
+    """Scheduled job slots and leadership among replicas."""
 
     async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
         """Record ``(job, slot)`` as started by ``runner``; True for exactly one caller ever.
@@ -523,14 +455,12 @@ class Store(Protocol):
         even if its runner died before finishing it.
         """
 
-    async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None:
-        """``running -> ok|warn|crit|failed``; a finished or never-claimed slot is left as is."""
-
-    async def job_last(self, job: str) -> JobRun | None:
-        """The claimed slot of this job with the latest ``slot`` time, or None."""
-
-    async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]:
-        """This job's claimed slots, newest slot first."""
+    # ``running -> ok|warn|crit|failed``; a finished or never-claimed slot is left as is.
+    async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None: ...
+    # The claimed slot of this job with the latest ``slot`` time, or None.
+    async def job_last(self, job: str) -> JobRun | None: ...
+    # This job's claimed slots, newest slot first.
+    async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]: ...
 
     # --- leadership -------------------------------------------------------
 
@@ -543,11 +473,27 @@ class Store(Protocol):
         session, a locked file), never to a row that a dead replica leaves behind.
         """
 
-    async def leader_check(self, name: str) -> bool:
-        """Does this store still hold leadership for ``name``? False once it was lost."""
+    # Does this store still hold leadership for ``name``? False once it was lost.
+    async def leader_check(self, name: str) -> bool: ...
+    # Give up leadership for ``name``; a no-op if not held.
+    async def leader_release(self, name: str) -> None: ...
 
-    async def leader_release(self, name: str) -> None:
-        """Give up leadership for ``name``; a no-op if not held."""
+
+class Store(RunStore, OutboxStore, ProposalStore, IncidentStore, JobStore, Protocol):
+    """The bot's own state. Every method raises ``StoreUnavailable`` on backend failure.
+
+    Why one union of smaller protocols: each kind of data reads as one unit,
+    while callers keep passing one store around.
+    """
+
+    # Connect and apply pending migrations.
+    async def open(self) -> None: ...
+    # Release connections; safe to call twice.
+    async def close(self) -> None: ...
+    # Round-trip to the backend; used by ``GET /readyz``.
+    async def ping(self) -> None: ...
+    # Highest applied migration version, 0 for an empty database.
+    async def schema_version(self) -> int: ...
 
 
 def to_utc(value: datetime) -> datetime:
@@ -557,94 +503,6 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def check_status(status: str, allowed: frozenset[str], *, what: str) -> None:
-    """Refuse statuses outside the documented set before they reach the database."""
-    if status not in allowed:
-        raise ValueError(f"invalid {what} status {status!r}; expected one of {sorted(allowed)}")
-
-
-def encode_detail(detail: Mapping[str, Any]) -> str:
-    """JSON for an audit detail; odd values become strings so auditing never fails."""
-    return json.dumps(dict(detail), default=str, sort_keys=True)
-
-
-def decode_detail(raw: str | None) -> dict[str, Any]:
-    """Inverse of ``encode_detail``; tolerant of NULL."""
-    if not raw:
-        return {}
-    value = json.loads(raw)
-    return value if isinstance(value, dict) else {"value": value}
-
-
-def check_outbox_op(op: str, parent_key: str | None) -> None:
-    """Refuse unknown ops, and a reply that does not say which thread it belongs to."""
-    if op not in OUTBOX_OPS:
-        raise ValueError(f"invalid outbox op {op!r}; expected one of {sorted(OUTBOX_OPS)}")
-    if op == "reply" and not parent_key:
-        raise ValueError("an outbox 'reply' needs the parent_key of its thread's root message")
-
-
-def check_lease(lease_s: float) -> None:
-    if not lease_s > 0:
-        raise ValueError(f"lease_s must be positive, got {lease_s!r}")
-
-
-def check_outcomes(outcomes: Collection[str] | None) -> list[str] | None:
-    """The outcomes filter as a list; a bare string would silently match per character."""
-    if outcomes is None:
-        return None
-    if isinstance(outcomes, str):
-        raise TypeError("outcomes must be a collection of strings, not one string")
-    return list(outcomes)
-
-
-def encode_object(value: Mapping[str, Any], *, what: str) -> str:
-    """Strict JSON for an outbox payload or proposal args.
-
-    Unlike ``encode_detail`` nothing is stringified: these values are read back
-    and acted on, so a value that does not round-trip is a bug to fail on now.
-    """
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a JSON object (a mapping), got {type(value).__name__}")
-    try:
-        return json.dumps(dict(value), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from exc
-
-
-def decode_object(raw: str) -> dict[str, Any]:
-    """Inverse of ``encode_object``."""
-    value = json.loads(raw)
-    if not isinstance(value, dict):
-        raise ValueError(f"stored JSON is not an object: {raw[:80]!r}")
-    return value
-
-
-def encode_labels(value: Mapping[str, str], *, what: str) -> str:
-    """Strict JSON for alert labels or annotations: an object of strings."""
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a mapping of strings, got {type(value).__name__}")
-    for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            raise ValueError(f"{what} must map strings to strings, got {key!r}: {item!r}")
-    return json.dumps(dict(value), sort_keys=True)
-
-
-def check_alert_event(event: NewAlertEvent) -> None:
-    """Refuse an event the processor could not act on, before any of its batch is stored."""
-    check_status(event.status, ALERT_STATUSES, what="alert")
-    if not event.fingerprint:
-        raise ValueError("an alert event needs a fingerprint")
-
-
-def check_job(job: str, *, runner: str | None = None) -> None:
-    """Refuse an empty job name or runner: a slot nobody can attribute is a bug."""
-    if not job:
-        raise ValueError("a job run needs a job name")
-    if runner is not None and not runner:
-        raise ValueError("a job run needs a runner (which replica runs it)")
-
-
 def check_leader_name(name: str) -> None:
     """Refuse leader names that could not be a lock file name beside the database."""
     if not _LEADER_NAME.fullmatch(name):
@@ -652,14 +510,3 @@ def check_leader_name(name: str) -> None:
             f"invalid leader name {name!r}: 1-100 of letters, digits and _.:-,"
             " starting with a letter or digit"
         )
-
-
-def check_incident(incident: Incident) -> None:
-    check_status(incident.status, INCIDENT_STATUSES, what="incident")
-    if incident.priority not in INCIDENT_PRIORITIES:
-        raise ValueError(
-            f"invalid incident priority {incident.priority!r};"
-            f" expected one of {sorted(INCIDENT_PRIORITIES)}"
-        )
-    if incident.fingerprint == "":
-        raise ValueError("an incident's fingerprint is None (manual) or non-empty")

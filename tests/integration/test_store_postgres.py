@@ -28,6 +28,7 @@ from tests.store_contract import (  # noqa: E402
     LEADER,
     SLOT,
     T0,
+    FixtureLoader,
     StoreContract,
     StoreFactory,
     add_alerts_then_sigkill,
@@ -35,6 +36,7 @@ from tests.store_contract import (  # noqa: E402
     make_incident,
     make_run,
 )
+from tests.store_fixtures import FIXTURES  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +48,19 @@ class TestPostgresContract(StoreContract):
             return PostgresStore(pg_dsn, migrations=migrations)
 
         return factory
+
+    @pytest.fixture
+    def load_fixture(self, pg_server: PgServer) -> FixtureLoader:
+        async def load(version: int) -> Store:
+            dsn = await pg_server.create_database(f"v{version}")
+            conn = await asyncpg.connect(dsn)
+            try:  # a plain pg_dump of a database the previous store made
+                await conn.execute((FIXTURES / f"store_v{version}.postgres.sql").read_text())
+            finally:
+                await conn.close()
+            return PostgresStore(dsn)
+
+        return load
 
 
 async def test_open_store_picks_postgres_for_both_schemes(pg_dsn: str) -> None:
@@ -204,8 +219,8 @@ async def test_leader_holds_the_lock_on_its_own_connection_not_the_pool(pg_dsn: 
         ((pid, app),) = await lock_holders(admin, LEADER)
         assert app == f"sms-bot leader {LEADER}"
         # The pool's only connection is another session, busy or not with the store's queries.
-        async with store._conn() as conn:
-            pool_pid = await conn.fetchval("SELECT pg_backend_pid()")
+        async with store._session() as session:
+            ((pool_pid,),) = await session.fetch("SELECT pg_backend_pid()")
         assert pool_pid != pid
         await asyncio.gather(*(store.ping() for _ in range(20)))
         assert await store.leader_check(LEADER) is True
@@ -292,3 +307,37 @@ async def test_job_last_is_served_by_the_primary_key(pg_dsn: str) -> None:
     assert "Index Scan Backward using job_runs_pkey" in plan, plan
     assert "Sort" not in plan, plan
     assert slot_type == "timestamp with time zone"
+
+
+_SCHEMA = (
+    "SELECT table_name, column_name, ordinal_position, data_type, is_nullable, column_default,"
+    " is_identity, identity_generation FROM information_schema.columns"
+    " WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+    " ORDER BY indexname",
+    "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+    " WHERE connamespace = 'public'::regnamespace ORDER BY conname",
+)
+
+
+async def _schema(dsn: str) -> list[list[tuple[object, ...]]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [[tuple(row) for row in await conn.fetch(sql)] for sql in _SCHEMA]
+    finally:
+        await conn.close()
+
+
+async def test_a_new_database_has_the_schema_the_previous_store_made(
+    pg_server: PgServer, pg_dsn: str
+) -> None:
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    await store.close()
+    old = await pg_server.create_database("v6")
+    conn = await asyncpg.connect(old)
+    try:
+        await conn.execute((FIXTURES / "store_v6.postgres.sql").read_text())
+    finally:
+        await conn.close()
+    assert await _schema(pg_dsn) == await _schema(old)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,11 +33,13 @@ from tests.store_contract import (  # noqa: E402
     LEADER,
     SLOT,
     T0,
+    FixtureLoader,
     StoreContract,
     StoreFactory,
     add_alerts_then_sigkill,
     make_run,
 )
+from tests.store_fixtures import FIXTURES  # noqa: E402
 
 
 class TestSqliteContract(StoreContract):
@@ -48,6 +52,15 @@ class TestSqliteContract(StoreContract):
             return SqliteStore(str(path), migrations=migrations)
 
         return factory
+
+    @pytest.fixture
+    def load_fixture(self, tmp_path: Path) -> FixtureLoader:
+        async def load(version: int) -> Store:
+            path = tmp_path / f"old-v{version}.db"
+            shutil.copyfile(FIXTURES / f"store_v{version}.sqlite", path)
+            return SqliteStore(str(path))
+
+        return load
 
 
 async def test_creates_parent_dir_and_uses_wal(tmp_path: Path) -> None:
@@ -124,9 +137,9 @@ async def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
     await store.open()
     try:
         # A per-connection setting, so it can only be read on the store's own connection.
-        async with store._conn() as conn, conn.execute("PRAGMA synchronous") as cursor:
-            row = await cursor.fetchone()
-        assert row is not None and row[0] == 2  # 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+        async with store._session() as session:
+            (row,) = await session.fetch("PRAGMA synchronous")
+        assert row["synchronous"] == 2  # 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
     finally:
         await store.close()
 
@@ -274,15 +287,13 @@ async def test_memory_store_leads_alone() -> None:
 
 async def test_job_last_is_served_by_the_primary_key(db_store: SqliteStore) -> None:
     await db_store.job_claim(JOB, slot=SLOT, runner="r:1", now=T0)
-    async with (
-        db_store._conn() as conn,
-        conn.execute(
+    async with db_store._session() as session:
+        rows = await session.fetch(
             "EXPLAIN QUERY PLAN SELECT job, slot, started_at, runner, status, finished_at"
-            " FROM job_runs WHERE job = ? ORDER BY slot DESC LIMIT 1",
-            (JOB,),
-        ) as cursor,
-    ):
-        plan = " ".join(str(row[-1]) for row in await cursor.fetchall())
+            " FROM job_runs WHERE job = :job ORDER BY slot DESC LIMIT 1",
+            job=JOB,
+        )
+    plan = " ".join(str(row["detail"]) for row in rows)
     assert "USING INDEX sqlite_autoindex_job_runs_1 (job=?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # no sort: the index order is the answer
 
@@ -353,3 +364,31 @@ async def test_ping_of_a_memory_store_has_no_file_to_check() -> None:
         await store.ping()
     finally:
         await store.close()
+
+
+def _schema(path: Path) -> dict[str, Any]:
+    """Every table's columns, indexes and foreign keys, as SQLite reports them."""
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        out: dict[str, Any] = {}
+        for t in sorted(tables):
+            indexes = db.execute(f"PRAGMA index_list({t})").fetchall()
+            out[t] = (
+                db.execute(f"PRAGMA table_info({t})").fetchall(),
+                sorted(
+                    (i[1:], db.execute(f"PRAGMA index_xinfo({i[1]})").fetchall()) for i in indexes
+                ),
+                db.execute(f"PRAGMA foreign_key_list({t})").fetchall(),
+            )
+        partial = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'"
+        out["partial indexes"] = sorted(
+            (name, " ".join(sql.split())) for name, sql in db.execute(partial)
+        )
+    return out
+
+
+async def test_a_new_database_has_the_schema_the_previous_store_made(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "new.db"))
+    await store.open()
+    await store.close()
+    assert _schema(tmp_path / "new.db") == _schema(FIXTURES / "store_v6.sqlite")

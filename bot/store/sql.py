@@ -1,0 +1,717 @@
+"""Every query of the store, written once, over a small per-dialect session.
+
+Why shared SQL text and not SQLAlchemy Core: SQLite 3.35+ and PostgreSQL accept
+the same statements for everything this store does (``RETURNING``, ``ON
+CONFLICT ... DO NOTHING/UPDATE``, partial indexes, ``WITH ... MATERIALIZED``),
+so a query is one string a reader can paste into ``psql`` or ``sqlite3``. What
+differs is small and lives in ``sqlite.py`` and ``postgres.py``: placeholders
+(``:name`` here; asyncpg wants ``$1``), how a time is stored (ISO text or
+``timestamptz``), transactions (``BEGIN IMMEDIATE`` or a pooled connection),
+``FOR UPDATE SKIP LOCKED`` in the claims, advisory locks, ping and leadership.
+
+Claims are one guarded ``UPDATE ... RETURNING``: PostgreSQL's row locks (plus
+``SKIP LOCKED``) and SQLite's single writer each make a row go to one claimer.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
+
+from bot.store.base import (
+    AlertEvent,
+    AuditEvent,
+    ChatMessage,
+    Digest,
+    Incident,
+    JobRun,
+    NewAlertEvent,
+    OutboxItem,
+    Proposal,
+    RunRecord,
+    StepRecord,
+    StoreUnavailable,
+    UnknownRun,
+    to_utc,
+)
+from bot.store.migrations import Migration, validate_migrations
+
+__all__ = [
+    "ALERT_INBOX_LOCK_KEY",
+    "DIGEST_LOCK_KEY",
+    "MIGRATION_LOCK_KEY",
+    "Row",
+    "Session",
+    "SqlStore",
+    "decode_time",
+]
+
+# Transaction-scoped advisory lock keys (PostgreSQL; SQLite's write lock covers all).
+# Replicas started together would race to create the same tables.
+MIGRATION_LOCK_KEY = 0x736D732D626F74
+# Ids come from a sequence: without the lock a webhook transaction holding id 10
+# could commit after one holding id 11, and a processor would see a fingerprint's
+# "resolved" before its "firing". Under it, ids are committed in order.
+ALERT_INBOX_LOCK_KEY = 0x736D732D616C7274
+# "Is there a current digest? If not, create one" is a read then a write.
+DIGEST_LOCK_KEY = 0x736D732D64696773
+
+T = TypeVar("T")
+
+# Refused before they reach the database.
+STEP_STATUSES = frozenset({"pending", "running", "ok", "warn", "crit", "failed"})
+# A run normally ends ok/warn/crit/failed, but one left with a step still pending
+# reports "pending" (the engine's worst-of), which must not make saving it fail.
+RUN_STATUSES = STEP_STATUSES
+OUTBOX_OPS = frozenset({"post", "update", "reply", "ephemeral"})
+PROPOSAL_STATUSES = frozenset({"pending", "approved", "cancelled", "expired", "done", "failed"})
+FINISHED_PROPOSAL_STATUSES = frozenset({"done", "failed"})
+ALERT_STATUSES = frozenset({"firing", "resolved"})
+INCIDENT_STATUSES = frozenset({"open", "resolved"})
+INCIDENT_PRIORITIES = frozenset({"P0", "P1", "P2", "P3"})
+JOB_STATUSES = frozenset({"running", "ok", "warn", "crit", "failed"})
+JOB_FINISHED_STATUSES = JOB_STATUSES - {"running"}
+
+
+def check_status(status: str, allowed: frozenset[str], *, what: str) -> None:
+    """Refuse statuses outside the documented set before they reach the database."""
+    if status not in allowed:
+        raise ValueError(f"invalid {what} status {status!r}; expected one of {sorted(allowed)}")
+
+
+def encode_detail(detail: Mapping[str, Any]) -> str:
+    """JSON for an audit detail; odd values become strings so auditing never fails."""
+    return json.dumps(dict(detail), default=str, sort_keys=True)
+
+
+def decode_detail(raw: str | None) -> dict[str, Any]:
+    """Inverse of ``encode_detail``; tolerant of NULL."""
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def check_outbox_op(op: str, parent_key: str | None) -> None:
+    """Refuse unknown ops, and a reply that does not say which thread it belongs to."""
+    if op not in OUTBOX_OPS:
+        raise ValueError(f"invalid outbox op {op!r}; expected one of {sorted(OUTBOX_OPS)}")
+    if op == "reply" and not parent_key:
+        raise ValueError("an outbox 'reply' needs the parent_key of its thread's root message")
+
+
+def encode_object(value: Mapping[str, Any], *, what: str) -> str:
+    """Strict JSON for an outbox payload or proposal args.
+
+    Unlike ``encode_detail`` nothing is stringified: these values are read back
+    and acted on, so a value that does not round-trip is a bug to fail on now.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a JSON object (a mapping), got {type(value).__name__}")
+    try:
+        return json.dumps(dict(value), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def decode_object(raw: str) -> dict[str, Any]:
+    """Inverse of ``encode_object``."""
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError(f"stored JSON is not an object: {raw[:80]!r}")
+    return value
+
+
+def encode_labels(value: Mapping[str, str], *, what: str) -> str:
+    """Strict JSON for alert labels or annotations: an object of strings."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping of strings, got {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValueError(f"{what} must map strings to strings, got {key!r}: {item!r}")
+    return json.dumps(dict(value), sort_keys=True)
+
+
+def check_incident(incident: Incident) -> None:
+    """Refuse a status, priority or fingerprint the incident service would misread."""
+    check_status(incident.status, INCIDENT_STATUSES, what="incident")
+    if incident.priority not in INCIDENT_PRIORITIES:
+        raise ValueError(
+            f"invalid incident priority {incident.priority!r};"
+            f" expected one of {sorted(INCIDENT_PRIORITIES)}"
+        )
+    if incident.fingerprint == "":
+        raise ValueError("an incident's fingerprint is None (manual) or non-empty")
+
+
+RUN = "id, command, user_id, source, conversation, started_at, status, finished_at"
+STEP = "run_id, idx, name, status, started_at, duration_s, summary, error"
+AUDIT = "at, actor, source, action, target, outcome, conversation, detail"
+OUTBOX = (
+    "id, message_key, op, surface, channel, parent_key, payload, attempts, created_at,"
+    " next_attempt_at, last_error"
+)
+PROPOSAL = (
+    "id, action, args, summary, run_id, conversation, message_key, requested_by,"
+    " approver_role, created_at, expires_at, status, decided_by, decided_at, result"
+)
+ALERT = (
+    "id, fingerprint, status, labels, annotations, starts_at, ends_at, generator_url,"
+    " received_at, attempts, last_error"
+)
+INCIDENT = (
+    "id, fingerprint, title, priority, procedure, labels, annotations, opened_at, opened_by,"
+    " status, last_seen_at, repeats, root_key, conversation, acknowledged_by, acknowledged_at,"
+    " escalated_at, resolved_at, record_path"
+)
+DIGEST = "id, started_at, root_key, conversation"
+CHAT = "key, surface, channel, ts, thread_ts"
+ALERT_NEW = (
+    "fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, received_at"
+)
+JOB = "job, slot, started_at, runner, status, finished_at"
+# A real read of the tables a 200 from the webhook relies on; a missing table fails it.
+PING = (
+    "SELECT (SELECT MAX(version) FROM schema_migrations) AS version,"
+    " EXISTS (SELECT 1 FROM alert_events) AS a, EXISTS (SELECT 1 FROM outbox) AS o,"
+    " EXISTS (SELECT 1 FROM audit) AS u"
+)
+# Due, unleased, and no earlier undelivered item for its message or its thread's root.
+_CLAIM_OUTBOX = (
+    "UPDATE outbox SET leased_until = :until WHERE id IN (SELECT o.id FROM outbox o"
+    " WHERE o.state = 'pending' AND o.next_attempt_at <= :now"
+    " AND (o.leased_until IS NULL OR o.leased_until <= :now)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.state = 'pending' AND b.id < o.id"
+    " AND (b.message_key = o.message_key OR b.message_key = o.parent_key))"
+    f" ORDER BY o.id LIMIT :limit{{skip_locked}}) RETURNING {OUTBOX}"
+)
+# cand: the oldest claimable events this claimer could lock. An event is leased
+# only if every older pending event of its fingerprint is in cand too: one locked
+# by another claimer, leased, or deferred by a retry is not, and holds it back
+# (a firing goes before its resolved).
+_CLAIM_ALERTS = (
+    "WITH cand AS MATERIALIZED (SELECT id, fingerprint FROM alert_events"
+    " WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= :now)"
+    " AND (leased_until IS NULL OR leased_until <= :now) ORDER BY id LIMIT :limit{skip_locked})"
+    " UPDATE alert_events SET leased_until = :until WHERE id IN (SELECT c.id FROM cand c"
+    " WHERE NOT EXISTS (SELECT 1 FROM alert_events b WHERE b.fingerprint = c.fingerprint"
+    " AND b.state = 'pending' AND b.id < c.id AND b.id NOT IN (SELECT id FROM cand)))"
+    f" RETURNING {ALERT}"
+)
+# Coalesce into the newest undelivered item of the message if it is an unleased
+# update: a payload is never replaced under a worker already sending the old one.
+_COALESCE = (
+    "UPDATE outbox SET payload = :payload WHERE id = (SELECT max(id) FROM outbox"
+    " WHERE message_key = :message_key AND state = 'pending') AND op = 'update'"
+    " AND state = 'pending' AND (leased_until IS NULL OR leased_until <= :now) RETURNING id"
+)
+_OUTBOX_END = "UPDATE outbox SET {set}, leased_until = NULL WHERE id = :id AND state = 'pending'"
+_RETRY = "attempts = attempts + 1, next_attempt_at = :at, last_error = :error"
+_ALERT_END = (
+    "UPDATE alert_events SET {set}, leased_until = NULL WHERE id = :id AND state = 'pending'"
+)
+# The conflict target names the partial unique index: a second open incident for
+# a fingerprint is skipped, while a duplicate id still fails loudly.
+_OPEN_INCIDENT = " ON CONFLICT (fingerprint) WHERE status = 'open' AND fingerprint IS NOT NULL"
+_PROPOSAL_DECIDE = (
+    "UPDATE proposals SET status = :status, decided_by = :by, decided_at = :now"
+    " WHERE id = :id AND status = 'pending'{extra} RETURNING " + PROPOSAL
+)
+_INCIDENT_CHANGE = "UPDATE incidents SET {set} WHERE id = :id AND status = 'open'{extra} RETURNING "
+
+
+class Row(Protocol):
+    """A result row by column name: ``sqlite3.Row`` or ``asyncpg.Record``."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Session(Protocol):
+    """One connection of a dialect, in a transaction or not; ``:name`` parameters."""
+
+    async def fetch(self, sql: str, /, **params: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, /, **params: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    async def lock(self, key: int) -> None:
+        """Hold an advisory lock until the transaction ends (a no-op under one writer)."""
+
+
+# Record fields stored under another column name.
+_COLUMN = {"user": "user_id", "index": "idx"}
+
+
+def _insert(table: str, columns: str, tail: str = "") -> str:
+    values = ", ".join(f":{name.strip()}" for name in columns.split(","))
+    return f"INSERT INTO {table} ({columns}) VALUES ({values}){tail}"
+
+
+def _thread(id: str, root_key: str, conversation: str) -> dict[str, str]:
+    return {"id": id, "root_key": root_key, "conversation": conversation}
+
+
+def decode_time(value: str | datetime | None) -> datetime | None:
+    """A stored time (ISO text from SQLite, a datetime from asyncpg) as aware UTC."""
+    if value is None:
+        return None
+    return to_utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
+
+
+@cache
+def _codecs(cls: Callable[..., Any]) -> dict[str, str]:
+    """How each field of a record is stored: "time", "labels", "detail", "json" or "" (as is)."""
+    out = {}
+    for name, hint in get_type_hints(cls).items():
+        if hint is datetime or datetime in get_args(hint):
+            out[name] = "time"
+        elif get_origin(hint) is Mapping:
+            value_type = get_args(hint)[1]
+            out[name] = "detail" if name == "detail" else "labels" if value_type is str else "json"
+        else:
+            out[name] = ""
+    return out
+
+
+def _params(record: Any, **overrides: Any) -> dict[str, Any]:
+    """A record's fields as parameters by column name, JSON fields encoded."""
+    out: dict[str, Any] = {}
+    kind: type = type(record)
+    for name, codec in _codecs(kind).items():
+        value, what = getattr(record, name), f"{type(record).__name__}.{name}"
+        if codec == "detail":
+            value = encode_detail(value)
+        elif codec == "labels":
+            value = encode_labels(value, what=what)
+        elif codec == "json":
+            value = encode_object(value, what=what)
+        out[_COLUMN.get(name, name)] = value
+    return out | overrides
+
+
+def _decode(cls: Callable[..., T], row: Row) -> T:
+    """A record from a row, by field name, decoding times and JSON (the inverse of ``_params``)."""
+    values: dict[str, Any] = {}
+    for name, codec in _codecs(cls).items():
+        value = row[_COLUMN.get(name, name)]
+        if codec == "time":
+            value = decode_time(value)
+        elif codec == "detail":
+            value = decode_detail(value)
+        elif codec == "labels":
+            value = {str(k): str(v) for k, v in decode_object(value).items()}
+        elif codec == "json":
+            value = decode_object(value)
+        values[name] = value
+    return cls(**values)
+
+
+class SqlStore(ABC):
+    """``Store`` over any ``Session``; subclasses add connections, ping and leadership."""
+
+    DIALECT: str  # a key of ``migrations.DIALECT_WORDS``
+    SKIP_LOCKED = ""  # what a claim's SELECT ends with so claimers pass each other's rows
+    SCHEMA_TABLE: str  # CREATE TABLE IF NOT EXISTS schema_migrations, in the dialect
+
+    def __init__(self, migrations: Sequence[Migration]) -> None:
+        validate_migrations(migrations)
+        self._migrations = tuple(migrations)
+
+    @abstractmethod
+    def _session(self) -> AbstractAsyncContextManager[Session]:
+        """A connection with each statement committed on its own."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractAsyncContextManager[Session]:
+        """A connection in one write transaction, committed on leaving."""
+
+    async def _fetch(self, sql: str, **params: Any) -> list[Row]:
+        async with self._session() as session:
+            return await session.fetch(sql, **params)
+
+    async def _execute(self, sql: str, **params: Any) -> int:
+        async with self._session() as session:
+            return await session.execute(sql, **params)
+
+    async def _all(self, cls: Callable[..., T], sql: str, **params: Any) -> list[T]:
+        return [_decode(cls, row) for row in await self._fetch(sql, **params)]
+
+    async def _get(self, cls: Callable[..., T], sql: str, **params: Any) -> T | None:
+        found = await self._all(cls, sql, **params)
+        return found[0] if found else None
+
+    async def _count(self, sql: str, **params: Any) -> int:
+        rows = await self._fetch(sql, **params)
+        return int(rows[0]["n"]) if rows else 0
+
+    async def _migrate(self) -> None:
+        for m in self._migrations:
+            async with self._transaction() as s:
+                # Lock first: even CREATE TABLE IF NOT EXISTS races without it.
+                await s.lock(MIGRATION_LOCK_KEY)
+                await s.execute(self.SCHEMA_TABLE)
+                if await s.fetch("SELECT 1 FROM schema_migrations WHERE version = :v", v=m.version):
+                    continue
+                for statement in m.statements(self.DIALECT):
+                    await s.execute(statement)
+                done = _insert("schema_migrations", "version, name, applied_at")
+                await s.execute(done, version=m.version, name=m.name, applied_at=datetime.now(UTC))
+
+    async def _ping_tables(self, where: str) -> None:
+        rows = await self._fetch(PING)
+        if not rows or rows[0]["version"] is None:
+            raise StoreUnavailable(
+                f"{where}: schema_migrations is empty; the bot's tables were emptied while"
+                " it ran: restart the bot"
+            )
+
+    async def schema_version(self) -> int:
+        return await self._count("SELECT COALESCE(MAX(version), 0) AS n FROM schema_migrations")
+
+    # --- runs and audit ---------------------------------------------------
+
+    async def start_run(self, run: RunRecord) -> None:
+        check_status(run.status, RUN_STATUSES, what="run")
+        await self._execute(_insert("runs", RUN), **_params(run))
+
+    async def save_step(self, step: StepRecord) -> None:
+        check_status(step.status, STEP_STATUSES, what="step")
+        upsert = (
+            " ON CONFLICT (run_id, idx) DO UPDATE SET name = excluded.name,"
+            " status = excluded.status, started_at = excluded.started_at,"
+            " duration_s = excluded.duration_s, summary = excluded.summary, error = excluded.error"
+        )
+        await self._execute(_insert("steps", STEP, upsert), **_params(step))
+
+    async def finish_run(self, run_id: str, *, status: str, finished_at: datetime) -> None:
+        check_status(status, RUN_STATUSES, what="run")
+        sql = "UPDATE runs SET status = :status, finished_at = :at WHERE id = :id"
+        if not await self._execute(sql, status=status, at=finished_at, id=run_id):
+            raise UnknownRun(run_id)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._get(RunRecord, f"SELECT {RUN} FROM runs WHERE id = :id", id=run_id)
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        sql = f"SELECT {STEP} FROM steps WHERE run_id = :id ORDER BY idx"
+        return await self._all(StepRecord, sql, id=run_id)
+
+    async def recent_runs(self, limit: int = 20) -> list[RunRecord]:
+        sql = f"SELECT {RUN} FROM runs ORDER BY started_at DESC, seq DESC LIMIT :n"
+        return await self._all(RunRecord, sql, n=max(limit, 0))
+
+    async def runs_for_conversation(self, conversation: str) -> list[RunRecord]:
+        sql = f"SELECT {RUN} FROM runs WHERE conversation = :c ORDER BY started_at, seq"
+        return await self._all(RunRecord, sql, c=conversation)
+
+    async def audit(self, event: AuditEvent) -> None:
+        await self._execute(_insert("audit", AUDIT), **_params(event))
+
+    async def recent_audit(self, limit: int = 50) -> list[AuditEvent]:
+        sql = f"SELECT {AUDIT} FROM audit ORDER BY at DESC, seq DESC LIMIT :n"
+        return await self._all(AuditEvent, sql, n=max(limit, 0))
+
+    async def audit_between(
+        self, start: datetime, end: datetime | None = None, *, limit: int = 1000
+    ) -> list[AuditEvent]:
+        upper = "" if end is None else " AND at < :end"
+        sql = f"SELECT {AUDIT} FROM audit WHERE at >= :start{upper} ORDER BY at, seq LIMIT :n"
+        return await self._all(AuditEvent, sql, start=start, end=end, n=max(limit, 0))
+
+    async def count_audit(
+        self,
+        *,
+        action: str,
+        target: str,
+        since: datetime,
+        outcomes: Collection[str] | None = None,
+    ) -> int:
+        if isinstance(outcomes, str):  # it would match per character
+            raise TypeError("outcomes must be a collection of strings, not one string")
+        sql = (
+            "SELECT outcome, COUNT(*) AS n FROM audit"
+            " WHERE action = :action AND target = :target AND at >= :since GROUP BY outcome"
+        )
+        rows = await self._fetch(sql, action=action, target=target, since=since)
+        return sum(int(r["n"]) for r in rows if outcomes is None or r["outcome"] in outcomes)
+
+    # --- outbox and chat messages -----------------------------------------
+
+    async def outbox_add(
+        self,
+        *,
+        message_key: str,
+        op: str,
+        surface: str,
+        channel: str,
+        parent_key: str | None,
+        payload: Mapping[str, Any],
+        now: datetime,
+    ) -> int:
+        check_outbox_op(op, parent_key)
+        body = encode_object(payload, what="outbox payload")
+        columns = "message_key, op, surface, channel, parent_key, payload, created_at"
+        insert = _insert("outbox", f"{columns}, next_attempt_at", " RETURNING id")
+        async with self._transaction() as s:
+            rows = []
+            if op == "update":
+                rows = await s.fetch(_COALESCE, message_key=message_key, payload=body, now=now)
+            if not rows:
+                rows = await s.fetch(
+                    insert,
+                    message_key=message_key,
+                    op=op,
+                    surface=surface,
+                    channel=channel,
+                    parent_key=parent_key,
+                    payload=body,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+        return int(rows[0]["id"])
+
+    async def outbox_claim(
+        self, *, now: datetime, limit: int = 20, lease_s: float = 30.0
+    ) -> list[OutboxItem]:
+        return await self._claim(_CLAIM_OUTBOX, OutboxItem, now, limit, lease_s)
+
+    async def _claim(
+        self, sql: str, cls: Callable[..., T], now: datetime, limit: int, lease_s: float
+    ) -> list[T]:
+        """Lease up to ``limit`` rows until ``now + lease_s``, in id order."""
+        if not lease_s > 0:
+            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+        until = to_utc(now) + timedelta(seconds=lease_s)
+        if limit <= 0:
+            return []
+        async with self._transaction() as s:
+            sql = sql.format(skip_locked=self.SKIP_LOCKED)
+            rows = await s.fetch(sql, now=now, limit=limit, until=until)
+        return [_decode(cls, row) for row in sorted(rows, key=lambda row: int(row["id"]))]
+
+    async def outbox_done(self, item_id: int) -> None:
+        done = _OUTBOX_END.format(set="state = 'done', finished_at = :now")
+        await self._execute(done, id=item_id, now=datetime.now(UTC))
+
+    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None:
+        retry = _OUTBOX_END.format(set=_RETRY)
+        await self._execute(retry, id=item_id, at=at, error=error)
+
+    async def outbox_dead(self, item_id: int, *, error: str) -> None:
+        dead = "state = 'dead', attempts = attempts + 1, last_error = :error, finished_at = :now"
+        await self._execute(
+            _OUTBOX_END.format(set=dead), id=item_id, error=error, now=datetime.now(UTC)
+        )
+
+    async def outbox_pending(self) -> int:
+        return await self._count("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
+
+    async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]:
+        where = "" if include_done else " WHERE state != 'done'"
+        return await self._all(OutboxItem, f"SELECT {OUTBOX} FROM outbox{where} ORDER BY id")
+
+    async def chat_message_put(self, msg: ChatMessage) -> None:
+        upsert = (
+            " ON CONFLICT (key) DO UPDATE SET surface = excluded.surface,"
+            " channel = excluded.channel, ts = excluded.ts, thread_ts = excluded.thread_ts"
+        )
+        await self._execute(_insert("chat_messages", CHAT, upsert), **_params(msg))
+
+    async def chat_message_get(self, key: str) -> ChatMessage | None:
+        sql = f"SELECT {CHAT} FROM chat_messages WHERE key = :key"
+        return await self._get(ChatMessage, sql, key=key)
+
+    # --- proposals --------------------------------------------------------
+
+    async def proposal_add(self, p: Proposal) -> None:
+        check_status(p.status, PROPOSAL_STATUSES, what="proposal")
+        await self._execute(_insert("proposals", PROPOSAL), **_params(p))
+
+    async def proposal_get(self, id: str) -> Proposal | None:
+        return await self._get(Proposal, f"SELECT {PROPOSAL} FROM proposals WHERE id = :id", id=id)
+
+    async def _decide(
+        self, id: str, status: str, by: str, now: datetime, extra: str = ""
+    ) -> Proposal | None:
+        """One guarded ``pending -> ...`` update: it happens once however many race for it."""
+        sql = _PROPOSAL_DECIDE.format(extra=extra)
+        return await self._get(Proposal, sql, id=id, status=status, by=by, now=now)
+
+    async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        return await self._decide(id, "approved", by, now, " AND expires_at > :now")
+
+    async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        return await self._decide(id, "cancelled", by, now)
+
+    async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]:
+        sql = (
+            "UPDATE proposals SET status = 'expired', decided_at = :now"
+            f" WHERE status = 'pending' AND expires_at <= :now RETURNING {PROPOSAL}"
+        )
+        expired = await self._all(Proposal, sql, now=now)
+        return sorted(expired, key=lambda p: (p.expires_at, p.id))
+
+    async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
+        check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
+        sql = "UPDATE proposals SET status = :status, result = :result"
+        sql += " WHERE id = :id AND status = 'approved'"
+        await self._execute(sql, id=id, status=status, result=result)
+
+    # --- alert inbox ------------------------------------------------------
+
+    async def alert_events_add(
+        self, events: Sequence[NewAlertEvent], *, received_at: datetime
+    ) -> list[int]:
+        for event in events:
+            check_status(event.status, ALERT_STATUSES, what="alert")
+            if not event.fingerprint:
+                raise ValueError("an alert event needs a fingerprint")
+        rows = [_params(e, received_at=received_at) for e in events]  # all checked first
+        if not rows:
+            return []
+        insert = _insert("alert_events", ALERT_NEW, " RETURNING id")
+        async with self._transaction() as s:
+            await s.lock(ALERT_INBOX_LOCK_KEY)
+            return [int((await s.fetch(insert, **params))[0]["id"]) for params in rows]
+
+    async def alert_events_claim(
+        self, *, now: datetime, limit: int = 100, lease_s: float = 30.0
+    ) -> list[AlertEvent]:
+        return await self._claim(_CLAIM_ALERTS, AlertEvent, now, limit, lease_s)
+
+    async def alert_event_done(self, id: int) -> None:
+        done = _ALERT_END.format(set="state = 'done', done_at = :now")
+        await self._execute(done, id=id, now=datetime.now(UTC))
+
+    async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
+        await self._execute(_ALERT_END.format(set=_RETRY), id=id, at=at, error=error)
+
+    async def alert_events_pending(self) -> int:
+        return await self._count("SELECT COUNT(*) AS n FROM alert_events WHERE state = 'pending'")
+
+    # --- incidents --------------------------------------------------------
+
+    async def _incidents(self, where: str, **params: Any) -> list[Incident]:
+        sql = f"SELECT {INCIDENT} FROM incidents WHERE {where} ORDER BY opened_at, seq"
+        return await self._all(Incident, sql, **params)
+
+    async def incident_open(self, incident: Incident) -> Incident | None:
+        check_incident(incident)
+        sql = _insert("incidents", INCIDENT, f"{_OPEN_INCIDENT} DO NOTHING RETURNING {INCIDENT}")
+        return await self._get(Incident, sql, **_params(incident))
+
+    async def incident_get(self, id: str) -> Incident | None:
+        return await self._get(Incident, f"SELECT {INCIDENT} FROM incidents WHERE id = :id", id=id)
+
+    async def incident_open_for(self, fingerprint: str) -> Incident | None:
+        sql = f"SELECT {INCIDENT} FROM incidents WHERE fingerprint = :fp AND status = 'open'"
+        return await self._get(Incident, sql, fp=fingerprint)
+
+    async def incident_set_thread(self, id: str, *, root_key: str, conversation: str) -> None:
+        sql = "UPDATE incidents SET root_key = :root_key, conversation = :conversation"
+        await self._execute(f"{sql} WHERE id = :id", **_thread(id, root_key, conversation))
+
+    async def _change(self, id: str, set: str, extra: str = "", **params: Any) -> Incident | None:
+        """One guarded UPDATE of an open incident: it happens once however many race for it."""
+        sql = _INCIDENT_CHANGE.format(set=set, extra=extra) + INCIDENT
+        return await self._get(Incident, sql, id=id, **params)
+
+    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._change(id, "repeats = repeats + 1, last_seen_at = :now", now=now)
+
+    async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None:
+        ack = "acknowledged_by = :by, acknowledged_at = :now"
+        return await self._change(id, ack, " AND acknowledged_at IS NULL", by=by, now=now)
+
+    async def incident_escalate(self, id: str, *, now: datetime) -> Incident | None:
+        unacked = " AND acknowledged_at IS NULL AND escalated_at IS NULL"
+        return await self._change(id, "escalated_at = :now", unacked, now=now)
+
+    async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None:
+        return await self._change(id, "status = 'resolved', resolved_at = :now", now=now)
+
+    async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None:
+        sql = "UPDATE incidents SET record_path = :path, record_text = COALESCE(:text, record_text)"
+        await self._execute(f"{sql} WHERE id = :id", id=id, path=path, text=text)
+
+    async def incident_record_text(self, id: str) -> str | None:
+        rows = await self._fetch("SELECT record_text FROM incidents WHERE id = :id", id=id)
+        return None if not rows or rows[0]["record_text"] is None else str(rows[0]["record_text"])
+
+    async def incidents_open(self) -> list[Incident]:
+        return await self._incidents("status = 'open'")
+
+    async def incidents_between(self, start: datetime, end: datetime) -> list[Incident]:
+        where = "opened_at >= :start AND opened_at < :end"
+        return await self._incidents(where, start=start, end=end)
+
+    async def incidents_opened_since(self, since: datetime) -> int:
+        sql = "SELECT COUNT(*) AS n FROM incidents WHERE opened_at >= :since"
+        return await self._count(sql, since=since)
+
+    # --- alert-storm digests ----------------------------------------------
+
+    async def digest_join(
+        self, incident_id: str, *, now: datetime, window: timedelta, new_id: str
+    ) -> tuple[Digest, bool]:
+        # Under the lock (SQLite: the write lock) the look-up and the insert are one
+        # step across replicas; the next holder's SELECT sees the committed row.
+        current = (
+            f"SELECT {DIGEST} FROM digests WHERE started_at > :since"
+            " ORDER BY started_at DESC, seq DESC LIMIT 1"
+        )
+        insert = _insert("digests", "id, started_at", f" RETURNING {DIGEST}")
+        async with self._transaction() as s:
+            await s.lock(DIGEST_LOCK_KEY)
+            rows = await s.fetch(current, since=to_utc(now) - window)
+            created = not rows
+            if created:
+                rows = await s.fetch(insert, id=new_id, started_at=now)
+            digest = _decode(Digest, rows[0])
+            sql = "UPDATE incidents SET digest_id = :digest WHERE id = :id"
+            await s.execute(sql, digest=digest.id, id=incident_id)
+        return digest, created
+
+    async def digest_set_thread(
+        self, id: str, *, root_key: str, conversation: str
+    ) -> Digest | None:
+        sql = "UPDATE digests SET root_key = :root_key, conversation = :conversation"
+        sql += f" WHERE id = :id RETURNING {DIGEST}"
+        return await self._get(Digest, sql, **_thread(id, root_key, conversation))
+
+    async def digest_get(self, id: str) -> Digest | None:
+        return await self._get(Digest, f"SELECT {DIGEST} FROM digests WHERE id = :id", id=id)
+
+    async def digest_incidents(self, id: str) -> list[Incident]:
+        return await self._incidents("digest_id = :id", id=id)
+
+    # --- scheduled jobs ---------------------------------------------------
+
+    async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
+        # The primary key decides: of concurrent claims of one slot, one inserts a row.
+        if not job or not runner:  # a slot nobody can attribute is a bug
+            raise ValueError(f"a job run needs a {'runner' if job else 'job name'}")
+        claim = " ON CONFLICT (job, slot) DO NOTHING"
+        sql = _insert("job_runs", "job, slot, started_at, runner", claim)
+        return await self._execute(sql, job=job, slot=slot, started_at=now, runner=runner) == 1
+
+    async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None:
+        check_status(status, JOB_FINISHED_STATUSES, what="finished job")
+        sql = (
+            "UPDATE job_runs SET status = :status, finished_at = :now"
+            " WHERE job = :job AND slot = :slot AND status = 'running'"
+        )
+        await self._execute(sql, job=job, slot=slot, status=status, now=now)
+
+    async def job_last(self, job: str) -> JobRun | None:
+        runs = await self.job_runs(job, limit=1)
+        return runs[0] if runs else None
+
+    async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]:
+        sql = f"SELECT {JOB} FROM job_runs WHERE job = :job ORDER BY slot DESC LIMIT :n"
+        return await self._all(JobRun, sql, job=job, n=max(limit, 0))
