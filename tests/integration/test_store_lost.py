@@ -184,14 +184,25 @@ async def test_an_overwritten_sqlite_file_is_a_503_and_serve_keeps_running(
     _assert_clean_log(served.log)
 
 
+async def _drop_schema(dsn: str) -> None:
+    """Drop the bot's tables under it; the bot keeps writing, so a deadlock is retried."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for attempt in range(10):
+            try:
+                await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+                return
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 9:
+                    raise
+    finally:
+        await conn.close()
+
+
 async def test_dropped_postgres_tables_are_a_503(tmp_path: Path, pg_dsn: str) -> None:
     async with _serve(tmp_path, pg_dsn) as served:
         assert (await served.deliver("before"))[0] == 200
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-        finally:
-            await conn.close()
+        await _drop_schema(pg_dsn)
         await _store_lost(served, reason="does not exist")
     assert served.proc.returncode == 0
     _assert_clean_log(served.log)
