@@ -330,6 +330,8 @@ async def _serve(settings: Settings) -> int:
             )
             if settings.slack_socket_mode_enabled:
                 socket_mode = await _socket_mode(app, settings)
+        if app.teams is not None:
+            http_app.router.add_post("/api/messages", app.teams.route)
         http_app.router.add_post(
             "/alerts/alertmanager",
             alert_webhook_route(token=settings.alert_webhook_token, receive=app.alerts.receive),
@@ -349,6 +351,7 @@ async def _serve(settings: Settings) -> int:
             slack=app.slack is not None,
             slack_http=settings.slack_http_enabled,
             slack_socket_mode=settings.slack_socket_mode_enabled,
+            teams=app.teams is not None,
         )
         try:
             await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)
@@ -423,7 +426,7 @@ async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
 
 async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
     """Take the buttons off proposals nobody approved in time."""
-    surfaces = {app.slack.surface.name: app.slack.surface} if app.slack else {}
+    surfaces = app.surfaces()
     failures = FailureLog("proposals")
     while True:
         try:

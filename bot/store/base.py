@@ -381,6 +381,16 @@ class Store(Protocol):
     async def chat_message_get(self, key: str) -> ChatMessage | None:
         """The message, or None."""
 
+    # --- Teams conversation references (migration 7) -----------------------
+
+    async def teams_reference_put(
+        self, conversation_id: str, reference: Mapping[str, Any], *, now: datetime
+    ) -> None:
+        """Insert or replace the Bot Framework ConversationReference JSON of a conversation."""
+
+    async def teams_reference_get(self, conversation_id: str) -> dict[str, Any] | None:
+        """The stored ConversationReference JSON, or None."""
+
     # --- proposals --------------------------------------------------------
 
     async def proposal_add(self, p: Proposal) -> None:

@@ -427,6 +427,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE digest_id IS NOT NULL",
         ),
     ),
+    Migration(
+        version=7,
+        name="teams conversation references",
+        # Where the bot may answer a Teams conversation: the Bot Framework
+        # ConversationReference (serviceUrl, conversation with tenantId, bot) as
+        # the protocol spells it, from an activity whose token was valid, so any
+        # replica (and the SDK after a swap) can deliver into it proactively.
+        sqlite=(
+            """
+            CREATE TABLE teams_conversations (
+                conversation_id TEXT PRIMARY KEY,
+                reference TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )
+            """,
+        ),
+        postgres=(
+            """
+            CREATE TABLE teams_conversations (
+                conversation_id TEXT PRIMARY KEY,
+                reference TEXT NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -912,6 +912,31 @@ class PostgresStore:
             )
         return None if row is None else _chat_message(row)
 
+    # --- Teams conversation references (migration 7) -----------------------
+
+    async def teams_reference_put(
+        self, conversation_id: str, reference: Mapping[str, Any], *, now: datetime
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO teams_conversations (conversation_id, reference, updated_at)"
+                " VALUES ($1, $2, $3) ON CONFLICT (conversation_id) DO UPDATE"
+                " SET reference = excluded.reference, updated_at = excluded.updated_at",
+                conversation_id,
+                encode_object(reference, what="conversation reference"),
+                now,
+                timeout=self._timeout,
+            )
+
+    async def teams_reference_get(self, conversation_id: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT reference FROM teams_conversations WHERE conversation_id = $1",
+                conversation_id,
+                timeout=self._timeout,
+            )
+        return None if row is None else dict(decode_object(row[0]))
+
     # --- proposals --------------------------------------------------------
 
     async def proposal_add(self, p: Proposal) -> None:

@@ -919,6 +919,32 @@ class SqliteStore:
             return None
         return ChatMessage(key=row[0], surface=row[1], channel=row[2], ts=row[3], thread_ts=row[4])
 
+    # --- Teams conversation references (migration 7) -----------------------
+
+    async def teams_reference_put(
+        self, conversation_id: str, reference: Mapping[str, Any], *, now: datetime
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO teams_conversations (conversation_id, reference, updated_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE"
+                " SET reference = excluded.reference, updated_at = excluded.updated_at",
+                (
+                    conversation_id,
+                    encode_object(reference, what="conversation reference"),
+                    _dt_required_out(now),
+                ),
+            )
+
+    async def teams_reference_get(self, conversation_id: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await _fetchone(
+                conn,
+                "SELECT reference FROM teams_conversations WHERE conversation_id = ?",
+                (conversation_id,),
+            )
+        return None if row is None else dict(decode_object(row[0]))
+
     # --- proposals --------------------------------------------------------
 
     async def proposal_add(self, p: Proposal) -> None:
