@@ -7,6 +7,7 @@ the Slack client, and last (first to close) the engine's running tasks.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -169,10 +170,18 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
         teams_surface: TeamsSurface | None = None
         if settings.teams_enabled:
             teams_surface = TeamsSurface(store=store, clock=clock, wake=outbox.wake)
+            # A context made now reads SSL_CERT_FILE now (aiohttp's default one is made
+            # at import): a private cloud's or a test's CA is trusted for Teams.
+            teams_session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=ssl.create_default_context()),
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                )
+            )
             teams = _build_teams(
                 settings,
                 stack=stack,
-                session=session,
+                session=teams_session,
                 store=store,
                 clock=clock,
                 outbox=outbox,
@@ -258,6 +267,7 @@ def _build_teams(
         app_id=settings.teams_app_id,
         tenant_id=settings.teams_tenant_id,
         service_url=settings.teams_service_url,
+        connector=session.connector,
     )
     stack.push_async_callback(delivery.close)
     outbox.add_delivery(delivery)
