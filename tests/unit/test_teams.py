@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ from bot.chat.base import Conversation, MessageRef
 from bot.chat.fanout import FanOut
 from bot.chat.teams import Pacer, TeamsDelivery, TeamsSurface, event_from, strip_mentions
 from bot.chat.teams_token import TeamsTokenProvider
+from bot.cli import main
 from bot.events import Click, Command
 from bot.messages import Button, Message, Status
 from bot.outbox import OutboxWorker, RetryLater, Undeliverable, outgoing
@@ -276,3 +279,44 @@ async def test_worker_pauses_the_conversation_on_429(
     await worker.drain_once()
     (item,) = await store.outbox_items()
     assert item.next_attempt_at is not None and item.next_attempt_at >= NOW
+
+
+# -- set-up commands -----------------------------------------------------------------
+
+
+def _teams_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", f"sqlite:///{tmp_path}/state.db")
+    monkeypatch.setenv("TEAMS_APP_ID", APP_ID)
+    monkeypatch.setenv("TEAMS_APP_PASSWORD", "secret")
+    monkeypatch.setenv("TEAMS_TENANT_ID", TENANT_ID)
+
+
+def test_teams_package_command_writes_the_zip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _teams_env(monkeypatch, tmp_path)
+    out = tmp_path / "out" / "app.zip"
+    assert main(["teams-package", "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["id"] == APP_ID
+
+
+def test_teams_package_needs_the_app_id(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TEAMS_APP_ID", raising=False)
+    assert main(["teams-package", "--out", str(tmp_path / "app.zip")]) == 2
+    assert "TEAMS_APP_ID" in capsys.readouterr().err
+
+
+def test_check_config_says_which_teams_settings_are_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _teams_env(monkeypatch, tmp_path)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "missing TEAMS_ALERT_CHANNEL" in out
+    assert "TEAMS_REPORTS_CHANNEL not set" in out
