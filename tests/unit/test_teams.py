@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from microsoft_agents.activity import Activity
 
+from bot.app import build_app
 from bot.chat.base import Conversation, MessageRef
 from bot.chat.fanout import FanOut
 from bot.chat.teams import Pacer, TeamsDelivery, TeamsSurface, event_from, strip_mentions
@@ -320,3 +321,32 @@ def test_check_config_says_which_teams_settings_are_missing(
     out = capsys.readouterr().out
     assert "missing TEAMS_ALERT_CHANNEL" in out
     assert "TEAMS_REPORTS_CHANNEL not set" in out
+
+
+async def test_app_fans_incidents_out_by_priority_and_reports_to_both(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        slack_bot_token="xoxb-test",
+        slack_signing_secret="s",
+        slack_alert_channel="C0ALERTS",
+        teams_app_id=APP_ID,
+        teams_app_password="secret",
+        teams_tenant_id=TENANT_ID,
+        teams_alert_channel=CHANNEL,
+        teams_reports_channel="19:reports0123@thread.tacv2",
+    )
+    async with build_app(settings) as app:
+        assert app.teams is not None and app.alert_surface.name == "fanout"
+        assert app.alerts.places_for is not None
+        p0 = json.loads(app.alerts.places_for("P0").channel)
+        p2 = json.loads(app.alerts.places_for("P2").channel)
+        assert p0 == [["slack", "C0ALERTS"], ["teams", CHANNEL]]
+        assert p2 == [["slack", "C0ALERTS"]]
+        assert set(app.surfaces()) == {"slack", "teams", "fanout"}
+
+
+async def test_app_without_teams_keeps_slack_alone(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, slack_bot_token="xoxb-test", slack_signing_secret="s")
+    async with build_app(settings) as app:
+        assert app.teams is None and app.alert_surface.name == "slack"
+        assert app.alerts.places_for is None
