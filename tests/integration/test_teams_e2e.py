@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,28 @@ async def test_bad_tokens_get_401_and_run_nothing(
     assert await bot.app.deps.store.outbox_pending() == 0
     assert [e for e in await bot.audit() if e.source == "teams"] == []
     assert fake_teams.calls == []
+
+
+async def test_an_expired_proposal_says_so_to_the_clicker(
+    bot: Bot, fake_teams: FakeTeams, sms_containers: Any
+) -> None:
+    activity = fake_teams.channel_message("restart backend", user_aad=OPERATOR)
+    conversation = activity["conversation"]["id"]
+    assert (await bot.teams(activity, token=fake_teams.mint_token()))[0] == 200
+    proposal = await _proposal(fake_teams, conversation)
+    data = _button(proposal, APPROVE)
+    assert data is not None
+    before = sms_containers.started_at("backend")
+    bot.clock.offset = timedelta(minutes=31)
+    click = fake_teams.card_action(
+        APPROVE, data, conversation_id=conversation, reply_to_id=proposal.id
+    )
+    status, answer = await bot.teams(click, token=fake_teams.mint_token())
+    assert status == 200 and answer is not None
+    assert "Expired" in json.dumps(answer["value"])
+    await _until(
+        "the card expired for everyone",
+        lambda: _button(fake_teams.activity(proposal.id), APPROVE) is None,
+    )
+    assert sms_containers.started_at("backend") == before
+    assert [e for e in await bot.audit() if e.action == "restart"] == []

@@ -350,3 +350,16 @@ async def test_app_without_teams_keeps_slack_alone(tmp_path: Path) -> None:
     async with build_app(settings) as app:
         assert app.teams is None and app.alert_surface.name == "slack"
         assert app.alerts.places_for is None
+
+
+async def test_a_refused_token_is_renewed_once(
+    fake_teams: FakeTeams, store: Store, delivery: TeamsDelivery
+) -> None:
+    surface = TeamsSurface(store=store, clock=lambda: NOW, wake=lambda: None)
+    await surface.post(Conversation("teams", CHANNEL), Message(title="first"))
+    await _deliver_all(store, delivery)
+    fake_teams.issued_tokens.clear()  # the connector no longer takes the cached token
+    await surface.post(Conversation("teams", CHANNEL), Message(title="second"))
+    await _deliver_all(store, delivery)
+    assert len(fake_teams.threads()) == 2
+    assert fake_teams.token_requests == 2
