@@ -25,6 +25,7 @@ from bot.app import App, build_app
 from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
 from bot.chat.slack import slack_client, slack_http_routes
+from bot.chat.teams_package import build_package
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, SmsBotError
 from bot.events import Click, Command
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         help="with a job: post it to SLACK_ALERT_CHANNEL instead of printing it",
     )
     sub.add_parser("check-config", help="validate the configuration and print it")
+    package = sub.add_parser(
+        "teams-package", help="write the Teams app zip (manifest with TEAMS_APP_ID, icons)"
+    )
+    package.add_argument(
+        "--out", default="sms-bot-teams.zip", metavar="PATH", help="where to write the zip"
+    )
     replay = sub.add_parser(
         "replay",
         help="feed a saved Alertmanager webhook payload through routing and procedures",
@@ -105,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.action == "check-config":
         return _check_config(settings)
+    if args.action == "teams-package":
+        return _teams_package(settings, args.out)
     try:
         if args.action == "run":
             if args.words[0] in JOB_NAMES:
@@ -149,6 +158,21 @@ def _check_config(settings: Settings) -> int:
         if name == "bot_state_url" and (state_file := _sqlite_state_file(value)):
             console.print(f"  state file: {state_file}", markup=False)
     console.print(settings.slack_mode, markup=False)
+    console.print(settings.teams_mode, markup=False)
+    return EXIT_OK
+
+
+def _teams_package(settings: Settings, out: str) -> int:
+    """Write the Teams app zip (manifest with TEAMS_APP_ID, icons) for upload to Teams."""
+    if not settings.teams_app_id:
+        print("sms-bot: teams-package needs TEAMS_APP_ID (the Azure Bot's app id)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        path = build_package(settings.teams_app_id, Path(out))
+    except (ValueError, OSError) as exc:
+        print(f"sms-bot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Wrote {path}: upload it in Teams (Apps, Manage your apps, Upload an app).")
     return EXIT_OK
 
 
@@ -330,6 +354,8 @@ async def _serve(settings: Settings) -> int:
             )
             if settings.slack_socket_mode_enabled:
                 socket_mode = await _socket_mode(app, settings)
+        if app.teams is not None:
+            http_app.router.add_post("/api/messages", app.teams.route)
         http_app.router.add_post(
             "/alerts/alertmanager",
             alert_webhook_route(token=settings.alert_webhook_token, receive=app.alerts.receive),
@@ -349,6 +375,7 @@ async def _serve(settings: Settings) -> int:
             slack=app.slack is not None,
             slack_http=settings.slack_http_enabled,
             slack_socket_mode=settings.slack_socket_mode_enabled,
+            teams=app.teams is not None,
         )
         try:
             await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)
@@ -423,7 +450,7 @@ async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
 
 async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
     """Take the buttons off proposals nobody approved in time."""
-    surfaces = {app.slack.surface.name: app.slack.surface} if app.slack else {}
+    surfaces = app.surfaces()
     failures = FailureLog("proposals")
     while True:
         try:

@@ -399,6 +399,25 @@ class Settings(BaseSettings):
             return "Slack: Socket Mode only; /slack/events not mounted (no SLACK_SIGNING_SECRET)"
         return "Slack: off (no SLACK_BOT_TOKEN)"
 
+    @property
+    def teams_mode(self) -> str:
+        """Teams in words, with the settings still missing: ``check-config`` says it."""
+        if not self.teams_enabled:
+            return (
+                "Teams: off; to turn it on set TEAMS_APP_ID, TEAMS_APP_PASSWORD, TEAMS_TENANT_ID"
+                " (README: Teams set-up)"
+            )
+        parts = ["Teams: POST /api/messages (Bot Framework JWT)"]
+        if self.teams_alert_channel:
+            parts.append(f"incidents {', '.join(self.teams_alert_priorities)} to the channel")
+        else:
+            parts.append("missing TEAMS_ALERT_CHANNEL: no incident threads in Teams")
+        if self.teams_reports_channel:
+            parts.append("reports to TEAMS_REPORTS_CHANNEL")
+        else:
+            parts.append("TEAMS_REPORTS_CHANNEL not set: reports stay out of Teams")
+        return "; ".join(parts)
+
     @field_validator("bot_state_url")
     @classmethod
     def _state_url(cls, value: str) -> str:

@@ -207,8 +207,11 @@ class OutboxSurface:
         )
         self._wake()
 
-    async def post(self, where: Conversation, msg: Message) -> MessageRef:
-        key = uuid.uuid4().hex
+    async def post(
+        self, where: Conversation, msg: Message, *, key: str | None = None
+    ) -> MessageRef:
+        """Queue a post; ``key`` (given by ``FanOut`` to each copy) becomes the ref's id."""
+        key = key or uuid.uuid4().hex
         await self._add(
             key=key,
             op="post",

@@ -45,6 +45,9 @@ class ClickHandler:
         self.catalogue = catalogue
         # Set by the app when this process handles alerts (for Resolve on manual incidents).
         self.alerts: AlertProcessor | None = None
+        # Surfaces by name, for a proposal whose thread lives on another surface than
+        # the click's (an incident thread shown in Slack and Teams: ``FanOut``).
+        self.surfaces: Mapping[str, ChatSurface] = {}
 
     async def handle(self, click: Click, surface: ChatSurface) -> str:
         """Handle one click; returns the audited outcome (for tests and logs)."""
@@ -275,6 +278,7 @@ class ClickHandler:
         self, proposal: Proposal, approved: ApprovedAction, click: Click, surface: ChatSurface
     ) -> None:
         thread = decode_thread(proposal.conversation)
+        surface = self.surfaces.get(thread.conversation.surface, surface)
         command = Command(
             text=f"{proposal.action} (proposal {proposal.id[:8]})",
             user=click.user,
@@ -315,6 +319,7 @@ class ClickHandler:
     async def _show(self, surface: ChatSurface, proposal: Proposal) -> None:
         """Replace the proposal's message: buttons give way to what became of it."""
         thread = decode_thread(proposal.conversation)
+        surface = self.surfaces.get(thread.conversation.surface, surface)
         msg = proposal_message(
             proposal,
             confirm_label=self._confirm_label(proposal),

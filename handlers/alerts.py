@@ -78,11 +78,15 @@ class AlertProcessor:
         channel: str,
         surfaces: Mapping[str, ChatSurface] | None = None,
         catalogue: Catalogue = CATALOGUE,
+        places_for: Callable[[str], Conversation] | None = None,
     ) -> None:
         self.deps = deps
         self.engine = engine
         self.surface = surface
         self.channel = channel
+        # Priority -> where a new incident's thread opens (several surfaces through
+        # ``bot.chat.fanout.FanOut``); None: ``channel`` on ``surface``.
+        self.places_for = places_for
         # Where incidents may live besides the alert surface (a manual incident is
         # opened where its command came from), by the name stored in its thread.
         self._surfaces = {**(surfaces or {}), surface.name: surface}
@@ -260,7 +264,12 @@ class AlertProcessor:
 
     async def _open_thread(self, incident: Incident, alert: Alert, now: datetime) -> None:
         """Post the incident's root message and start its procedure in the thread."""
-        where = Conversation(self.surface.name, self.channel)
+        # Where by priority when the app says (Slack and Teams, see bot/chat/fanout.py).
+        where = (
+            self.places_for(incident.priority)
+            if self.places_for is not None
+            else Conversation(self.surface.name, self.channel)
+        )
         ref = await self.surface.post(
             where, incident_message(incident, self.deps.settings, now=now)
         )
@@ -275,7 +284,7 @@ class AlertProcessor:
     ) -> None:
         # Everything in the thread carries the thread's root key, so the runs, proposals
         # and clicks in it can be found again for the incident record.
-        in_thread = Conversation(self.surface.name, self.channel, thread=ref.id)
+        in_thread = Conversation(self.surface.name, ref.conversation.channel, thread=ref.id)
         command = Command(
             text=f"alert {alert.name} ({incident.priority})",
             user="alertmanager",

@@ -807,6 +807,18 @@ class StoreContract:
         assert await store.chat_message_get("m1") == sent
         assert await store.chat_message_get("m2") is None
 
+    # --- Teams conversation references (migration 7) -----------------------
+
+    async def test_teams_reference_upsert_and_get(self, store: Store) -> None:
+        cid = "19:abc@thread.tacv2;messageid=1"
+        assert await store.teams_reference_get(cid) is None
+        first = {"serviceUrl": "https://a.example/", "conversation": {"id": cid, "tenantId": "t"}}
+        await store.teams_reference_put(cid, first, now=datetime(2024, 5, 1, 7, 30, tzinfo=UTC))
+        assert await store.teams_reference_get(cid) == first
+        second = {**first, "serviceUrl": "https://b.example/"}
+        await store.teams_reference_put(cid, second, now=datetime(2024, 5, 1, 7, 31, tzinfo=UTC))
+        assert await store.teams_reference_get(cid) == second
+
     # --- proposals --------------------------------------------------------
 
     async def test_proposal_round_trip(self, store: Store) -> None:

@@ -17,7 +17,9 @@ from typing import Final
 
 __all__ = ["MANIFEST_DIR", "PLACEHOLDER", "build_package"]
 
-MANIFEST_DIR: Final = Path(__file__).resolve().parents[2] / "deploy" / "teams"
+# ``bot/teams_app`` links to ``deploy/teams`` in a checkout and is a copy in a wheel
+# (package data): the same path either way.
+MANIFEST_DIR: Final = Path(__file__).resolve().parents[1] / "teams_app"
 PLACEHOLDER: Final = "{{TEAMS_APP_ID}}"
 _GUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 _FILES: Final = ("manifest.json", "color.png", "outline.png")

@@ -164,6 +164,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE digest_id IS NOT NULL",
         ),
     ),
+    # Where the bot may answer a Teams conversation: the Bot Framework ConversationReference
+    # (serviceUrl, conversation with tenantId, bot) as the protocol spells it, from an activity
+    # whose token was valid, so any replica can deliver into it proactively.
+    Migration(
+        7,
+        "teams conversation references",
+        (
+            """CREATE TABLE teams_conversations (conversation_id TEXT PRIMARY KEY,
+            reference TEXT NOT NULL, updated_at {ts} NOT NULL)""",
+        ),
+    ),
 )
 
 

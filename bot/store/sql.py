@@ -526,6 +526,22 @@ class SqlStore(ABC):
         sql = f"SELECT {CHAT} FROM chat_messages WHERE key = :key"
         return await self._get(ChatMessage, sql, key=key)
 
+    async def teams_reference_put(
+        self, conversation_id: str, reference: Mapping[str, Any], *, now: datetime
+    ) -> None:
+        sql = (
+            "INSERT INTO teams_conversations (conversation_id, reference, updated_at)"
+            " VALUES (:id, :reference, :now) ON CONFLICT (conversation_id) DO UPDATE"
+            " SET reference = excluded.reference, updated_at = excluded.updated_at"
+        )
+        body = encode_object(reference, what="conversation reference")
+        await self._execute(sql, id=conversation_id, reference=body, now=now)
+
+    async def teams_reference_get(self, conversation_id: str) -> dict[str, Any] | None:
+        sql = "SELECT reference FROM teams_conversations WHERE conversation_id = :id"
+        rows = await self._fetch(sql, id=conversation_id)
+        return decode_object(rows[0]["reference"]) if rows else None
+
     # --- proposals --------------------------------------------------------
 
     async def proposal_add(self, p: Proposal) -> None:

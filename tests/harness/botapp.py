@@ -8,10 +8,12 @@ store, like a restart.
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -65,6 +67,8 @@ class Bot:
         http.add_routes(
             slack_http_routes(app.slack.app, signing_secret=self.settings.slack_signing_secret)
         )
+        if app.teams is not None:  # as ``serve`` mounts it
+            http.router.add_post("/api/messages", app.teams.route)
         http.router.add_post(
             "/alerts/alertmanager",
             alert_webhook_route(
@@ -119,6 +123,17 @@ class Bot:
         )
         status, _ = await self.post(body, signed_headers(body, secret=SECRET))
         return status
+
+    async def teams(
+        self, activity: dict[str, Any], *, token: str | None
+    ) -> tuple[int, dict[str, Any] | None]:
+        """POST an activity to ``/api/messages`` as Teams does; the status and JSON answer."""
+        assert self.client is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        resp = await self.client.post("/api/messages", json=activity, headers=headers)
+        text = await resp.text()
+        body = json.loads(text) if text and resp.content_type == "application/json" else None
+        return resp.status, body
 
     async def audit(self, limit: int = 200) -> list[AuditEvent]:
         assert self.app is not None

@@ -340,4 +340,8 @@ async def test_a_new_database_has_the_schema_the_previous_store_made(
         await conn.execute((FIXTURES / "store_v6.postgres.sql").read_text())
     finally:
         await conn.close()
+    # Migrations after 6 are applied to the old database as they are to a new one.
+    upgraded = PostgresStore(old)
+    await upgraded.open()
+    await upgraded.close()
     assert await _schema(pg_dsn) == await _schema(old)

@@ -148,3 +148,27 @@ async def test_backup_and_vacuum_commands_propose_and_bind_the_stored_target(
         decoded = spec.decode(proposal.args)
         assert spec.encode(decoded) == args
         assert "argv" not in args
+
+
+async def test_a_proposal_in_a_thread_on_another_surface_is_shown_there(
+    deps: Deps,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """An incident thread in Slack and Teams (FanOut): a Teams click updates both copies."""
+    deps = _with_approvers(deps, tmp_path)
+    home = FakeSurface(name="fanout")
+    cmd = Command("restart backend", "console:bob", "console", Conversation("fanout", "[]"))
+    run = await Engine(deps).execute(
+        partial(restart_proposal, service="backend"),
+        name="restart",
+        title="Restart backend?",
+        command=cmd,
+        surface=home,
+    )
+    [proposal] = run.proposals
+    clicked = FakeSurface(name="teams")
+    handler = ClickHandler(deps, Engine(deps))
+    handler.surfaces = {"fanout": home}
+    assert await handler.handle(_click(APPROVE, proposal.id), clicked) == "approved"
+    assert "Done" in home.last(f"proposal-{proposal.id}").text
+    assert [kind for kind, _, _ in clicked.events] == []
