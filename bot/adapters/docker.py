@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import docker
 import docker.errors
@@ -31,6 +31,7 @@ __all__ = [
     "ContainerNotFound",
     "ContainerOverview",
     "ContainerState",
+    "Docker",
     "DockerAdapter",
     "DockerError",
     "DockerUnavailable",
@@ -193,6 +194,27 @@ def _health_of(state: Mapping[str, Any]) -> HealthState | None:
         return None
     status = str(health.get("Status", "")).lower()
     return status if status in _HEALTH else None  # type: ignore[return-value]
+
+
+class Docker(Protocol):
+    """What procedures ask of the container engine; ``DockerAdapter`` is the real one."""
+
+    @property
+    def services(self) -> Mapping[str, str]: ...
+
+    def container_name(self, service: str) -> str: ...
+
+    async def overview(self) -> ContainerOverview: ...
+
+    async def status(self, service: str) -> ContainerInfo: ...
+
+    async def logs(self, service: str, *, tail: int = 100) -> str: ...
+
+    async def restart(self, service: str, *, timeout_s: int = 10) -> ContainerInfo: ...
+
+    async def exec(
+        self, service: str, argv: Sequence[str], *, timeout_s: float = 300.0
+    ) -> ExecResult: ...
 
 
 class DockerAdapter:
