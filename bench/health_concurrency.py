@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from bot.adapters.prometheus import DEFAULT_QUERIES
-from bot.chat.base import Conversation
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.events import Command
 from bot.logs import configure_logging
+from bot.messages import Conversation
 from bot.store import open_store
 from procedures.health import health
 from tests.fakes import (

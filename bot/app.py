@@ -27,8 +27,9 @@ from bot.audit import AuditLog
 from bot.chat.base import ChatSurface
 from bot.chat.log import LogSurface
 from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
+from bot.clock import Clock, utc_now
 from bot.config import Settings
-from bot.deps import Clock, Deps, utc_now
+from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
 from bot.outbox import OutboxWorker

@@ -22,7 +22,6 @@ from rich.console import Console
 
 from bot.alerts import WebhookInvalid, parse_webhook
 from bot.app import App, build_app
-from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
 from bot.chat.slack import slack_client, slack_http_routes
 from bot.config import Settings, load_settings
@@ -30,7 +29,7 @@ from bot.errors import ConfigError, SmsBotError
 from bot.events import Click, Command
 from bot.http import build_http_app, serve
 from bot.logs import configure_logging
-from bot.messages import Message, Status, worst
+from bot.messages import Conversation, Message, Status, worst
 from bot.redact import redact, redact_url
 from bot.routing import route_alert
 from bot.store import StoreUnavailable, sqlite_path

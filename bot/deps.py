@@ -7,9 +7,7 @@ protocol, so mypy checks that a fake offers what the real adapter does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from bot.adapters.alertmanager import Alertmanager
 from bot.adapters.backups import Backups
@@ -18,17 +16,12 @@ from bot.adapters.http_health import Health
 from bot.adapters.postgres import Database
 from bot.adapters.prometheus import Prometheus
 from bot.audit import AuditLog
+from bot.clock import Clock, utc_now
 from bot.config import Settings
 from bot.store.base import Store
 from bot.telemetry import BotMetrics
 
-__all__ = ["Clock", "Deps", "utc_now"]
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["Deps"]
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from bot.chat.base import Conversation, MessageRef
-from bot.deps import Clock
-from bot.messages import Message
+from bot.clock import Clock
+from bot.messages import Conversation, Message, MessageRef
 from bot.store.base import ChatMessage, OutboxItem, Store, StoreUnavailable
 
 __all__ = [

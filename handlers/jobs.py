@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.alerts import Alert, AlertBatch
-from bot.chat.base import ChatSurface, Conversation
+from bot.chat.base import ChatSurface
 from bot.config import Settings
+from bot.cron import cron_trigger, next_fire
 from bot.deps import Deps
 from bot.engine import Engine, Procedure
 from bot.events import Command
-from bot.messages import Status
-from bot.scheduler import JobAction, JobSpec, cron_trigger, next_fire
+from bot.messages import Conversation, Status
+from bot.scheduler import JobAction, JobSpec
 from handlers.alerts import AlertProcessor
 from procedures.checks import judge_backups
 

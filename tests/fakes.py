@@ -28,11 +28,11 @@ from bot.adapters.http_health import ComponentHealth, HealthReport
 from bot.adapters.postgres import ActiveQuery, DbCheck, UserCount
 from bot.adapters.prometheus import Sample, Series
 from bot.audit import AuditLog
-from bot.chat.base import Conversation, MessageRef
+from bot.clock import Clock, utc_now
 from bot.config import Settings
-from bot.deps import Clock, Deps, utc_now
+from bot.deps import Deps
 from bot.errors import UnknownService
-from bot.messages import Message
+from bot.messages import Conversation, Message, MessageRef
 from bot.store.base import Store
 from bot.telemetry import BotMetrics
 

@@ -12,10 +12,9 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from bot.chat.base import Conversation
 from bot.chat.slack import SlackDelivery, slack_client, slack_surface
-from bot.deps import utc_now
-from bot.messages import Message, Status, StepView
+from bot.clock import utc_now
+from bot.messages import Conversation, Message, Status, StepView
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.store import open_store
 from bot.store.base import Store
