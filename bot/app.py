@@ -3,6 +3,7 @@
 Resources are opened in one ``AsyncExitStack`` and closed in reverse order:
 the HTTP session, the state store, the Docker client, the SMS database pool,
 the Slack client, and last (first to close) the engine's running tasks.
+Slack's libraries are imported only when Slack is configured.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.alertmanager import AlertmanagerClient
 from bot.adapters.backups import BackupStore
@@ -26,7 +26,6 @@ from bot.adapters.prometheus import PrometheusClient
 from bot.audit import AuditLog
 from bot.chat.base import ChatSurface
 from bot.chat.log import LogSurface
-from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
 from bot.clock import Clock, utc_now
 from bot.config import Settings
 from bot.deps import Deps
@@ -40,6 +39,9 @@ from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
 from handlers.jobs import build_jobs
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
 
 __all__ = ["App", "SlackParts", "build_app"]
 
@@ -116,6 +118,9 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
         slack: SlackParts | None = None
         outbox = OutboxWorker(store, {}, clock=clock)
         if settings.slack_enabled:
+            # Slack's libraries load only when Slack is configured.
+            from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
+
             client = slack_client(
                 token=settings.slack_bot_token,
                 base_url=settings.slack_api_url,

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from bot.adapters.prometheus import DEFAULT_QUERIES
 from bot.config import Settings, load_settings
@@ -54,6 +55,16 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 def all_running() -> list[Any]:
     return [container(name, service=svc) for svc, name in SERVICES.items()]
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """``sms-bot``'s ``main`` configures structlog for the process: undo it after each test.
+
+    Otherwise the level a ``run`` test set (WARNING) filters the next test's events.
+    """
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
