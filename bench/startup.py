@@ -2,8 +2,10 @@
 
 Each command runs as its own process, as a user or cron starts it, several
 times; the benchmark prints the median wall time of each as a ratio against
-``python -c pass`` (the interpreter's own start-up on this machine, so the
-figures compare across machines and loads), with the absolute medians beside.
+``python -c pass`` (the interpreter's own start-up on this machine, measured
+in the same interleaved rounds, so the figures compare across machines and
+loads), with the absolute medians beside; CPU time (user + system) too,
+which a busy machine disturbs less than wall time.
 
 ``run health`` goes against local services: a tiny HTTP server on loopback
 answers ``/health`` (healthy) and Prometheus' query API (one sample), the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -94,13 +97,14 @@ def _environment(root: Path, base_url: str) -> dict[str, str]:
     return env
 
 
-def _median_s(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> float:
-    times = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, check=False)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of ``argv``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -115,16 +119,32 @@ def main() -> None:
         # The first run creates and migrates the state file and compiles the
         # bytecode: not what is measured.
         subprocess.run([*bot, "run", "health"], env=env, cwd=root, capture_output=True, check=False)
-        baseline = _median_s([sys.executable, "-c", "pass"], env=env, cwd=root)
-        print(f"startup (median of {ROUNDS}; python -c pass = {baseline * 1000:.0f} ms)")
-        for label, args in (
-            ("sms-bot --help", ["--help"]),
-            ("sms-bot check-config", ["check-config"]),
-            ("sms-bot run health", ["run", "health"]),
-        ):
-            median = _median_s([*bot, *args], env=env, cwd=root)
-            ratio = median / baseline
-            print(f"  {label:<22}: {ratio:5.1f} x python -c pass  ({median * 1000:.0f} ms)")
+        commands = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "sms-bot --help": [*bot, "--help"],
+            "sms-bot check-config": [*bot, "check-config"],
+            "sms-bot run health": [*bot, "run", "health"],
+        }
+        # Interleaved rounds: a machine whose load changes meanwhile weighs on all alike.
+        walls: dict[str, list[float]] = {label: [] for label in commands}
+        cpus: dict[str, list[float]] = {label: [] for label in commands}
+        for _ in range(ROUNDS):
+            for label, argv in commands.items():
+                wall, cpu = _seconds(argv, env=env, cwd=root)
+                walls[label].append(wall)
+                cpus[label].append(cpu)
+        wall_base = statistics.median(walls["python -c pass"])
+        cpu_base = statistics.median(cpus["python -c pass"])
+        print(
+            f"startup (median of {ROUNDS}; python -c pass = {wall_base * 1000:.0f} ms wall, "
+            f"{cpu_base * 1000:.0f} ms CPU)"
+        )
+        for label in list(commands)[1:]:
+            wall, cpu = statistics.median(walls[label]), statistics.median(cpus[label])
+            print(
+                f"  {label:<22}: {wall / wall_base:5.1f} x python -c pass "
+                f"({wall * 1000:.0f} ms wall; CPU {cpu / cpu_base:.1f} x, {cpu * 1000:.0f} ms)"
+            )
     finally:
         server.shutdown()
         shutil.rmtree(root, ignore_errors=True)
