@@ -17,9 +17,9 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.cron import cron_trigger, next_fire, previous_fire
@@ -27,6 +27,9 @@ from bot.deps import Deps
 from bot.messages import Status
 from bot.store.base import StoreUnavailable
 from bot.tasks import FailureLog
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 __all__ = [
     "LEADER_LOCK",
@@ -162,6 +165,9 @@ class Scheduler:
             await asyncio.sleep(self.retry_leadership_s)
 
     def _start_aps(self) -> None:
+        # Only the leader schedules: a terminal command never loads APScheduler's scheduler.
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         aps = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
         )
