@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from bench.health_concurrency import main as health_concurrency
+from bench.startup import main as startup
 
 
 def main() -> None:
     asyncio.run(health_concurrency())
+    startup()
 
 
 if __name__ == "__main__":

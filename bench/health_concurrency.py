@@ -12,26 +12,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.adapters.backups import BackupStore
 from bot.adapters.prometheus import DEFAULT_QUERIES
-from bot.audit import AuditLog
-from bot.chat.base import Conversation
 from bot.config import load_settings
-from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Command
 from bot.logs import configure_logging
+from bot.messages import Conversation
 from bot.store import open_store
-from bot.telemetry import BotMetrics
 from procedures.health import health
 from tests.fakes import (
-    FakeAlertmanager,
     FakeDb,
     FakeDocker,
     FakeHealth,
     FakePrometheus,
     FakeSurface,
     container,
+    fake_deps,
 )
 
 SERVICES = {"backend": "docker-backend-1", "postgres": "docker-postgres-1"}
@@ -65,17 +61,8 @@ async def main() -> None:
         prometheus.delay = DELAYS["prometheus"]
         db = FakeDb()
         db.delay = DELAYS["db"]
-        deps = Deps(
-            settings=settings,
-            store=store,
-            audit=AuditLog(store, None),
-            docker=docker,  # type: ignore[arg-type]
-            db=db,  # type: ignore[arg-type]
-            health=health_fake,  # type: ignore[arg-type]
-            prometheus=prometheus,  # type: ignore[arg-type]
-            backups=BackupStore(settings.sms_backup_dir),
-            alertmanager=FakeAlertmanager(),  # type: ignore[arg-type]
-            metrics=BotMetrics(),
+        deps = fake_deps(
+            settings, store, docker=docker, prometheus=prometheus, db=db, health=health_fake
         )
         engine = Engine(deps)
         walls: list[float] = []

@@ -3,6 +3,7 @@
 Resources are opened in one ``AsyncExitStack`` and closed in reverse order:
 the HTTP session, the state store, the Docker client, the SMS database pool,
 the Slack client, and last (first to close) the engine's running tasks.
+Slack's libraries are imported only when Slack is configured.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.alertmanager import AlertmanagerClient
 from bot.adapters.backups import BackupStore
@@ -26,17 +26,15 @@ from bot.adapters.http_health import HealthClient
 from bot.adapters.postgres import SmsDatabase
 from bot.adapters.prometheus import PrometheusClient
 from bot.audit import AuditLog
-from bot.chat.base import ChatSurface, Conversation
+from bot.chat.base import ChatSurface
 from bot.chat.fanout import FanOut, KeyedSurface
 from bot.chat.log import LogSurface
-from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
-from bot.chat.teams import TeamsDelivery, TeamsSurface, teams_messages_route
-from bot.chat.teams_auth import TeamsTokenValidator
-from bot.chat.teams_token import TeamsTokenProvider
+from bot.clock import Clock, utc_now
 from bot.config import Settings
-from bot.deps import Clock, Deps, utc_now
+from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
+from bot.messages import Conversation
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.scheduler import Scheduler
 from bot.store import open_store
@@ -46,6 +44,11 @@ from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
 from handlers.jobs import build_jobs
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
+
+    from bot.chat.teams import TeamsSurface
 
 __all__ = ["App", "SlackParts", "TeamsParts", "build_app"]
 
@@ -137,6 +140,9 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
         slack: SlackParts | None = None
         outbox = OutboxWorker(store, {}, clock=clock)
         if settings.slack_enabled:
+            # Slack's libraries load only when Slack is configured.
+            from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
+
             client = slack_client(
                 token=settings.slack_bot_token,
                 base_url=settings.slack_api_url,
@@ -169,6 +175,9 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
         teams: TeamsParts | None = None
         teams_surface: TeamsSurface | None = None
         if settings.teams_enabled:
+            # The Agents SDK is imported only when Teams is configured.
+            from bot.chat.teams import TeamsSurface
+
             teams_surface = TeamsSurface(store=store, clock=clock, wake=outbox.wake)
             # A context made now reads SSL_CERT_FILE now (aiohttp's default one is made
             # at import): a private cloud's or a test's CA is trusted for Teams.
@@ -255,6 +264,10 @@ def _build_teams(
     engine: Engine,
 ) -> TeamsParts:
     """Teams' delivery on the outbox and its inbound handler, as Slack's are built."""
+    from bot.chat.teams import TeamsDelivery, teams_messages_route
+    from bot.chat.teams_auth import TeamsTokenValidator
+    from bot.chat.teams_token import TeamsTokenProvider
+
     tokens = TeamsTokenProvider(
         app_id=settings.teams_app_id,
         password=settings.teams_app_password,

@@ -3,12 +3,15 @@
 ``run`` exits 0 when every check passed (warnings alone keep 0), 1 when a
 check failed or is critical, 2 on a usage or configuration error, so it can
 be used from cron.
+
+Each command imports what it uses, when it runs: ``--help`` and
+``check-config`` never load the application (Slack, Docker, rich, aiohttp),
+so a typo or a cron line is answered at once (``python -m bench``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import getpass
 import signal
@@ -16,36 +19,21 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
-from rich.console import Console
-
-from bot.alerts import WebhookInvalid, parse_webhook
-from bot.app import App, build_app
-from bot.chat.base import Conversation
-from bot.chat.console import ConsoleSurface
-from bot.chat.slack import slack_client, slack_http_routes
-from bot.chat.teams_package import build_package
-from bot.config import Settings, load_settings
 from bot.errors import ConfigError, SmsBotError
-from bot.events import Click, Command
-from bot.http import build_http_app, serve
-from bot.logs import configure_logging
-from bot.messages import Message, Status, worst
-from bot.redact import redact, redact_url
-from bot.routing import route_alert
-from bot.store import StoreUnavailable, sqlite_path
-from bot.tasks import FailureLog, start_background
-from handlers.alerts import alert_webhook_route, procedure_for
-from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from handlers.jobs import JOB_NAMES, job_procedure
-from handlers.registry import check_routes
-from procedures.catalogue import CATALOGUE
+from bot.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from rich.console import Console
+
+    from bot.app import App
+    from bot.chat.console import ConsoleSurface
+    from bot.config import Settings
 
 __all__ = ["main"]
-
-log = structlog.get_logger(__name__)
-
 
 _SHELL_HELP = (
     "Type a command as in chat, e.g. `/sms health`, `status`, `logs backend 50`.\n"
@@ -98,24 +86,37 @@ def _local_user(source: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from bot.config import load_settings
+
     try:
         settings = load_settings()
-        check_routes(settings, CATALOGUE)
+        if settings.sms_alert_routes:
+            # Routes name procedures: checked against the catalogue (loaded only then).
+            from handlers.registry import check_routes
+            from procedures.catalogue import CATALOGUE
+
+            check_routes(settings, CATALOGUE)
     except ConfigError as exc:
         print(f"sms-bot: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.action == "check-config":
+        return _check_config(settings)
+    if args.action == "teams-package":
+        return _teams_package(settings, args.out)
+
+    import asyncio
+
+    from bot.logs import configure_logging
+
     interactive = args.action in {"shell", "run", "replay"}
     level = settings.bot_log_level
     if interactive and level == "INFO":
         level = "WARNING"
     configure_logging(level, json=args.action == "serve")
-
-    if args.action == "check-config":
-        return _check_config(settings)
-    if args.action == "teams-package":
-        return _teams_package(settings, args.out)
     try:
         if args.action == "run":
+            from handlers.jobs import JOB_NAMES
+
             if args.words[0] in JOB_NAMES:
                 if len(args.words) > 1:
                     print(f"sms-bot: the job {args.words[0]} takes no arguments", file=sys.stderr)
@@ -144,26 +145,32 @@ _SECRET_SETTINGS = ("token", "secret", "password")
 
 
 def _check_config(settings: Settings) -> int:
-    """Print the settings, secrets masked: this output ends up in terminals and tickets."""
-    # soft_wrap: a long path or URL stays on one line, whole, whatever the terminal's width.
-    console = Console(highlight=False, soft_wrap=True)
-    console.print("Configuration is valid:")
+    """Print the settings, secrets masked: this output ends up in terminals and tickets.
+
+    Plain lines: a long path or URL stays on one line, whole, whatever the
+    terminal's width.
+    """
+    from bot.redact import redact, redact_url
+
+    print("Configuration is valid:")
     for name, value in settings.model_dump().items():
         shown = value
         if any(word in name for word in _SECRET_SETTINGS):
             shown = "(set, hidden)" if value else "(not set)"
         elif isinstance(value, str):
             shown = redact(redact_url(value))
-        console.print(f"  {name.upper()} = {shown}", markup=False)
+        print(f"  {name.upper()} = {shown}")
         if name == "bot_state_url" and (state_file := _sqlite_state_file(value)):
-            console.print(f"  state file: {state_file}", markup=False)
-    console.print(settings.slack_mode, markup=False)
-    console.print(settings.teams_mode, markup=False)
+            print(f"  state file: {state_file}")
+    print(settings.slack_mode)
+    print(settings.teams_mode)
     return EXIT_OK
 
 
 def _teams_package(settings: Settings, out: str) -> int:
     """Write the Teams app zip (manifest with TEAMS_APP_ID, icons) for upload to Teams."""
+    from bot.chat.teams_package import build_package
+
     if not settings.teams_app_id:
         print("sms-bot: teams-package needs TEAMS_APP_ID (the Azure Bot's app id)", file=sys.stderr)
         return EXIT_USAGE
@@ -182,6 +189,8 @@ def _sqlite_state_file(url: str) -> str | None:
     ``sqlite:///data/x.db`` is relative to the working directory and
     ``sqlite:////srv/x.db`` absolute: easy to get wrong, so say it.
     """
+    from bot.store import sqlite_path
+
     if not url.startswith("sqlite:"):
         return None
     path = sqlite_path(url)
@@ -191,6 +200,11 @@ def _sqlite_state_file(url: str) -> str | None:
 
 
 async def _run_once(settings: Settings, text: str) -> int:
+    from bot.app import build_app
+    from bot.chat.console import ConsoleSurface
+    from bot.events import Command
+    from bot.messages import Conversation
+
     surface = ConsoleSurface()
     async with build_app(settings) as app:
         command = Command(
@@ -205,6 +219,14 @@ async def _run_once(settings: Settings, text: str) -> int:
 
 async def _run_job(settings: Settings, name: str, *, post: bool) -> int:
     """Run a scheduled job now: printed, or posted like the scheduler would (--post)."""
+    import asyncio
+
+    from bot.app import build_app
+    from bot.chat.console import ConsoleSurface
+    from bot.events import Command
+    from bot.messages import Conversation
+    from handlers.jobs import job_procedure
+
     async with build_app(settings) as app:
         if post:
             if app.slack is None:
@@ -238,6 +260,17 @@ async def _run_job(settings: Settings, name: str, *, post: bool) -> int:
 
 async def _replay(settings: Settings, path: str) -> int:
     """Show offline what the bot would do with a saved alert payload, on the console."""
+    import asyncio
+
+    from bot.alerts import WebhookInvalid, parse_webhook
+    from bot.app import build_app
+    from bot.chat.console import ConsoleSurface
+    from bot.events import Command
+    from bot.messages import Conversation, Message, Status, worst
+    from bot.routing import route_alert
+    from handlers.alerts import procedure_for
+    from procedures.catalogue import CATALOGUE
+
     try:
         body = await asyncio.to_thread(Path(path).read_bytes)
     except OSError as exc:
@@ -282,6 +315,13 @@ async def _replay(settings: Settings, path: str) -> int:
 
 
 async def _shell(settings: Settings) -> int:
+    import asyncio
+
+    from rich.console import Console
+
+    from bot.app import build_app
+    from bot.chat.console import ConsoleSurface
+
     console = Console()
     surface = ConsoleSurface(console)
     user = _local_user("console")
@@ -314,6 +354,9 @@ async def _answer_button(
     if not 1 <= number <= len(buttons):
         console.print(f"Choose a button between 1 and {len(buttons)}.")
         return
+    from bot.events import Click
+    from bot.messages import Conversation
+
     button = buttons[number - 1]
     click = Click(
         action=button.action,
@@ -326,6 +369,9 @@ async def _answer_button(
 
 
 async def _dispatch_line(app: App, surface: ConsoleSurface, user: str, line: str) -> None:
+    from bot.events import Command
+    from bot.messages import Conversation
+
     command = Command(
         text=line, user=user, source="console", conversation=Conversation(surface="console")
     )
@@ -333,6 +379,18 @@ async def _dispatch_line(app: App, surface: ConsoleSurface, user: str, line: str
 
 
 async def _serve(settings: Settings) -> int:
+    import asyncio
+
+    import structlog
+
+    from bot.app import build_app
+    from bot.chat.slack import slack_http_routes
+    from bot.http import build_http_app, serve
+    from bot.store import StoreUnavailable
+    from bot.tasks import start_background
+    from handlers.alerts import alert_webhook_route
+
+    log = structlog.get_logger(__name__)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -418,8 +476,16 @@ async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
     Any other failure (Slack unreachable) leaves the HTTP side serving while the
     connection keeps being retried.
     """
+    import asyncio
+
+    import structlog
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
     from slack_sdk.errors import SlackApiError
+
+    from bot.chat.slack import slack_client
+    from bot.tasks import start_background
+
+    log = structlog.get_logger(__name__)
 
     assert app.slack is not None
     client = slack_client(token=settings.slack_bot_token, base_url=settings.slack_api_url)
@@ -450,6 +516,10 @@ async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
 
 async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
     """Take the buttons off proposals nobody approved in time."""
+    import asyncio
+
+    from bot.tasks import FailureLog
+
     surfaces = app.surfaces()
     failures = FailureLog("proposals")
     while True:

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.cron import cron_trigger
 from bot.errors import ConfigError
 from bot.routing import PRIORITIES, RouteRule
 from bot.store import validate_state_url
@@ -35,6 +36,7 @@ __all__ = [
     "Settings",
     "Threshold",
     "load_settings",
+    "metric_keys",
     "parse_response_times",
     "parse_routes",
     "parse_services",
@@ -451,8 +453,6 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _cron(cls, value: str) -> str:
-        from bot.scheduler import cron_trigger
-
         try:
             cron_trigger(value, "UTC")
         except ValueError as exc:
@@ -470,14 +470,22 @@ class Settings(BaseSettings):
     @field_validator("sms_promql")
     @classmethod
     def _promql(cls, value: dict[str, str]) -> dict[str, str]:
-        from bot.baseline import METRIC_KEYS
-
-        unknown = sorted(set(value) - set(METRIC_KEYS))
+        known = metric_keys()
+        unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(
-                f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRIC_KEYS)}"
-            )
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(known)}")
         return value
+
+
+def metric_keys() -> tuple[str, ...]:
+    """The baseline metrics, named by their ``SMS_THRESHOLD_*`` settings.
+
+    Every metric of the runbook's baseline table has a threshold setting, so
+    the settings know the metric names without importing ``bot.baseline``
+    (which reads the settings).
+    """
+    prefix = "sms_threshold_"
+    return tuple(n.removeprefix(prefix) for n in Settings.model_fields if n.startswith(prefix))
 
 
 def parse_routes(raw: Any) -> tuple[RouteRule, ...]:

@@ -1,33 +1,27 @@
 """The one bundle of dependencies, built in ``bot.app`` and passed down.
 
 No module-level clients: tests build their own ``Deps`` with fakes or with
-real adapters pointed at local services.
+real adapters pointed at local services. Each adapter is named by its
+protocol, so mypy checks that a fake offers what the real adapter does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from bot.adapters.alertmanager import AlertmanagerClient
-from bot.adapters.backups import BackupStore
-from bot.adapters.docker import DockerAdapter
-from bot.adapters.http_health import HealthClient
-from bot.adapters.postgres import SmsDatabase
-from bot.adapters.prometheus import PrometheusClient
+from bot.adapters.alertmanager import Alertmanager
+from bot.adapters.backups import Backups
+from bot.adapters.docker import Docker
+from bot.adapters.http_health import Health
+from bot.adapters.postgres import Database
+from bot.adapters.prometheus import Prometheus
 from bot.audit import AuditLog
+from bot.clock import Clock, utc_now
 from bot.config import Settings
 from bot.store.base import Store
 from bot.telemetry import BotMetrics
 
-__all__ = ["Clock", "Deps", "utc_now"]
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["Deps"]
 
 
 @dataclass(frozen=True)
@@ -35,11 +29,11 @@ class Deps:
     settings: Settings
     store: Store
     audit: AuditLog
-    docker: DockerAdapter
-    db: SmsDatabase
-    health: HealthClient
-    prometheus: PrometheusClient
-    backups: BackupStore
-    alertmanager: AlertmanagerClient
+    docker: Docker
+    db: Database
+    health: Health
+    prometheus: Prometheus
+    backups: Backups
+    alertmanager: Alertmanager
     metrics: BotMetrics
     clock: Clock = utc_now

@@ -19,11 +19,21 @@ from typing import Any, TypeVar
 
 import structlog
 
-from bot.chat.base import ChatSurface, Conversation, MessageRef
+from bot.chat.base import ChatSurface
 from bot.deps import Deps
 from bot.errors import SmsBotError, UserError
 from bot.events import Command
-from bot.messages import CodeBlock, Field, Message, Status, StepView, Table, worst
+from bot.messages import (
+    CodeBlock,
+    Conversation,
+    Field,
+    Message,
+    MessageRef,
+    Status,
+    StepView,
+    Table,
+    worst,
+)
 from bot.proposals import encode_thread, proposal_message
 from bot.store.base import Proposal, RunRecord, StepRecord, StoreUnavailable
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.chat.base import Conversation
+from bot.messages import Conversation
 
 __all__ = ["Click", "Command"]
 

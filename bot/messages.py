@@ -1,4 +1,4 @@
-"""The platform-neutral message model.
+"""The platform-neutral message model, and where a message lives.
 
 Procedures and the engine speak only this; each surface renders it natively
 (Block Kit, Adaptive Card, rich text) with a pure function. Everything is
@@ -13,9 +13,11 @@ from enum import StrEnum
 __all__ = [
     "Button",
     "CodeBlock",
+    "Conversation",
     "Field",
     "Link",
     "Message",
+    "MessageRef",
     "Status",
     "StepView",
     "Table",
@@ -160,3 +162,23 @@ class Message:
     buttons: tuple[Button, ...] = ()
     footer: str = ""
     links: tuple[Link, ...] = ()  # shown in one line after the text (dashboards, sources)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A place to post: a surface, a channel and optionally a thread in it."""
+
+    surface: str  # "console", "slack", "teams"
+    channel: str = ""
+    thread: str | None = None
+    # Where the platform accepts answers to the event that started this (Slack's
+    # response_url): used for ephemeral answers and when the bot is not in the channel.
+    reply_url: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A posted message, enough to update it or reply in its thread."""
+
+    conversation: Conversation
+    id: str

@@ -39,10 +39,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from bot.chat.base import Conversation, MessageRef
 from bot.chat.codec import MessageDecodeError, message_from_json, message_to_json
-from bot.deps import Clock
-from bot.messages import Message
+from bot.clock import Clock
+from bot.messages import Conversation, Message, MessageRef
 from bot.store.base import ChatMessage, OutboxItem, Store, StoreUnavailable
 
 __all__ = [

@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.chat.base import Conversation, MessageRef
-from bot.messages import Button, Message, Status
+from bot.messages import Button, Conversation, Message, MessageRef, Status
 from bot.store.base import Proposal
 
 __all__ = [

@@ -17,25 +17,25 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.cron import cron_trigger, next_fire, previous_fire
 from bot.deps import Deps
 from bot.messages import Status
 from bot.store.base import StoreUnavailable
 from bot.tasks import FailureLog
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 __all__ = [
     "LEADER_LOCK",
     "JobAction",
     "JobSpec",
     "Scheduler",
-    "cron_trigger",
-    "next_fire",
-    "previous_fire",
     "runner_id",
 ]
 
@@ -45,44 +45,6 @@ LEADER_LOCK = "sms-bot-scheduler"
 
 # What a job does once its slot is claimed: returns the run's status.
 JobAction = Callable[[], Awaitable[Status]]
-
-
-def cron_trigger(expr: str, timezone: str) -> CronTrigger:
-    """Five cron fields (minute hour day month weekday), or six with seconds first.
-
-    APScheduler ANDs day and weekday, so ``0 9 1-7 * mon`` is the first Monday.
-    """
-    fields = expr.split()
-    tz = ZoneInfo(timezone)
-    if len(fields) == 5:
-        return CronTrigger.from_crontab(expr, timezone=tz)
-    if len(fields) == 6:
-        second, minute, hour, day, month, day_of_week = fields
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=day_of_week,
-            timezone=tz,
-        )
-    raise ValueError(f"{expr!r} has {len(fields)} fields; a cron expression has 5 (or 6)")
-
-
-def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
-    fire: datetime | None = trigger.get_next_fire_time(None, now)
-    return fire
-
-
-def previous_fire(trigger: CronTrigger, now: datetime, *, lookback: timedelta) -> datetime | None:
-    """The latest fire time at or before ``now``, looking back at most ``lookback``."""
-    found: datetime | None = None
-    current = trigger.get_next_fire_time(None, now - lookback)
-    while current is not None and current <= now:
-        found = current
-        current = trigger.get_next_fire_time(current, current + timedelta(microseconds=1))
-    return found
 
 
 def runner_id() -> str:
@@ -203,6 +165,9 @@ class Scheduler:
             await asyncio.sleep(self.retry_leadership_s)
 
     def _start_aps(self) -> None:
+        # Only the leader schedules: a terminal command never loads APScheduler's scheduler.
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         aps = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
         )

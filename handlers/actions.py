@@ -18,13 +18,13 @@ import structlog
 
 from bot.adapters.alertmanager import AlertmanagerError
 from bot.catalogue import ActionArgsInvalid, ApprovedAction, Catalogue, Role
-from bot.chat.base import ChatSurface, MessageRef
+from bot.chat.base import ChatSurface
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.errors import NotAllowed
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE, SILENCE_HOURS, incident_message
-from bot.messages import Link, Message, Status
+from bot.messages import Link, Message, MessageRef, Status
 from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
 from bot.store.base import Incident, Proposal
 from handlers.auth import authorize

@@ -26,13 +26,13 @@ from aiohttp import web
 
 from bot.alerts import MAX_WEBHOOK_BYTES, Alert, AlertBatch, WebhookInvalid, parse_webhook
 from bot.catalogue import Catalogue
-from bot.chat.base import ChatSurface, Conversation, MessageRef
+from bot.chat.base import ChatSurface
 from bot.deps import Deps
 from bot.engine import Engine, Procedure
 from bot.events import Command
 from bot.http import read_body
 from bot.incidents import TimelineRun, incident_message, incident_record, write_record
-from bot.messages import Message, Status, Table
+from bot.messages import Conversation, Message, MessageRef, Status, Table
 from bot.proposals import decode_thread, encode_thread
 from bot.routing import route_alert
 from bot.store.base import AlertEvent, Digest, Incident, NewAlertEvent, StoreUnavailable

@@ -17,6 +17,7 @@ from bot.deps import Deps
 from bot.engine import Engine, Run
 from bot.errors import NotAllowed, UsageError
 from bot.events import Command
+from bot.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from bot.messages import Message, Status
 from handlers.auth import authorize
 from handlers.registry import match
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Dispatcher", "Handled"]
 
 log = structlog.get_logger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)

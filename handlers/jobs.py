@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.catalogue import Catalogue, JobContext, Schedule
-from bot.chat.base import ChatSurface, Conversation
+from bot.chat.base import ChatSurface
 from bot.config import Settings
 from bot.deps import Deps
 from bot.engine import Engine, Procedure
 from bot.events import Command
-from bot.messages import Status
+from bot.messages import Conversation, Status
 from bot.scheduler import JobAction, JobSpec
 from handlers.alerts import AlertProcessor
 from procedures import schedule

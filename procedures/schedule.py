@@ -6,8 +6,8 @@ from datetime import datetime
 
 from bot.catalogue import Catalogue, CommandContext, CommandSpec, Invocation, ProcedureSpec, no_more
 from bot.config import Settings
+from bot.cron import cron_trigger, next_fire
 from bot.messages import Message, Status, Table
-from bot.scheduler import cron_trigger, next_fire
 
 __all__ = ["SPEC", "schedule_rows"]
 

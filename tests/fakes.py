@@ -1,7 +1,9 @@
 """In-process fakes at the protocol boundaries (surface, Docker, SMS database, Prometheus).
 
 They return the adapters' real result types, so the procedures under test
-see exactly what they would see in production.
+see exactly what they would see in production. mypy checks this module
+(pyproject.toml): ``fake_deps`` puts each fake where its adapter's protocol
+is expected, so a fake that drifts from its adapter fails the type check.
 """
 
 from __future__ import annotations
@@ -13,13 +15,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.adapters.alertmanager import AlertInfo
-from bot.adapters.docker import ContainerInfo, ContainerNotFound, ContainerOverview, ExecResult
+from bot.adapters.backups import BackupStore
+from bot.adapters.docker import (
+    ContainerInfo,
+    ContainerNotFound,
+    ContainerOverview,
+    ContainerState,
+    ExecResult,
+    HealthState,
+)
 from bot.adapters.http_health import ComponentHealth, HealthReport
 from bot.adapters.postgres import ActiveQuery, DbCheck, UserCount
 from bot.adapters.prometheus import Sample, Series
-from bot.chat.base import Conversation, MessageRef
+from bot.audit import AuditLog
+from bot.clock import Clock, utc_now
+from bot.config import Settings
+from bot.deps import Deps
 from bot.errors import UnknownService
-from bot.messages import Message
+from bot.messages import Conversation, Message, MessageRef
+from bot.store.base import Store
+from bot.telemetry import BotMetrics
 
 NOW = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
 
@@ -69,15 +84,15 @@ def container(
     name: str,
     *,
     service: str | None = None,
-    state: str = "running",
-    health: str | None = "healthy",
+    state: ContainerState = "running",
+    health: HealthState | None = "healthy",
     started: datetime = NOW - timedelta(hours=5),
 ) -> ContainerInfo:
     return ContainerInfo(
         name=name,
         service=service,
-        state=state,  # type: ignore[arg-type]
-        health=health,  # type: ignore[arg-type]
+        state=state,
+        health=health,
         status_text=f"Up 5 hours ({health})" if state == "running" else "Exited (1)",
         started_at=started,
         restart_count=0,
@@ -125,7 +140,7 @@ class FakeDocker:
         if self.error:
             raise self.error
         by_name = {c.name: c for c in self.containers}
-        services = {}
+        services: dict[str, ContainerInfo] = {}
         for svc, name in self._services.items():
             services[svc] = by_name.get(name) or ContainerInfo(
                 name, svc, "missing", None, "", None, 0, ""
@@ -398,4 +413,31 @@ def alert_info(
         ends_at=since + timedelta(hours=4),
         state="active",
         generator_url="http://localhost:9090/graph",
+    )
+
+
+def fake_deps(
+    settings: Settings,
+    store: Store,
+    *,
+    docker: FakeDocker,
+    prometheus: FakePrometheus,
+    db: FakeDb | None = None,
+    health: FakeHealth | None = None,
+    alertmanager: FakeAlertmanager | None = None,
+    clock: Clock = utc_now,
+) -> Deps:
+    """``Deps`` over the fakes, a real store and the real backup directory reader."""
+    return Deps(
+        settings=settings,
+        store=store,
+        audit=AuditLog(store, settings.bot_audit_log),
+        docker=docker,
+        db=db or FakeDb(),
+        health=health or FakeHealth(),
+        prometheus=prometheus,
+        backups=BackupStore(settings.sms_backup_dir),
+        alertmanager=alertmanager or FakeAlertmanager(),
+        metrics=BotMetrics(),
+        clock=clock,
     )

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -24,6 +24,7 @@ from bot.errors import AdapterError
 
 __all__ = [
     "AlertInfo",
+    "Alertmanager",
     "AlertmanagerClient",
     "AlertmanagerError",
     "AlertmanagerRejected",
@@ -138,6 +139,31 @@ def _reason(body: str) -> str:
     if isinstance(payload, dict) and "message" in payload:
         return str(payload["message"])
     return body.strip()[:200]
+
+
+class Alertmanager(Protocol):
+    """Silences and active alerts; ``AlertmanagerClient`` is the real one."""
+
+    def silence_url(self, silence_id: str) -> str: ...
+
+    async def create_silence(
+        self,
+        *,
+        matchers: Mapping[str, str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str: ...
+
+    async def alerts(
+        self,
+        *,
+        active: bool = True,
+        silenced: bool = False,
+        inhibited: bool = False,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[AlertInfo]: ...
 
 
 class AlertmanagerClient:

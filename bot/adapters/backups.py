@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from bot.errors import AdapterError
 
@@ -22,6 +23,7 @@ __all__ = [
     "BackupFile",
     "BackupStore",
     "BackupUnreadable",
+    "Backups",
 ]
 
 # What the SMS backup service writes: backup_YYYYMMDD_HHMMSS.sql, maybe compressed/encrypted.
@@ -72,6 +74,17 @@ class BackupFile:
 
     def age_hours(self, now: datetime) -> float:
         return (now - self.modified).total_seconds() / 3600
+
+
+class Backups(Protocol):
+    """The backup directory as procedures see it; ``BackupStore`` is the real one."""
+
+    @property
+    def directory(self) -> Path: ...
+
+    async def newest(self, count: int = 5) -> list[BackupFile]: ...
+
+    async def check_readable(self, file: BackupFile) -> str: ...
 
 
 class BackupStore:

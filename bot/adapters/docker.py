@@ -6,6 +6,9 @@ Container names come only from the configured service map (``SMS_SERVICES``):
 a user types a short service name, which is looked up before anything reaches
 Docker, and no shell command is ever built. Library failures are re-raised as
 this module's typed errors, chained ``from`` the original.
+
+The SDK (and ``requests`` under it) is imported when the client is created,
+in the worker thread: a command that never talks to Docker does not pay for it.
 """
 
 from __future__ import annotations
@@ -18,19 +21,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar
-
-import docker
-import docker.errors
-import requests.exceptions
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from bot.errors import AdapterError, UnknownService
+
+if TYPE_CHECKING:
+    import docker
 
 __all__ = [
     "ContainerInfo",
     "ContainerNotFound",
     "ContainerOverview",
     "ContainerState",
+    "Docker",
     "DockerAdapter",
     "DockerError",
     "DockerUnavailable",
@@ -195,6 +198,27 @@ def _health_of(state: Mapping[str, Any]) -> HealthState | None:
     return status if status in _HEALTH else None  # type: ignore[return-value]
 
 
+class Docker(Protocol):
+    """What procedures ask of the container engine; ``DockerAdapter`` is the real one."""
+
+    @property
+    def services(self) -> Mapping[str, str]: ...
+
+    def container_name(self, service: str) -> str: ...
+
+    async def overview(self) -> ContainerOverview: ...
+
+    async def status(self, service: str) -> ContainerInfo: ...
+
+    async def logs(self, service: str, *, tail: int = 100) -> str: ...
+
+    async def restart(self, service: str, *, timeout_s: int = 10) -> ContainerInfo: ...
+
+    async def exec(
+        self, service: str, argv: Sequence[str], *, timeout_s: float = 300.0
+    ) -> ExecResult: ...
+
+
 class DockerAdapter:
     """Async access to the containers named in the service map.
 
@@ -341,6 +365,8 @@ class DockerAdapter:
     def _api(self) -> docker.APIClient:
         with self._client_lock:
             if self._client is None:
+                import docker
+
                 http_timeout = max(1, int(self._timeout + 0.999))
                 if self._base_url is None:
                     self._client = docker.from_env(timeout=http_timeout)
@@ -351,6 +377,8 @@ class DockerAdapter:
             return self._client.api
 
     def _list_sync(self) -> list[ContainerInfo]:
+        import docker.errors
+
         api = self._api()
         infos: list[ContainerInfo] = []
         for summary in api.containers(all=True):
@@ -407,16 +435,28 @@ class DockerAdapter:
             raise DockerUnavailable(
                 f"Docker engine did not answer within {self._timeout + extra_timeout:g}s."
             ) from exc
-        except docker.errors.NotFound as exc:
+        except Exception as exc:
+            error = self._translated(exc, container)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _translated(self, exc: Exception, container: str | None) -> DockerError | None:
+        """This module's error for a failure of the SDK; ``None`` for anything else."""
+        import docker.errors
+        import requests.exceptions
+
+        if isinstance(exc, docker.errors.NotFound):
             if container is None:
-                raise DockerError(f"Docker engine error: {exc.explanation or exc}") from exc
-            raise ContainerNotFound(container, service=self._by_container.get(container)) from exc
-        except docker.errors.APIError as exc:
+                return DockerError(f"Docker engine error: {exc.explanation or exc}")
+            return ContainerNotFound(container, service=self._by_container.get(container))
+        if isinstance(exc, docker.errors.APIError):
             if exc.is_server_error():
-                raise DockerUnavailable(f"Docker engine error: {exc.explanation or exc}") from exc
-            raise DockerError(f"Docker refused the request: {exc.explanation or exc}") from exc
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise DockerUnavailable(f"Docker engine is not reachable: {exc}") from exc
+                return DockerUnavailable(f"Docker engine error: {exc.explanation or exc}")
+            return DockerError(f"Docker refused the request: {exc.explanation or exc}")
+        if isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException):
+            return DockerUnavailable(f"Docker engine is not reachable: {exc}")
+        return None
 
 
 def _read_frames(sock: object, deadline: float) -> str:

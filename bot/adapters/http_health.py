@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -22,6 +22,7 @@ from bot.errors import AdapterError
 __all__ = [
     "HEALTHY_WORDS",
     "ComponentHealth",
+    "Health",
     "HealthCheckError",
     "HealthClient",
     "HealthEndpointInvalid",
@@ -160,6 +161,12 @@ def parse_report(body: str, *, url: str, http_status: int, latency_ms: float) ->
         http_status=http_status,
         latency_ms=latency_ms,
     )
+
+
+class Health(Protocol):
+    """Where the SMS reports its own health; ``HealthClient`` is the real one."""
+
+    async def fetch(self) -> HealthReport: ...
 
 
 class HealthClient:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import asyncpg
 
@@ -20,6 +21,7 @@ from bot.errors import AdapterError
 
 __all__ = [
     "ActiveQuery",
+    "Database",
     "DatabaseError",
     "DatabaseUnavailable",
     "DbCheck",
@@ -115,6 +117,22 @@ def _redact(dsn: str) -> str:
 
 def _elapsed_ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
+
+
+class Database(Protocol):
+    """What procedures ask of the SMS database; ``SmsDatabase`` is the real one."""
+
+    async def count_users(self) -> UserCount: ...
+
+    async def check(self) -> DbCheck: ...
+
+    async def active_queries(self, *, min_age_s: float = 5.0) -> list[ActiveQuery]: ...
+
+    async def backend(self, pid: int) -> ActiveQuery | None: ...
+
+    async def terminate(self, pid: int, *, query_start: datetime | None = None) -> bool: ...
+
+    async def vacuum_analyze(self, *, timeout_s: float = 600.0) -> float: ...
 
 
 class SmsDatabase:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -25,6 +25,7 @@ from bot.errors import AdapterError
 
 __all__ = [
     "DEFAULT_QUERIES",
+    "Prometheus",
     "PrometheusClient",
     "PrometheusError",
     "PrometheusQueryError",
@@ -130,6 +131,18 @@ def _value(raw: Any) -> float:
 
 def _labels(raw: Any) -> Mapping[str, str]:
     return MappingProxyType({str(k): str(v) for k, v in dict(raw or {}).items()})
+
+
+class Prometheus(Protocol):
+    """The queries procedures make; ``PrometheusClient`` is the real one."""
+
+    async def query(self, promql: str, *, at: datetime | None = None) -> list[Sample]: ...
+
+    async def scalar(self, promql: str, *, at: datetime | None = None) -> float | None: ...
+
+    async def query_range(
+        self, promql: str, *, start: datetime, end: datetime, step_s: float
+    ) -> list[Series]: ...
 
 
 class PrometheusClient:

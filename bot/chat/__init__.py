@@ -1,5 +1,5 @@
-"""Chat surfaces: console (terminal), and later Slack and Teams."""
+"""Chat surfaces: console (terminal), Slack, and later Teams."""
 
-from bot.chat.base import ChatSurface, Conversation, MessageRef
+from bot.chat.base import ChatSurface
 
-__all__ = ["ChatSurface", "Conversation", "MessageRef"]
+__all__ = ["ChatSurface"]

@@ -1,33 +1,16 @@
-"""What every chat surface offers the engine, and where a message lives."""
+"""What every chat surface offers the engine.
+
+Where a message lives (``Conversation``, ``MessageRef``) belongs to the
+message model in ``bot.messages``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from bot.messages import Message
+from bot.messages import Conversation, Message, MessageRef
 
-__all__ = ["ChatSurface", "Conversation", "MessageRef"]
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """A place to post: a surface, a channel and optionally a thread in it."""
-
-    surface: str  # "console", "slack", "teams"
-    channel: str = ""
-    thread: str | None = None
-    # Where the platform accepts answers to the event that started this (Slack's
-    # response_url): used for ephemeral answers and when the bot is not in the channel.
-    reply_url: str | None = None
-
-
-@dataclass(frozen=True)
-class MessageRef:
-    """A posted message, enough to update it or reply in its thread."""
-
-    conversation: Conversation
-    id: str
+__all__ = ["ChatSurface"]
 
 
 class ChatSurface(Protocol):

@@ -19,7 +19,6 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from bot.chat.base import Conversation, MessageRef
 from bot.chat.render_text import (
     STATUS_STYLES,
     status_line,
@@ -27,7 +26,7 @@ from bot.chat.render_text import (
     to_plain_lines,
     to_rich,
 )
-from bot.messages import Button, Message, StepView
+from bot.messages import Button, Conversation, Message, MessageRef, StepView
 
 __all__ = ["ConsoleSurface"]
 

@@ -23,8 +23,7 @@ from typing import Protocol
 
 import structlog
 
-from bot.chat.base import Conversation, MessageRef
-from bot.messages import Message
+from bot.messages import Conversation, Message, MessageRef
 
 __all__ = ["FANOUT", "FanOut", "KeyedSurface"]
 

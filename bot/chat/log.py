@@ -11,9 +11,8 @@ import uuid
 
 import structlog
 
-from bot.chat.base import Conversation, MessageRef
 from bot.chat.render_text import to_plain_lines
-from bot.messages import Message
+from bot.messages import Conversation, Message, MessageRef
 
 __all__ = ["LogSurface"]
 

@@ -56,7 +56,7 @@ from bot.chat.slack_inbound import (
     command_from,
     parse_slack_body,
 )
-from bot.deps import Clock
+from bot.clock import Clock
 from bot.events import Click, Command
 from bot.http import read_body
 from bot.outbox import (

@@ -21,9 +21,9 @@ from slack_bolt.request.internals import (
     parse_body,
 )
 
-from bot.chat.base import Conversation
 from bot.chat.blockkit import base_action
 from bot.events import Click, Command
+from bot.messages import Conversation
 
 __all__ = [
     "MalformedPayload",

@@ -63,13 +63,12 @@ from microsoft_agents.activity import (
 from microsoft_agents.hosting.core.connector.client import ConnectorClient
 
 from bot.chat.adaptive_card import to_adaptive_card
-from bot.chat.base import Conversation, MessageRef
 from bot.chat.teams_auth import TeamsAuthError, TeamsTokenValidator
 from bot.chat.teams_token import TeamsTokenError, TeamsTokenProvider
-from bot.deps import Clock
+from bot.clock import Clock
 from bot.events import Click, Command
 from bot.http import read_body
-from bot.messages import Message
+from bot.messages import Conversation, Message, MessageRef
 from bot.outbox import OutboxSurface, Outgoing, RetryLater, Undeliverable, chat_message
 from bot.store.base import OutboxItem, Store
 

@@ -22,11 +22,10 @@ import pytest
 
 from bot.alerts import Alert
 from bot.app import App, build_app
-from bot.chat.base import Conversation
 from bot.config import load_settings
 from bot.engine import Run
 from bot.events import Command
-from bot.messages import CodeBlock, Link, Status, Table
+from bot.messages import CodeBlock, Conversation, Link, Status, Table
 from procedures.incident_response import (
     TERMINATE_ACTION,
     backend_down,

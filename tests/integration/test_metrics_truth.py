@@ -22,10 +22,9 @@ import pytest
 
 from bot.adapters.prometheus import DEFAULT_QUERIES, PrometheusClient
 from bot.app import build_app
-from bot.chat.base import Conversation
 from bot.config import Settings, load_settings
 from bot.events import Command
-from bot.messages import CodeBlock, Status, Table
+from bot.messages import CodeBlock, Conversation, Status, Table
 from procedures.morning_summary import morning_summary
 from tests.fakes import FakeSurface
 from tests.harness.docker import free_port

@@ -26,11 +26,10 @@ import pytest
 from rich.console import Console
 
 from bot.app import build_app
-from bot.chat.base import Conversation
 from bot.chat.console import ConsoleSurface
 from bot.config import Settings, load_settings
 from bot.events import Command
-from bot.messages import Status, Table
+from bot.messages import Conversation, Status, Table
 from handlers.dispatch import Handled
 from tests.fakes import FakeSurface
 from tests.harness.docker import free_port

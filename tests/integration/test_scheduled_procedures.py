@@ -27,11 +27,10 @@ import pytest
 
 from bot.adapters.docker import DockerAdapter, ExecTimeout
 from bot.app import build_app
-from bot.chat.base import Conversation
 from bot.config import Settings, load_settings
 from bot.engine import Run
 from bot.events import Command
-from bot.messages import CodeBlock, Status, Table
+from bot.messages import CodeBlock, Conversation, Status, Table
 from bot.store.base import Incident
 from procedures.backup import backup_action
 from procedures.backup_freshness import backup_freshness

@@ -1,29 +1,25 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
-from bot.adapters.backups import BackupStore
 from bot.adapters.prometheus import DEFAULT_QUERIES
-from bot.audit import AuditLog
 from bot.config import Settings, load_settings
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.store import open_store
-from bot.telemetry import BotMetrics
 from handlers.dispatch import Dispatcher
 from tests.fakes import (
     NOW,
-    FakeAlertmanager,
-    FakeDb,
     FakeDocker,
-    FakeHealth,
     FakePrometheus,
     FakeSurface,
     container,
+    fake_deps,
 )
 
 SERVICES = {
@@ -61,6 +57,16 @@ def all_running() -> list[Any]:
     return [container(name, service=svc) for svc, name in SERVICES.items()]
 
 
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """``sms-bot``'s ``main`` configures structlog for the process: undo it after each test.
+
+    Otherwise the level a ``run`` test set (WARNING) filters the next test's events.
+    """
+    yield
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     (tmp_path / "backups").mkdir()
@@ -72,17 +78,11 @@ async def deps(settings: Settings) -> AsyncIterator[Deps]:
     store = open_store(settings.bot_state_url)
     await store.open()
     try:
-        yield Deps(
-            settings=settings,
-            store=store,
-            audit=AuditLog(store, settings.bot_audit_log),
-            docker=FakeDocker(SERVICES, all_running(), logs="INFO up\nERROR boom password=s3cret"),  # type: ignore[arg-type]
-            db=FakeDb(),  # type: ignore[arg-type]
-            health=FakeHealth(),  # type: ignore[arg-type]
-            prometheus=FakePrometheus(HEALTHY_VALUES, DEFAULT_QUERIES),  # type: ignore[arg-type]
-            backups=BackupStore(settings.sms_backup_dir),
-            alertmanager=FakeAlertmanager(),  # type: ignore[arg-type]
-            metrics=BotMetrics(),
+        yield fake_deps(
+            settings,
+            store,
+            docker=FakeDocker(SERVICES, all_running(), logs="INFO up\nERROR boom password=s3cret"),
+            prometheus=FakePrometheus(HEALTHY_VALUES, DEFAULT_QUERIES),
             clock=lambda: NOW,
         )
     finally:

@@ -7,11 +7,10 @@ from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 
-from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
-from bot.messages import Status
+from bot.messages import Conversation, Status
 from bot.proposals import APPROVE, CANCEL
 from handlers.actions import ClickHandler
 from procedures.restart import restart_proposal

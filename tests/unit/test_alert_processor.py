@@ -7,12 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from bot.alerts import Alert, AlertBatch
-from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE
-from bot.messages import Link, Status
+from bot.messages import Conversation, Link, Status
 from bot.store import open_store
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Threshold, parse_services
+from bot.baseline import METRIC_KEYS
+from bot.config import Threshold, metric_keys, parse_services
 from bot.errors import ConfigError
 from tests.unit.conftest import make_settings
 
@@ -297,3 +298,14 @@ def test_teams_settings_must_be_complete(tmp_path: Path, overrides: dict, messag
     with pytest.raises(ConfigError) as info:
         make_settings(tmp_path, **overrides)
     assert str(info.value).startswith(message)
+
+
+def test_the_settings_know_every_baseline_metric_by_its_threshold() -> None:
+    """``SMS_PROMQL`` is checked against these names, without importing ``bot.baseline``."""
+    assert metric_keys() == METRIC_KEYS
+
+
+def test_an_unknown_promql_metric_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, sms_promql={"latency": "up"})
+    assert "unknown metric(s) latency; known: " + ", ".join(METRIC_KEYS) in str(info.value)

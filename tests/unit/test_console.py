@@ -9,12 +9,21 @@ import sys
 
 from rich.console import Console
 
-from bot.chat.base import Conversation, MessageRef
 from bot.chat.console import ConsoleSurface
 from bot.deps import Deps
 from bot.engine import Engine, Outcome, Run
 from bot.events import Command
-from bot.messages import Button, CodeBlock, Field, Message, Status, StepView, Table
+from bot.messages import (
+    Button,
+    CodeBlock,
+    Conversation,
+    Field,
+    Message,
+    MessageRef,
+    Status,
+    StepView,
+    Table,
+)
 
 HERE = Conversation(surface="console")
 TITLE = "Morning health check"

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.events import Command
-from bot.messages import Status, Table
+from bot.messages import Conversation, Status, Table
 from handlers.dispatch import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Dispatcher
 from procedures.catalogue import CATALOGUE
 from tests.fakes import FakeSurface

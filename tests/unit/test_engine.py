@@ -5,11 +5,10 @@ import asyncio
 from structlog.testing import capture_logs
 
 from bot.adapters.docker import DockerUnavailable
-from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine, Outcome, Run
 from bot.events import Command
-from bot.messages import CodeBlock, Status
+from bot.messages import CodeBlock, Conversation, Status
 from tests.fakes import FakeSurface
 
 

@@ -15,11 +15,10 @@ from bot.adapters.docker import DockerUnavailable
 from bot.adapters.postgres import DatabaseUnavailable
 from bot.adapters.prometheus import DEFAULT_QUERIES, PrometheusUnavailable
 from bot.alerts import Alert
-from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine, Run
 from bot.events import Command
-from bot.messages import CodeBlock, Link, Status, Table
+from bot.messages import CodeBlock, Conversation, Link, Status, Table
 from procedures.high_error_rate import (
     ERROR_RATE_BY_STATUS_QUERY,
     group_errors,

@@ -12,12 +12,11 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from bot.chat.base import Conversation
 from bot.chat.blockkit import to_block_kit, to_thread_reply
 from bot.chat.codec import message_from_json
 from bot.chat.slack import SlackDelivery, slack_client, slack_surface
-from bot.deps import utc_now
-from bot.messages import Button, Field, Link, Message, Status, StepView
+from bot.clock import utc_now
+from bot.messages import Button, Conversation, Field, Link, Message, Status, StepView
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.store import open_store
 from bot.store.base import Store

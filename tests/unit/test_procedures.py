@@ -12,11 +12,10 @@ from bot.adapters.docker import DockerUnavailable
 from bot.adapters.http_health import HealthEndpointUnreachable
 from bot.adapters.postgres import ActiveQuery, DatabaseUnavailable
 from bot.adapters.prometheus import DEFAULT_QUERIES, PrometheusQueryError, PrometheusUnavailable
-from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Command
-from bot.messages import CodeBlock, Status, Table
+from bot.messages import CodeBlock, Conversation, Status, Table
 from procedures.health import health
 from procedures.metrics import metrics
 from tests.fakes import NOW, FakeSurface, container, healthy_report

@@ -18,11 +18,10 @@ from bot.adapters.backups import BackupFile, BackupStore, BackupUnreadable
 from bot.adapters.docker import ExecResult
 from bot.adapters.postgres import QueryTimeout
 from bot.adapters.prometheus import DEFAULT_QUERIES, PrometheusUnavailable
-from bot.chat.base import Conversation
 from bot.deps import Deps
 from bot.engine import Engine, Run
 from bot.events import Command
-from bot.messages import CodeBlock, Status, Table
+from bot.messages import CodeBlock, Conversation, Status, Table
 from bot.store.base import Incident
 from procedures.backup import BACKUP_ARGV, backup_action, backup_command
 from procedures.backup_freshness import backup_freshness

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.cron import cron_trigger, next_fire, previous_fire
 from bot.deps import Deps
 from bot.messages import Status
-from bot.scheduler import JobSpec, Scheduler, cron_trigger, next_fire, previous_fire
+from bot.scheduler import JobSpec, Scheduler
 from bot.store import open_store
 from handlers.jobs import schedule_rows
 from tests.unit.conftest import make_settings

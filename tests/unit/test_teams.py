@@ -14,13 +14,12 @@ import pytest
 from microsoft_agents.activity import Activity
 
 from bot.app import build_app
-from bot.chat.base import Conversation, MessageRef
 from bot.chat.fanout import FanOut
 from bot.chat.teams import Pacer, TeamsDelivery, TeamsSurface, event_from, strip_mentions
 from bot.chat.teams_token import TeamsTokenProvider
 from bot.cli import main
 from bot.events import Click, Command
-from bot.messages import Button, Message, Status
+from bot.messages import Button, Conversation, Message, MessageRef, Status
 from bot.outbox import OutboxWorker, RetryLater, Undeliverable, outgoing
 from bot.store import open_store
 from bot.store.base import Store

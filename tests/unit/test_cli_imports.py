@@ -1,0 +1,66 @@
+"""The command line loads only what a command uses (``bench/startup.py`` times it).
+
+Checked by the modules a fresh interpreter holds after the command, not by
+a clock: ``--help`` loads no library at all, ``check-config`` none of the
+application's clients, and a terminal command without Slack no Slack library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = {"aiohttp", "docker", "requests", "rich", "slack_bolt", "slack_sdk", "structlog"}
+
+_PROBE = """
+import json, sys
+from bot.cli import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}, out)
+"""
+
+
+def _loaded_after(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SMS_", "SLACK_"))}
+    env["BOT_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
+    report = tmp_path / "modules.json"
+    subprocess.run(
+        [sys.executable, "-c", _PROBE, str(report), *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(report.read_text())
+    return result["code"], set(result["modules"])
+
+
+def test_help_loads_no_library(tmp_path: Path) -> None:
+    code, modules = _loaded_after(tmp_path, "--help")
+    assert code == 0
+    assert modules & (HEAVY | {"asyncio", "pydantic", "pydantic_settings"}) == set()
+
+
+def test_check_config_loads_no_client(tmp_path: Path) -> None:
+    code, modules = _loaded_after(tmp_path, "check-config")
+    assert code == 0
+    assert modules & HEAVY == set()
+
+
+@pytest.mark.parametrize("words", [["run", "help"]])
+def test_a_terminal_command_without_slack_loads_no_slack_nor_docker(
+    tmp_path: Path, words: list[str]
+) -> None:
+    code, modules = _loaded_after(tmp_path, *words)
+    assert code == 0
+    assert modules & {"slack_bolt", "slack_sdk", "docker", "requests"} == set()
