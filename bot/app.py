@@ -1,20 +1,30 @@
 """The composition root: builds every dependency from Settings and owns their lifetimes.
 
-Resources are opened in one ``AsyncExitStack`` and closed in reverse order:
-the HTTP session, the state store, the Docker client, the SMS database pool,
-the Slack client, and last (first to close) the engine's running tasks.
+Everything is built here once, in dependency order, and passed down: the
+incident service before the dispatcher, the click handler and the alert
+inbox that use it. Resources are opened in one ``AsyncExitStack`` and closed
+in reverse order: the HTTP session, the state store, the Docker client, the
+SMS database pool, the Slack client, the engine's running tasks, and, when
+the app serves (``build_app(serve=True)``), first of all its background
+loops (outbox worker, alert inbox, scheduler, proposal sweeper, Socket Mode)
+and the HTTP app with its routes. ``sms-bot serve`` and the test harness
+serve that; ``run``, ``shell`` and ``replay`` start none of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property, partial
 from typing import Any
 
 import aiohttp
+import structlog
+from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 
 from bot.adapters.alertmanager import AlertmanagerClient
@@ -26,21 +36,34 @@ from bot.adapters.prometheus import PrometheusClient
 from bot.audit import AuditLog
 from bot.chat.base import ChatSurface
 from bot.chat.log import LogSurface
-from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
+from bot.chat.slack import (
+    SlackDelivery,
+    build_slack_app,
+    slack_client,
+    slack_http_routes,
+    slack_surface,
+)
 from bot.config import Settings
 from bot.deps import Clock, Deps, utc_now
 from bot.engine import Engine
+from bot.errors import ConfigError
 from bot.events import Click, Command
+from bot.http import build_http_app
+from bot.incidents import IncidentService
 from bot.outbox import OutboxWorker
 from bot.scheduler import Scheduler
-from bot.store import open_store
+from bot.store import StoreUnavailable, open_store
+from bot.tasks import FailureLog, start_background
 from bot.telemetry import BotMetrics
 from handlers.actions import ClickHandler
-from handlers.alerts import AlertProcessor
+from handlers.alerts import AlertProcessor, alert_webhook_route
 from handlers.dispatch import Dispatcher
 from handlers.jobs import build_jobs
+from procedures.catalogue import CATALOGUE
 
-__all__ = ["App", "SlackParts", "build_app"]
+__all__ = ["App", "Background", "SlackParts", "build_app"]
+
+log = structlog.get_logger(__name__)
 
 
 class SlackParts:
@@ -61,9 +84,24 @@ class SlackParts:
 
 
 @dataclass(frozen=True)
+class Background:
+    """What a served app runs besides answering requests, and how eagerly.
+
+    ``serve`` and the test harness run all of it; ``run``, ``shell`` and
+    ``replay`` none (``run JOB --post`` drains the outbox itself). Tests shorten
+    the pauses so they need not wait for a second of idle.
+    """
+
+    alert_idle_s: float = 1.0  # the alert inbox's longest wait for a wake-up
+    proposal_sweep_s: float = 30.0  # how often unapproved proposals are expired
+    drain_s: float = 5.0  # at stop: how long the outbox may deliver what the last runs wrote
+
+
+@dataclass(frozen=True)
 class App:
     deps: Deps
     engine: Engine
+    incidents: IncidentService
     dispatcher: Dispatcher
     clicks: ClickHandler
     outbox: OutboxWorker
@@ -71,10 +109,27 @@ class App:
     scheduler: Scheduler
     alert_surface: ChatSurface
     slack: SlackParts | None = None
+    # With ``serve=True``: the HTTP app with every route, its loops already running.
+    http: web.Application | None = None
+
+    @property
+    def surfaces(self) -> Mapping[str, ChatSurface]:
+        """The surfaces this process posts to by itself (proposals expire on them)."""
+        return {self.slack.surface.name: self.slack.surface} if self.slack else {}
 
 
 @asynccontextmanager
-async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncIterator[App]:
+async def build_app(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    serve: bool = False,
+    background: Background = Background(),
+) -> AsyncIterator[App]:
+    """Build the app; with ``serve``, also its HTTP app and background loops, started.
+
+    Whatever is started here is stopped here, when the context ends.
+    """
     async with AsyncExitStack() as stack:
         timeout = settings.sms_check_timeout_s
         session = await stack.enter_async_context(
@@ -109,11 +164,11 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             clock=clock,
         )
         engine = Engine(deps)
-        dispatcher = Dispatcher(deps, engine)
-        clicks = ClickHandler(deps, engine)
 
-        slack: SlackParts | None = None
+        # Slack out first: incidents post to the alert channel through it.
+        client: Any = None
         outbox = OutboxWorker(store, {}, clock=clock)
+        slack_surface_: ChatSurface | None = None
         if settings.slack_enabled:
             client = slack_client(
                 token=settings.slack_bot_token,
@@ -122,7 +177,23 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             )
             stack.push_async_callback(_close_client, client)
             outbox.add_delivery(SlackDelivery(client, session, store))
-            surface = slack_surface(store=store, clock=clock, wake=outbox.wake)
+            slack_surface_ = slack_surface(store=store, clock=clock, wake=outbox.wake)
+        # Alerts post where the alert channel is: Slack when configured, else the log.
+        alert_surface: ChatSurface = slack_surface_ or LogSurface()
+        incidents = IncidentService(
+            deps,
+            engine,
+            catalogue=CATALOGUE,
+            surface=alert_surface,
+            channel=settings.slack_alert_channel,
+        )
+        dispatcher = Dispatcher(deps, engine, incidents=incidents, catalogue=CATALOGUE)
+        clicks = ClickHandler(deps, engine, incidents=incidents, catalogue=CATALOGUE)
+        alerts = AlertProcessor(deps, incidents)
+
+        slack: SlackParts | None = None
+        if slack_surface_ is not None:
+            surface = slack_surface_
 
             async def on_command(command: Command) -> None:
                 await dispatcher.handle(command, surface)
@@ -144,13 +215,6 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
                     spawn=spawn,
                 ),
             )
-        # Alerts post where the alert channel is: Slack when configured, else the log.
-        alert_surface: ChatSurface = slack.surface if slack else LogSurface()
-        alerts = AlertProcessor(
-            deps, engine, surface=alert_surface, channel=settings.slack_alert_channel
-        )
-        clicks.alerts = alerts
-        dispatcher.alerts = alerts
         scheduler = Scheduler(
             deps,
             build_jobs(
@@ -163,9 +227,10 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             grace=timedelta(minutes=settings.sms_schedule_grace_min),
         )
         stack.push_async_callback(engine.shutdown)
-        yield App(
+        app = App(
             deps=deps,
             engine=engine,
+            incidents=incidents,
             dispatcher=dispatcher,
             clicks=clicks,
             outbox=outbox,
@@ -174,6 +239,138 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             alert_surface=alert_surface,
             slack=slack,
         )
+        if serve:
+            app = replace(app, http=_http_app(app, settings))
+            await _start_background(app, stack, settings, background)
+        yield app
+
+
+def _http_app(app: App, settings: Settings) -> web.Application:
+    """``/healthz``, ``/readyz``, ``/metrics``, ``/slack/events`` when signed, the alert webhook."""
+    http = build_http_app(ready_check=app.deps.store.ping, registry=app.deps.metrics.registry)
+    if app.slack is not None:
+        # Mounted only with a signing secret (Socket Mode alone has none).
+        http.add_routes(
+            slack_http_routes(app.slack.app, signing_secret=settings.slack_signing_secret)
+        )
+    http.router.add_post(
+        "/alerts/alertmanager",
+        alert_webhook_route(token=settings.alert_webhook_token, receive=app.alerts.receive),
+    )
+    if not settings.alert_webhook_token:
+        log.warning("alerts.webhook_disabled", reason="ALERT_WEBHOOK_TOKEN is not set")
+    return http
+
+
+async def _start_background(
+    app: App, stack: AsyncExitStack, settings: Settings, background: Background
+) -> None:
+    """Start the served app's loops; stop them (and deliver what is left) when ``stack`` closes.
+
+    Each loop is restarted if it raises (a store gone for a while, a bug on one
+    row) and logged when it starts failing and when it recovers.
+    """
+    # A refused SLACK_APP_TOKEN stops the start before anything else runs.
+    socket_mode = None
+    if app.slack is not None and settings.slack_socket_mode_enabled:
+        socket_mode = await _socket_mode(app, settings)
+    worker = start_background("outbox", app.outbox.run)
+    # Stopped last of the loops: what the last runs wrote goes out first.
+    stack.push_async_callback(_stop_outbox, app, worker, background.drain_s)
+    # The engine's runs are let finish before the outbox drains (its callback was
+    # pushed earlier, so it would run after): shut down here, harmless twice.
+    stack.push_async_callback(app.engine.shutdown)
+    loops = [
+        start_background(
+            "proposals", partial(_expire_proposals, app, every_s=background.proposal_sweep_s)
+        ),
+        start_background("alerts", partial(app.alerts.run, idle_s=background.alert_idle_s)),
+        start_background("scheduler", app.scheduler.run),
+    ]
+    stack.push_async_callback(_cancel, *loops)
+    if socket_mode is not None:  # stopped first: no new events while the rest stops
+        stack.push_async_callback(_cancel, socket_mode)
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _stop_outbox(app: App, worker: asyncio.Task[None], drain_s: float) -> None:
+    # What does not make it stays in the outbox for the next start.
+    try:
+        await asyncio.wait_for(_drain(app), timeout=drain_s)
+    except TimeoutError:
+        pass
+    except StoreUnavailable as exc:  # a store gone under the bot: stop all the same
+        log.error("serve.drain_failed", error=str(exc))
+    await _cancel(worker)
+
+
+async def _drain(app: App) -> None:
+    while await app.outbox.drain_once():
+        pass
+
+
+async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
+    """Take the buttons off proposals nobody approved in time."""
+    failures = FailureLog("proposals")
+    while True:
+        try:
+            await app.clicks.expire_due(app.surfaces)
+        except Exception as exc:
+            failures.failed(exc)
+        else:
+            failures.succeeded()
+        await asyncio.sleep(every_s)
+
+
+# Slack's answers to apps.connections.open that no retry can fix.
+_BAD_APP_TOKEN = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked"}
+)
+
+
+async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
+    """Connect Socket Mode in the background, after refusing an app token Slack refuses.
+
+    slack_sdk retries a refused token forever inside ``connect_async``; checked
+    here first, a wrong SLACK_APP_TOKEN stops the start with one clear line.
+    Any other failure (Slack unreachable) leaves the HTTP side serving while the
+    connection keeps being retried.
+    """
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    assert app.slack is not None
+    client = slack_client(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    try:
+        await asyncio.wait_for(
+            client.apps_connections_open(app_token=settings.slack_app_token), timeout=10
+        )
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", ""))
+        if error in _BAD_APP_TOKEN:
+            raise ConfigError(f"SLACK_APP_TOKEN: Slack refused it ({error})") from None
+        log.warning("slack.socket_mode_unavailable", error=error)
+    except (TimeoutError, OSError) as exc:
+        log.warning("slack.socket_mode_unavailable", error=str(exc))
+    # apps.connections.open goes to SLACK_API_URL like every other call.
+    handler = AsyncSocketModeHandler(app.slack.app, settings.slack_app_token, web_client=client)
+
+    async def connect() -> None:
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        log.info("slack.socket_mode_connected")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+    return start_background("socket-mode", connect)
 
 
 async def _awaited(work: Awaitable[Any]) -> Any:

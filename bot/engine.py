@@ -24,8 +24,9 @@ from bot.deps import Deps
 from bot.errors import SmsBotError, UserError
 from bot.events import Command
 from bot.messages import CodeBlock, Field, Message, Status, StepView, Table, worst
-from bot.proposals import encode_thread, proposal_message
+from bot.proposals import proposal_message
 from bot.store.base import Proposal, RunRecord, StepRecord, StoreUnavailable
+from bot.threads import ThreadRef
 
 __all__ = ["Engine", "Outcome", "Procedure", "Run"]
 
@@ -161,7 +162,7 @@ class Run:
             args=dict(args),
             summary=summary,
             run_id=self.id,
-            conversation=encode_thread(self._ref),
+            conversation=ThreadRef.of(self._ref).encode(),
             message_key="",
             requested_by=self.command.user,
             approver_role="approver",

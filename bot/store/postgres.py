@@ -274,38 +274,38 @@ _OPEN_INCIDENT = (
     " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path"
+    " record_path, digest_id"
 )
 _SELECT_INCIDENT = (
     "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path FROM incidents WHERE id = $1"
+    " record_path, digest_id FROM incidents WHERE id = $1"
 )
 _OPEN_INCIDENT_FOR = (
     "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path FROM incidents WHERE fingerprint = $1 AND status = 'open'"
+    " record_path, digest_id FROM incidents WHERE fingerprint = $1 AND status = 'open'"
 )
 _OPEN_INCIDENTS = (
     "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path FROM incidents WHERE status = 'open' ORDER BY opened_at, seq"
+    " record_path, digest_id FROM incidents WHERE status = 'open' ORDER BY opened_at, seq"
 )
 _INCIDENTS_BETWEEN = (
     "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path FROM incidents WHERE opened_at >= $1 AND opened_at < $2"
+    " record_path, digest_id FROM incidents WHERE opened_at >= $1 AND opened_at < $2"
     " ORDER BY opened_at, seq"
 )
 _DIGEST_INCIDENTS = (
     "SELECT id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path FROM incidents WHERE digest_id = $1 ORDER BY opened_at, seq"
+    " record_path, digest_id FROM incidents WHERE digest_id = $1 ORDER BY opened_at, seq"
 )
 _SELECT_DIGEST = "SELECT id, started_at, root_key, conversation FROM digests WHERE id = $1"
 _CURRENT_DIGEST = (
@@ -320,7 +320,7 @@ _TOUCH_INCIDENT = (
     " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path"
+    " record_path, digest_id"
 )
 _ACK_INCIDENT = (
     "UPDATE incidents SET acknowledged_by = $2, acknowledged_at = $3"
@@ -328,7 +328,7 @@ _ACK_INCIDENT = (
     " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path"
+    " record_path, digest_id"
 )
 _ESCALATE_INCIDENT = (
     "UPDATE incidents SET escalated_at = $2 WHERE id = $1 AND status = 'open'"
@@ -336,14 +336,14 @@ _ESCALATE_INCIDENT = (
     " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path"
+    " record_path, digest_id"
 )
 _RESOLVE_INCIDENT = (
     "UPDATE incidents SET status = 'resolved', resolved_at = $2 WHERE id = $1 AND status = 'open'"
     " RETURNING id, fingerprint, title, priority, procedure, labels::text AS labels,"
     " annotations::text AS annotations, opened_at, opened_by, status, last_seen_at, repeats,"
     " root_key, conversation, acknowledged_by, acknowledged_at, escalated_at, resolved_at,"
-    " record_path"
+    " record_path, digest_id"
 )
 
 # The primary key decides: of concurrent claims of one slot, one inserts a row.
@@ -536,6 +536,7 @@ def _incident(row: asyncpg.Record) -> Incident:
         escalated_at=_dt(row["escalated_at"]),
         resolved_at=_dt(row["resolved_at"]),
         record_path=row["record_path"],
+        digest_id=row["digest_id"],  # i9-incidents: the digest flag is this column
     )
 
 

@@ -257,30 +257,31 @@ _OPEN_INCIDENT = (
 _SELECT_INCIDENT = (
     "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
     " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
-    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents WHERE id = ?"
+    " acknowledged_at, escalated_at, resolved_at, record_path, digest_id FROM incidents"
+    " WHERE id = ?"
 )
 _OPEN_INCIDENT_FOR = (
     "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
     " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
-    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " acknowledged_at, escalated_at, resolved_at, record_path, digest_id FROM incidents"
     " WHERE fingerprint = ? AND status = 'open'"
 )
 _OPEN_INCIDENTS = (
     "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
     " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
-    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " acknowledged_at, escalated_at, resolved_at, record_path, digest_id FROM incidents"
     " WHERE status = 'open' ORDER BY opened_at, seq"
 )
 _INCIDENTS_BETWEEN = (
     "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
     " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
-    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " acknowledged_at, escalated_at, resolved_at, record_path, digest_id FROM incidents"
     " WHERE opened_at >= ? AND opened_at < ? ORDER BY opened_at, seq"
 )
 _DIGEST_INCIDENTS = (
     "SELECT id, fingerprint, title, priority, procedure, labels, annotations, opened_at,"
     " opened_by, status, last_seen_at, repeats, root_key, conversation, acknowledged_by,"
-    " acknowledged_at, escalated_at, resolved_at, record_path FROM incidents"
+    " acknowledged_at, escalated_at, resolved_at, record_path, digest_id FROM incidents"
     " WHERE digest_id = ? ORDER BY opened_at, seq"
 )
 _SELECT_DIGEST = "SELECT id, started_at, root_key, conversation FROM digests WHERE id = ?"
@@ -452,6 +453,7 @@ def _incident(row: Sequence[Any]) -> Incident:
         escalated_at=_dt_in(row[16]),
         resolved_at=_dt_in(row[17]),
         record_path=row[18],
+        digest_id=row[19],  # i9-incidents: the digest flag is this column
     )
 
 
