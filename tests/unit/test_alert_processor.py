@@ -14,6 +14,7 @@ from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE, IncidentService
 from bot.messages import Link, Status
 from bot.store import open_store
+from bot.threads import ThreadRef
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
@@ -116,6 +117,13 @@ async def test_an_alert_storm_becomes_one_digest(deps: Deps, tmp_path: Path) -> 
     assert digest.title.startswith("Alert storm: 7 more alerts")
     assert len(digest.details[0].rows) == 7  # type: ignore[union-attr]
     assert len(await deps.store.incidents_open()) == 10  # none dropped
+    # The listed incidents live in the digest's thread; the digest_id column says so,
+    # not a flag patched into their stored thread.
+    listed = [i for i in await deps.store.incidents_open() if i.digest_id]
+    assert len(listed) == 7
+    for incident in listed:
+        assert incident.conversation is not None and "digest" not in incident.conversation
+        assert ThreadRef.decode(incident.conversation).root_key == posts[-1]
     await _deliver(processor, _alert("Alert9", fp="fp9", status="resolved"))
     assert surface.replies()[-1].title == "Resolved: Alert9"
 
