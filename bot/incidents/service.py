@@ -29,29 +29,17 @@ from bot.chat.base import ChatSurface, Conversation, MessageRef
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Command
-from bot.incidents.message import digest_message, format_duration, incident_message
+from bot.incidents.digest import StormDigest, in_digest
+from bot.incidents.message import format_duration, incident_message
 from bot.incidents.record import TimelineRun, incident_record, write_record
 from bot.messages import Link, Message, Status
 from bot.routing import route_alert
-from bot.store.base import Digest, Incident
+from bot.store.base import Incident
 from bot.threads import ThreadRef
 
-__all__ = ["DIGEST_WINDOW", "IncidentService", "in_digest"]
+__all__ = ["IncidentService", "thread_of"]
 
 log = structlog.get_logger(__name__)
-
-# New storm alerts within this time of a digest's start join it; later ones start another.
-DIGEST_WINDOW = timedelta(minutes=1)
-
-
-def in_digest(incident: Incident) -> bool:
-    """Listed in a storm digest: its thread is the digest's, its root message is not its own."""
-    if incident.digest_id is not None:
-        return True
-    # Rows from before the digest_id column (migration 6) said so in their thread text.
-    if not incident.conversation:
-        return False
-    return ThreadRef.decode(incident.conversation).legacy_digest
 
 
 def thread_of(incident: Incident) -> ThreadRef | None:
@@ -81,6 +69,7 @@ class IncidentService:
         # opened where its command came from), by the name stored in its thread.
         self._surfaces = {**(surfaces or {}), surface.name: surface}
         self._routes = catalogue.routes()
+        self._digest = StormDigest(deps.store, surface=surface, channel=channel)
 
     # -- alerts --------------------------------------------------------------------------
 
@@ -147,7 +136,7 @@ class IncidentService:
             digest=storm,
         )
         if storm:
-            await self._add_to_digest(incident, now)
+            await self._digest.add(incident, now=now)
             return
         await self._open_thread(incident, alert, now)
 
@@ -425,44 +414,6 @@ class IncidentService:
             if not in_digest(escalated):
                 await self._show(escalated)
         return count
-
-    # -- alert storms ------------------------------------------------------------------------
-
-    async def _add_to_digest(self, incident: Incident, now: datetime) -> None:
-        """List the incident in this minute's digest, kept in the store for every replica.
-
-        Exactly one caller (on any replica) creates the digest and posts its
-        message; the others join it. Whoever sees the message posted rebuilds it
-        from the incidents stored with the digest, so it lists them all.
-        """
-        store = self.deps.store
-        digest, created = await store.digest_join(
-            incident.id, now=now, window=DIGEST_WINDOW, new_id=uuid.uuid4().hex
-        )
-        if created:
-            where = Conversation(self.surface.name, self.channel)
-            ref = await self.surface.post(where, digest_message([incident], digest.started_at))
-            posted = await store.digest_set_thread(
-                digest.id, root_key=ref.id, conversation=ThreadRef.of(ref).encode()
-            )
-            digest = posted or digest
-        if digest.root_key is None or digest.conversation is None:
-            # Its creator is posting it; it lists this incident once it has.
-            return
-        await self._refresh_digest(digest)
-
-    async def _refresh_digest(self, digest: Digest) -> None:
-        assert digest.root_key is not None and digest.conversation is not None
-        store = self.deps.store
-        incidents = await store.digest_incidents(digest.id)
-        # Listed incidents live in the digest's thread; their digest_id says so.
-        for listed in incidents:
-            if listed.root_key is None:
-                await store.incident_set_thread(
-                    listed.id, root_key=digest.root_key, conversation=digest.conversation
-                )
-        root = ThreadRef.decode(digest.conversation).root
-        await self.surface.update(root, digest_message(incidents, digest.started_at))
 
     # -- the record --------------------------------------------------------------------------
 
