@@ -1,22 +1,30 @@
 """The composition root: builds every dependency from Settings and owns their lifetimes.
 
-Resources are opened in one ``AsyncExitStack`` and closed in reverse order:
-the HTTP session, the state store, the Docker client, the SMS database pool,
-the Slack client, and last (first to close) the engine's running tasks.
-Slack's libraries are imported only when Slack is configured.
+Everything is built here once, in dependency order, and passed down: the
+incident service before the dispatcher, the click handler and the alert
+inbox that use it. Resources are opened in one ``AsyncExitStack`` and closed
+in reverse order: the HTTP session, the state store, the Docker client, the
+SMS database pool, the Slack client, the engine's running tasks, and, when
+the app serves (``build_app(serve=True)``), first of all its background
+loops (outbox worker, alert inbox, scheduler, proposal sweeper, Socket Mode)
+and the HTTP app with its routes. ``sms-bot serve`` and the test harness
+serve that; ``run``, ``shell`` and ``replay`` start none of it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from bot.adapters.alertmanager import AlertmanagerClient
@@ -33,24 +41,31 @@ from bot.clock import Clock, utc_now
 from bot.config import Settings
 from bot.deps import Deps
 from bot.engine import Engine
+from bot.errors import ConfigError
 from bot.events import Click, Command
+from bot.http import build_http_app
+from bot.incidents import IncidentService
 from bot.messages import Conversation
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.scheduler import Scheduler
-from bot.store import open_store
+from bot.store import StoreUnavailable, open_store
 from bot.store.base import Store
+from bot.tasks import FailureLog, start_background
 from bot.telemetry import BotMetrics
 from handlers.actions import ClickHandler
-from handlers.alerts import AlertProcessor
+from handlers.alerts import AlertProcessor, alert_webhook_route
 from handlers.dispatch import Dispatcher
 from handlers.jobs import build_jobs
+from procedures.catalogue import CATALOGUE
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncApp
 
     from bot.chat.teams import TeamsSurface
 
-__all__ = ["App", "SlackParts", "TeamsParts", "build_app"]
+__all__ = ["App", "Background", "SlackParts", "TeamsParts", "build_app"]
+
+log = structlog.get_logger(__name__)
 
 
 class SlackParts:
@@ -79,9 +94,24 @@ class TeamsParts:
 
 
 @dataclass(frozen=True)
+class Background:
+    """What a served app runs besides answering requests, and how eagerly.
+
+    ``serve`` and the test harness run all of it; ``run``, ``shell`` and
+    ``replay`` none (``run JOB --post`` drains the outbox itself). Tests shorten
+    the pauses so they need not wait for a second of idle.
+    """
+
+    alert_idle_s: float = 1.0  # the alert inbox's longest wait for a wake-up
+    proposal_sweep_s: float = 30.0  # how often unapproved proposals are expired
+    drain_s: float = 5.0  # at stop: how long the outbox may deliver what the last runs wrote
+
+
+@dataclass(frozen=True)
 class App:
     deps: Deps
     engine: Engine
+    incidents: IncidentService
     dispatcher: Dispatcher
     clicks: ClickHandler
     outbox: OutboxWorker
@@ -90,8 +120,11 @@ class App:
     alert_surface: ChatSurface
     slack: SlackParts | None = None
     teams: TeamsParts | None = None
+    # With ``serve=True``: the HTTP app with every route, its loops already running.
+    http: web.Application | None = None
 
-    def surfaces(self) -> dict[str, ChatSurface]:
+    @property
+    def surfaces(self) -> Mapping[str, ChatSurface]:
         """Every chat surface of this process by name (where a stored thread may live)."""
         found = [self.slack.surface if self.slack else None]
         found += [self.teams.surface if self.teams else None, self.alert_surface]
@@ -99,7 +132,17 @@ class App:
 
 
 @asynccontextmanager
-async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncIterator[App]:
+async def build_app(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    serve: bool = False,
+    background: Background = Background(),
+) -> AsyncIterator[App]:
+    """Build the app; with ``serve``, also its HTTP app and background loops, started.
+
+    Whatever is started here is stopped here, when the context ends.
+    """
     async with AsyncExitStack() as stack:
         timeout = settings.sms_check_timeout_s
         session = await stack.enter_async_context(
@@ -134,14 +177,14 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             clock=clock,
         )
         engine = Engine(deps)
-        dispatcher = Dispatcher(deps, engine)
-        clicks = ClickHandler(deps, engine)
 
-        slack: SlackParts | None = None
+        # Chat out first: incidents post to the alert channel through it.
+        client: Any = None
         outbox = OutboxWorker(store, {}, clock=clock)
+        slack_surface_: ChatSurface | None = None
         if settings.slack_enabled:
             # Slack's libraries load only when Slack is configured.
-            from bot.chat.slack import SlackDelivery, build_slack_app, slack_client, slack_surface
+            from bot.chat.slack import SlackDelivery, slack_client, slack_surface
 
             client = slack_client(
                 token=settings.slack_bot_token,
@@ -150,7 +193,52 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             )
             stack.push_async_callback(_close_client, client)
             outbox.add_delivery(SlackDelivery(client, session, store))
-            surface = slack_surface(store=store, clock=clock, wake=outbox.wake)
+            slack_surface_ = slack_surface(store=store, clock=clock, wake=outbox.wake)
+        teams_surface: TeamsSurface | None = None
+        if settings.teams_enabled:
+            # The Agents SDK is imported only when Teams is configured.
+            from bot.chat.teams import TeamsSurface
+
+            teams_surface = TeamsSurface(store=store, clock=clock, wake=outbox.wake)
+
+        # Alerts post where the alert channel is: Slack when configured, else the log;
+        # with a Teams alert channel, both at once by priority (bot/chat/fanout.py).
+        alert_surface: ChatSurface = slack_surface_ or LogSurface()
+        alert_channel = settings.slack_alert_channel
+        report_surface, report_channel = alert_surface, alert_channel
+        places_for: Callable[[str], Conversation] | None = None
+        if teams_surface is not None and (
+            settings.teams_alert_channel or settings.teams_reports_channel
+        ):
+            fanout, places_for, alert_channel, report_channel = _fan_out(
+                settings, slack_surface_, teams_surface
+            )
+            alert_surface = report_surface = fanout
+        chat_surfaces = {s.name: s for s in (slack_surface_, teams_surface) if s is not None}
+        incidents = IncidentService(
+            deps,
+            engine,
+            catalogue=CATALOGUE,
+            surface=alert_surface,
+            channel=alert_channel,
+            surfaces=chat_surfaces,
+            places_for=places_for,
+        )
+        dispatcher = Dispatcher(deps, engine, incidents=incidents, catalogue=CATALOGUE)
+        clicks = ClickHandler(
+            deps,
+            engine,
+            incidents=incidents,
+            catalogue=CATALOGUE,
+            surfaces={alert_surface.name: alert_surface},
+        )
+        alerts = AlertProcessor(deps, incidents)
+
+        slack: SlackParts | None = None
+        if slack_surface_ is not None:
+            from bot.chat.slack import build_slack_app
+
+            surface = slack_surface_
 
             async def on_command(command: Command) -> None:
                 await dispatcher.handle(command, surface)
@@ -173,12 +261,7 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
                 ),
             )
         teams: TeamsParts | None = None
-        teams_surface: TeamsSurface | None = None
-        if settings.teams_enabled:
-            # The Agents SDK is imported only when Teams is configured.
-            from bot.chat.teams import TeamsSurface
-
-            teams_surface = TeamsSurface(store=store, clock=clock, wake=outbox.wake)
+        if teams_surface is not None:
             # A context made now reads SSL_CERT_FILE now (aiohttp's default one is made
             # at import): a private cloud's or a test's CA is trusted for Teams.
             teams_session = await stack.enter_async_context(
@@ -199,31 +282,6 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
                 clicks=clicks,
                 engine=engine,
             )
-
-        # Alerts post where the alert channel is: Slack when configured, else the log;
-        # with a Teams alert channel, both at once by priority (bot/chat/fanout.py).
-        alert_surface: ChatSurface = slack.surface if slack else LogSurface()
-        alert_channel = settings.slack_alert_channel
-        report_surface, report_channel = alert_surface, alert_channel
-        places_for: Callable[[str], Conversation] | None = None
-        if teams_surface is not None and (
-            settings.teams_alert_channel or settings.teams_reports_channel
-        ):
-            fanout, places_for, alert_channel, report_channel = _fan_out(
-                settings, slack.surface if slack else None, teams_surface
-            )
-            alert_surface = report_surface = fanout
-        alerts = AlertProcessor(
-            deps,
-            engine,
-            surface=alert_surface,
-            channel=alert_channel,
-            places_for=places_for,
-            surfaces={s.name: s for s in (slack.surface if slack else None, teams_surface) if s},
-        )
-        clicks.alerts = alerts
-        clicks.surfaces = {alert_surface.name: alert_surface}
-        dispatcher.alerts = alerts
         scheduler = Scheduler(
             deps,
             build_jobs(
@@ -236,9 +294,10 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             grace=timedelta(minutes=settings.sms_schedule_grace_min),
         )
         stack.push_async_callback(engine.shutdown)
-        yield App(
+        app = App(
             deps=deps,
             engine=engine,
+            incidents=incidents,
             dispatcher=dispatcher,
             clicks=clicks,
             outbox=outbox,
@@ -248,6 +307,144 @@ async def build_app(settings: Settings, *, clock: Clock = utc_now) -> AsyncItera
             slack=slack,
             teams=teams,
         )
+        if serve:
+            app = replace(app, http=_http_app(app, settings))
+            await _start_background(app, stack, settings, background)
+        yield app
+
+
+def _http_app(app: App, settings: Settings) -> web.Application:
+    """``/healthz``, ``/readyz``, ``/metrics``, ``/slack/events`` when signed, the alert webhook."""
+    http = build_http_app(ready_check=app.deps.store.ping, registry=app.deps.metrics.registry)
+    if app.slack is not None:
+        from bot.chat.slack import slack_http_routes
+
+        # Mounted only with a signing secret (Socket Mode alone has none).
+        http.add_routes(
+            slack_http_routes(app.slack.app, signing_secret=settings.slack_signing_secret)
+        )
+    if app.teams is not None:
+        http.router.add_post("/api/messages", app.teams.route)
+    http.router.add_post(
+        "/alerts/alertmanager",
+        alert_webhook_route(token=settings.alert_webhook_token, receive=app.alerts.receive),
+    )
+    if not settings.alert_webhook_token:
+        log.warning("alerts.webhook_disabled", reason="ALERT_WEBHOOK_TOKEN is not set")
+    return http
+
+
+async def _start_background(
+    app: App, stack: AsyncExitStack, settings: Settings, background: Background
+) -> None:
+    """Start the served app's loops; stop them (and deliver what is left) when ``stack`` closes.
+
+    Each loop is restarted if it raises (a store gone for a while, a bug on one
+    row) and logged when it starts failing and when it recovers.
+    """
+    # A refused SLACK_APP_TOKEN stops the start before anything else runs.
+    socket_mode = None
+    if app.slack is not None and settings.slack_socket_mode_enabled:
+        socket_mode = await _socket_mode(app, settings)
+    worker = start_background("outbox", app.outbox.run)
+    # Stopped last of the loops: what the last runs wrote goes out first.
+    stack.push_async_callback(_stop_outbox, app, worker, background.drain_s)
+    # The engine's runs are let finish before the outbox drains (its callback was
+    # pushed earlier, so it would run after): shut down here, harmless twice.
+    stack.push_async_callback(app.engine.shutdown)
+    loops = [
+        start_background(
+            "proposals", partial(_expire_proposals, app, every_s=background.proposal_sweep_s)
+        ),
+        start_background("alerts", partial(app.alerts.run, idle_s=background.alert_idle_s)),
+        start_background("scheduler", app.scheduler.run),
+    ]
+    stack.push_async_callback(_cancel, *loops)
+    if socket_mode is not None:  # stopped first: no new events while the rest stops
+        stack.push_async_callback(_cancel, socket_mode)
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _stop_outbox(app: App, worker: asyncio.Task[None], drain_s: float) -> None:
+    # What does not make it stays in the outbox for the next start.
+    try:
+        await asyncio.wait_for(_drain(app), timeout=drain_s)
+    except TimeoutError:
+        pass
+    except StoreUnavailable as exc:  # a store gone under the bot: stop all the same
+        log.error("serve.drain_failed", error=str(exc))
+    await _cancel(worker)
+
+
+async def _drain(app: App) -> None:
+    while await app.outbox.drain_once():
+        pass
+
+
+async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
+    """Take the buttons off proposals nobody approved in time."""
+    failures = FailureLog("proposals")
+    while True:
+        try:
+            await app.clicks.expire_due(app.surfaces)
+        except Exception as exc:
+            failures.failed(exc)
+        else:
+            failures.succeeded()
+        await asyncio.sleep(every_s)
+
+
+# Slack's answers to apps.connections.open that no retry can fix.
+_BAD_APP_TOKEN = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked"}
+)
+
+
+async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
+    """Connect Socket Mode in the background, after refusing an app token Slack refuses.
+
+    slack_sdk retries a refused token forever inside ``connect_async``; checked
+    here first, a wrong SLACK_APP_TOKEN stops the start with one clear line.
+    Any other failure (Slack unreachable) leaves the HTTP side serving while the
+    connection keeps being retried.
+    """
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    from bot.chat.slack import slack_client
+
+    assert app.slack is not None
+    client = slack_client(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    try:
+        await asyncio.wait_for(
+            client.apps_connections_open(app_token=settings.slack_app_token), timeout=10
+        )
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", ""))
+        if error in _BAD_APP_TOKEN:
+            raise ConfigError(f"SLACK_APP_TOKEN: Slack refused it ({error})") from None
+        log.warning("slack.socket_mode_unavailable", error=error)
+    except (TimeoutError, OSError) as exc:
+        log.warning("slack.socket_mode_unavailable", error=str(exc))
+    # apps.connections.open goes to SLACK_API_URL like every other call.
+    handler = AsyncSocketModeHandler(app.slack.app, settings.slack_app_token, web_client=client)
+
+    async def connect() -> None:
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        log.info("slack.socket_mode_connected")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+    return start_background("socket-mode", connect)
 
 
 def _build_teams(

@@ -12,12 +12,10 @@ so a typo or a cron line is answered at once (``python -m bench``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import signal
 import sys
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +23,6 @@ from bot.errors import ConfigError, SmsBotError
 from bot.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
-    import asyncio
-
     from rich.console import Console
 
     from bot.app import App
@@ -384,48 +380,22 @@ async def _serve(settings: Settings) -> int:
     import structlog
 
     from bot.app import build_app
-    from bot.chat.slack import slack_http_routes
-    from bot.http import build_http_app, serve
-    from bot.store import StoreUnavailable
-    from bot.tasks import start_background
-    from handlers.alerts import alert_webhook_route
+    from bot.http import serve
 
     log = structlog.get_logger(__name__)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with build_app(settings) as app:
-        http_app = build_http_app(
-            ready_check=app.deps.store.ping, registry=app.deps.metrics.registry
-        )
-        socket_mode = None
-        log.info(
-            "slack.mode",
-            mode=settings.slack_mode,
-            http=settings.slack_http_enabled,
-            socket_mode=settings.slack_socket_mode_enabled,
-        )
-        if app.slack is not None:
-            http_app.add_routes(
-                slack_http_routes(app.slack.app, signing_secret=settings.slack_signing_secret)
-            )
-            if settings.slack_socket_mode_enabled:
-                socket_mode = await _socket_mode(app, settings)
-        if app.teams is not None:
-            http_app.router.add_post("/api/messages", app.teams.route)
-        http_app.router.add_post(
-            "/alerts/alertmanager",
-            alert_webhook_route(token=settings.alert_webhook_token, receive=app.alerts.receive),
-        )
-        if not settings.alert_webhook_token:
-            log.warning("alerts.webhook_disabled", reason="ALERT_WEBHOOK_TOKEN is not set")
-        # Each loop is restarted if it raises (a store gone for a while, a bug on one
-        # row) and logged when it starts failing and when it recovers.
-        worker = start_background("outbox", app.outbox.run)
-        sweeper = start_background("proposals", partial(_expire_proposals, app))
-        alerts = start_background("alerts", app.alerts.run)
-        schedules = start_background("scheduler", app.scheduler.run)
+    log.info(
+        "slack.mode",
+        mode=settings.slack_mode,
+        http=settings.slack_http_enabled,
+        socket_mode=settings.slack_socket_mode_enabled,
+    )
+    # The app, its routes and its loops come up (and go down) together in build_app.
+    async with build_app(settings, serve=True) as app:
+        assert app.http is not None
         log.info(
             "serve.listening",
             host=settings.bot_host,
@@ -435,106 +405,9 @@ async def _serve(settings: Settings) -> int:
             slack_socket_mode=settings.slack_socket_mode_enabled,
             teams=app.teams is not None,
         )
-        try:
-            await serve(http_app, host=settings.bot_host, port=settings.bot_port, stop=stop)
-        finally:
-            if socket_mode is not None:
-                socket_mode.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await socket_mode
-            for task in (schedules, alerts, sweeper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await app.engine.shutdown()
-            # Let what the last runs wrote reach the chat before stopping; what does
-            # not make it stays in the outbox for the next start.
-            try:
-                await asyncio.wait_for(_drain(app), timeout=5)
-            except TimeoutError:
-                pass
-            except StoreUnavailable as exc:  # a store gone under the bot: stop all the same
-                log.error("serve.drain_failed", error=str(exc))
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await serve(app.http, host=settings.bot_host, port=settings.bot_port, stop=stop)
     log.info("serve.stopped")
     return EXIT_OK
-
-
-# Slack's answers to apps.connections.open that no retry can fix.
-_BAD_APP_TOKEN = frozenset(
-    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked"}
-)
-
-
-async def _socket_mode(app: App, settings: Settings) -> asyncio.Task[None]:
-    """Connect Socket Mode in the background, after refusing an app token Slack refuses.
-
-    slack_sdk retries a refused token forever inside ``connect_async``; checked
-    here first, a wrong SLACK_APP_TOKEN stops the start with one clear line.
-    Any other failure (Slack unreachable) leaves the HTTP side serving while the
-    connection keeps being retried.
-    """
-    import asyncio
-
-    import structlog
-    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-    from slack_sdk.errors import SlackApiError
-
-    from bot.chat.slack import slack_client
-    from bot.tasks import start_background
-
-    log = structlog.get_logger(__name__)
-
-    assert app.slack is not None
-    client = slack_client(token=settings.slack_bot_token, base_url=settings.slack_api_url)
-    try:
-        await asyncio.wait_for(
-            client.apps_connections_open(app_token=settings.slack_app_token), timeout=10
-        )
-    except SlackApiError as exc:
-        error = str(exc.response.get("error", ""))
-        if error in _BAD_APP_TOKEN:
-            raise ConfigError(f"SLACK_APP_TOKEN: Slack refused it ({error})") from None
-        log.warning("slack.socket_mode_unavailable", error=error)
-    except (TimeoutError, OSError) as exc:
-        log.warning("slack.socket_mode_unavailable", error=str(exc))
-    # apps.connections.open goes to SLACK_API_URL like every other call.
-    handler = AsyncSocketModeHandler(app.slack.app, settings.slack_app_token, web_client=client)
-
-    async def connect() -> None:
-        await handler.connect_async()  # type: ignore[no-untyped-call]
-        log.info("slack.socket_mode_connected")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await handler.close_async()  # type: ignore[no-untyped-call]
-
-    return start_background("socket-mode", connect)
-
-
-async def _expire_proposals(app: App, *, every_s: float = 30.0) -> None:
-    """Take the buttons off proposals nobody approved in time."""
-    import asyncio
-
-    from bot.tasks import FailureLog
-
-    surfaces = app.surfaces()
-    failures = FailureLog("proposals")
-    while True:
-        try:
-            await app.clicks.expire_due(surfaces)
-        except Exception as exc:
-            failures.failed(exc)
-        else:
-            failures.succeeded()
-        await asyncio.sleep(every_s)
-
-
-async def _drain(app: App) -> None:
-    while await app.outbox.drain_once():
-        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,8 +34,9 @@ from bot.messages import (
     Table,
     worst,
 )
-from bot.proposals import encode_thread, proposal_message
+from bot.proposals import proposal_message
 from bot.store.base import Proposal, RunRecord, StepRecord, StoreUnavailable
+from bot.threads import ThreadRef
 
 __all__ = ["Engine", "Outcome", "Procedure", "Run"]
 
@@ -171,7 +172,7 @@ class Run:
             args=dict(args),
             summary=summary,
             run_id=self.id,
-            conversation=encode_thread(self._ref),
+            conversation=ThreadRef.of(self._ref).encode(),
             message_key="",
             requested_by=self.command.user,
             approver_role="approver",

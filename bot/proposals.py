@@ -9,63 +9,19 @@ action; the proposing run has long finished by then.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import datetime
 
-from bot.messages import Button, Conversation, Message, MessageRef, Status
+from bot.messages import Button, Message, Status
 from bot.store.base import Proposal
 
 __all__ = [
     "APPROVE",
     "CANCEL",
-    "ProposalThread",
-    "decode_thread",
-    "encode_thread",
     "proposal_message",
 ]
 
 APPROVE = "proposal.approve"
 CANCEL = "proposal.cancel"
-
-
-@dataclass(frozen=True)
-class ProposalThread:
-    """Where the proposal lives: its conversation and the run's status message."""
-
-    conversation: Conversation
-    root_key: str
-
-    @property
-    def root(self) -> MessageRef:
-        return MessageRef(self.conversation, self.root_key)
-
-
-def encode_thread(ref: MessageRef) -> str:
-    c = ref.conversation
-    return json.dumps(
-        {
-            "surface": c.surface,
-            "channel": c.channel,
-            "thread": c.thread,
-            "reply_url": c.reply_url,
-            "root": ref.id,
-        },
-        sort_keys=True,
-    )
-
-
-def decode_thread(text: str) -> ProposalThread:
-    data = json.loads(text)
-    return ProposalThread(
-        conversation=Conversation(
-            surface=data["surface"],
-            channel=data["channel"],
-            thread=data.get("thread"),
-            reply_url=data.get("reply_url"),
-        ),
-        root_key=data["root"],
-    )
 
 
 def _hhmm(at: datetime) -> str:

@@ -9,10 +9,7 @@ Incident buttons (Acknowledge, Silence, Resolve) are operators' buttons
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -23,15 +20,13 @@ from bot.deps import Deps
 from bot.engine import Engine
 from bot.errors import NotAllowed
 from bot.events import Click, Command
-from bot.incidents import ACK, RESOLVE, SILENCE, SILENCE_HOURS, incident_message
-from bot.messages import Link, Message, MessageRef, Status
-from bot.proposals import APPROVE, CANCEL, decode_thread, proposal_message
+from bot.incidents import ACK, RESOLVE, SILENCE, SILENCE_HOURS, IncidentService
+from bot.messages import Message, MessageRef, Status
+from bot.proposals import APPROVE, CANCEL, proposal_message
 from bot.store.base import Incident, Proposal
+from bot.threads import ThreadRef
 from handlers.auth import authorize
 from procedures.catalogue import CATALOGUE
-
-if TYPE_CHECKING:
-    from handlers.alerts import AlertProcessor
 
 __all__ = ["ClickHandler"]
 
@@ -39,15 +34,23 @@ log = structlog.get_logger(__name__)
 
 
 class ClickHandler:
-    def __init__(self, deps: Deps, engine: Engine, *, catalogue: Catalogue = CATALOGUE) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        engine: Engine,
+        *,
+        incidents: IncidentService | None = None,
+        catalogue: Catalogue = CATALOGUE,
+        surfaces: Mapping[str, ChatSurface] | None = None,
+    ) -> None:
         self.deps = deps
         self.engine = engine
         self.catalogue = catalogue
-        # Set by the app when this process handles alerts (for Resolve on manual incidents).
-        self.alerts: AlertProcessor | None = None
+        # What Acknowledge, Silence and Resolve change; None where incidents are not handled.
+        self.incidents = incidents
         # Surfaces by name, for a proposal whose thread lives on another surface than
         # the click's (an incident thread shown in Slack and Teams: ``FanOut``).
-        self.surfaces: Mapping[str, ChatSurface] = {}
+        self.surfaces: Mapping[str, ChatSurface] = dict(surfaces or {})
 
     async def handle(self, click: Click, surface: ChatSurface) -> str:
         """Handle one click; returns the audited outcome (for tests and logs)."""
@@ -140,9 +143,12 @@ class ClickHandler:
             return await self._refuse(
                 click, surface, "already_resolved", "This incident is already resolved."
             )
-        now = self.deps.clock()
+        if self.incidents is None:
+            return await self._refuse(
+                click, surface, "unavailable", "Incidents are not handled by this bot process."
+            )
         if click.action == ACK:
-            acked = await self.deps.store.incident_ack(incident.id, by=click.user, now=now)
+            acked = await self.incidents.acknowledge(incident, by=click.user, surface=surface)
             if acked is None:
                 current = await self.deps.store.incident_get(incident.id) or incident
                 return await self._refuse(
@@ -153,23 +159,23 @@ class ClickHandler:
                     incident=incident,
                 )
             await self._incident_audit(click, "acknowledged", acked)
-            await self._incident_note(surface, acked, f"Acknowledged by {click.user}.")
             return "acknowledged"
         if click.action == RESOLVE:
-            if self.alerts is None:
-                return await self._refuse(
-                    click, surface, "unavailable", "Incidents are not handled by this bot process."
-                )
-            resolved = await self.alerts.resolve(incident, by=click.user, surface=surface)
+            resolved = await self.incidents.resolve(incident, by=click.user, surface=surface)
             if resolved is None:
                 return await self._refuse(
                     click, surface, "already_resolved", "This incident is already resolved."
                 )
             return "resolved"
-        return await self._silence(click, surface, incident, arg)
+        return await self._silence(click, surface, incident, arg, self.incidents)
 
     async def _silence(
-        self, click: Click, surface: ChatSurface, incident: Incident, arg: str
+        self,
+        click: Click,
+        surface: ChatSurface,
+        incident: Incident,
+        arg: str,
+        incidents: IncidentService,
     ) -> str:
         try:
             hours = int(arg)
@@ -183,15 +189,9 @@ class ClickHandler:
                 "This silence button is not valid.",
                 incident=incident,
             )
-        now = self.deps.clock()
-        name = incident.labels.get("alertname", incident.title)
         try:
-            silence_id = await self.deps.alertmanager.create_silence(
-                matchers=dict(incident.labels),
-                starts_at=now,
-                ends_at=now + timedelta(hours=hours),
-                created_by=f"sms-bot for {click.user}",
-                comment=f"Silenced from sms-bot incident {incident.id[:8]} ({name})",
+            silence_id = await incidents.silence(
+                incident, hours=hours, by=click.user, surface=surface
             )
         except AlertmanagerError as exc:
             return await self._refuse(
@@ -204,39 +204,7 @@ class ClickHandler:
         await self._incident_audit(
             click, "silenced", incident, {"silence_id": silence_id, "hours": hours}
         )
-        link = Link(f"Silence {silence_id}", self.deps.alertmanager.silence_url(silence_id))
-        await self._incident_note(
-            surface,
-            incident,
-            f"Silenced {name} for {hours}h by {click.user}: silence {silence_id}.",
-            links=(link,),
-        )
         return "silenced"
-
-    async def _incident_note(
-        self,
-        surface: ChatSurface,
-        incident: Incident,
-        text: str,
-        *,
-        links: tuple[Link, ...] = (),
-    ) -> None:
-        if not incident.conversation or not incident.root_key:
-            return
-        # The thread may live on another surface than the click's (the alert channel).
-        where = self.alerts.surface_for(incident, given=surface) if self.alerts else surface
-        if where is None:
-            return
-        thread = decode_thread(incident.conversation)
-        try:
-            await where.reply(thread.root, Message(title=text, status=Status.OK, links=links))
-            if not json.loads(incident.conversation).get("digest"):
-                await where.update(
-                    thread.root,
-                    incident_message(incident, self.deps.settings, now=self.deps.clock()),
-                )
-        except Exception:
-            log.exception("incident.note_failed", incident_id=incident.id)
 
     async def _incident_audit(
         self,
@@ -260,7 +228,7 @@ class ClickHandler:
         """Expire proposals nobody clicked in time and take their buttons away."""
         expired = await self.deps.store.proposal_expire_due(now=self.deps.clock())
         for proposal in expired:
-            surface = surfaces.get(decode_thread(proposal.conversation).conversation.surface)
+            surface = surfaces.get(ThreadRef.decode(proposal.conversation).conversation.surface)
             if surface is not None:
                 await self._show(surface, proposal)
             await self.deps.audit.record(
@@ -277,7 +245,7 @@ class ClickHandler:
     async def _execute(
         self, proposal: Proposal, approved: ApprovedAction, click: Click, surface: ChatSurface
     ) -> None:
-        thread = decode_thread(proposal.conversation)
+        thread = ThreadRef.decode(proposal.conversation)
         surface = self.surfaces.get(thread.conversation.surface, surface)
         command = Command(
             text=f"{proposal.action} (proposal {proposal.id[:8]})",
@@ -318,7 +286,7 @@ class ClickHandler:
 
     async def _show(self, surface: ChatSurface, proposal: Proposal) -> None:
         """Replace the proposal's message: buttons give way to what became of it."""
-        thread = decode_thread(proposal.conversation)
+        thread = ThreadRef.decode(proposal.conversation)
         surface = self.surfaces.get(thread.conversation.surface, surface)
         msg = proposal_message(
             proposal,
@@ -371,7 +339,7 @@ class ClickHandler:
         if proposal is not None:
             detail["proposal_action"] = proposal.action
             detail["args"] = dict(proposal.args)
-            detail["thread"] = decode_thread(proposal.conversation).conversation.thread
+            detail["thread"] = ThreadRef.decode(proposal.conversation).conversation.thread
         await self.deps.audit.record(
             at=self.deps.clock(),
             actor=click.user,

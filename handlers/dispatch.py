@@ -7,7 +7,6 @@ normal replies; the exit code tells ``sms-bot run`` what happened.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -18,13 +17,11 @@ from bot.engine import Engine, Run
 from bot.errors import NotAllowed, UsageError
 from bot.events import Command
 from bot.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from bot.incidents import IncidentService
 from bot.messages import Message, Status
 from handlers.auth import authorize
 from handlers.registry import match
 from procedures.catalogue import CATALOGUE
-
-if TYPE_CHECKING:
-    from handlers.alerts import AlertProcessor
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Dispatcher", "Handled"]
 
@@ -41,12 +38,19 @@ class Handled:
 
 
 class Dispatcher:
-    def __init__(self, deps: Deps, engine: Engine, *, catalogue: Catalogue = CATALOGUE) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        engine: Engine,
+        *,
+        incidents: IncidentService | None = None,
+        catalogue: Catalogue = CATALOGUE,
+    ) -> None:
         self.deps = deps
         self.engine = engine
         self.catalogue = catalogue
-        # Set by the app: where manual incidents are opened.
-        self.alerts: AlertProcessor | None = None
+        # Where manual incidents are opened; None where incidents are not handled.
+        self.incidents = incidents
 
     async def handle(self, cmd: Command, surface: ChatSurface) -> Handled:
         name = "unknown"

@@ -18,10 +18,10 @@ _USAGE = "/sms incident TITLE"
 async def _open_incident(
     dispatcher: Any, cmd: Command, surface: ChatSurface, *, title: str
 ) -> None:
-    alerts = dispatcher.alerts
-    if alerts is None:
+    incidents = dispatcher.incidents
+    if incidents is None:
         raise UsageError("Incidents are not handled by this bot process.")
-    await alerts.open_manual(title=title, by=cmd.user, where=cmd.conversation, surface=surface)
+    await incidents.open_manual(title=title, by=cmd.user, where=cmd.conversation, surface=surface)
 
 
 def _parse(args: list[str], ctx: CommandContext) -> Invocation:

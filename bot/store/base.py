@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from bot.alerts import Alert
 from bot.errors import AdapterError
 
 __all__ = [
@@ -153,35 +154,20 @@ class Proposal:
     result: str | None = None  # one line on the outcome once done/failed
 
 
-@dataclass(frozen=True)
-class NewAlertEvent:
-    """One alert of a webhook delivery, as written to the inbox before answering 200."""
-
-    fingerprint: str
-    status: str  # "firing" | "resolved"
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    starts_at: datetime | None
-    ends_at: datetime | None
-    generator_url: str
+# One alert of a webhook delivery, as written to the inbox before answering 200: the
+# same record the webhook parser makes (one alert type, not a copy of its fields).
+NewAlertEvent = Alert
 
 
-@dataclass(frozen=True)
-class AlertEvent:
-    """A stored alert event, as a processor claims it from the inbox.
+@dataclass(frozen=True, kw_only=True)
+class AlertEvent(Alert):
+    """A stored alert event, as a processor claims it from the inbox: the alert and its row.
 
     Why an inbox and not a task: the webhook is answered only once the event
     is committed, so a bot killed right after answering still processes it.
     """
 
     id: int
-    fingerprint: str
-    status: str
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    starts_at: datetime | None
-    ends_at: datetime | None
-    generator_url: str
     received_at: datetime
     attempts: int = 0
     last_error: str | None = None
@@ -210,6 +196,7 @@ class Incident:
     escalated_at: datetime | None = None
     resolved_at: datetime | None = None
     record_path: str | None = None  # the markdown incident record once written
+    digest_id: str | None = None  # the storm digest listing it (its thread is the digest's)
 
 
 @dataclass(frozen=True)

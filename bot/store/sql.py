@@ -167,7 +167,7 @@ ALERT = (
 INCIDENT = (
     "id, fingerprint, title, priority, procedure, labels, annotations, opened_at, opened_by,"
     " status, last_seen_at, repeats, root_key, conversation, acknowledged_by, acknowledged_at,"
-    " escalated_at, resolved_at, record_path"
+    " escalated_at, resolved_at, record_path, digest_id"
 )
 DIGEST = "id, started_at, root_key, conversation"
 CHAT = "key, surface, channel, ts, thread_ts"

@@ -1,4 +1,8 @@
-"""The bot under test, in-process: its real HTTP app, outbox worker and alert processor.
+"""The bot under test, in-process: ``build_app(serve=True)``, as ``sms-bot serve`` runs it.
+
+Its HTTP app with every route and its background loops (outbox worker, alert
+inbox, scheduler, proposal sweeper) come from the composition root; only the
+server is the test's (on the same port after a restart).
 
 Slack is the local fake (``tests/harness/fake_slack.py``); requests are signed
 with the real scheme; the bot can be stopped and started again on the same
@@ -7,23 +11,17 @@ store, like a restart.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import App, build_app
-from bot.chat.slack import slack_http_routes
+from bot.app import App, Background, build_app
 from bot.config import Settings
-from bot.http import build_http_app
 from bot.store.base import AuditEvent
-from bot.tasks import start_background
-from handlers.alerts import alert_webhook_route
 from tests.harness.docker import free_port
 from tests.harness.fake_slack import FakeSlack
 from tests.harness.slack_signing import block_actions_body, signed_headers, slash_command_body
@@ -45,55 +43,41 @@ class Clock:
         return datetime.now(UTC) + self.offset
 
 
+# Quick loops for tests: the inbox looks again after 0.2 s, the sweeper every second.
+TEST_BACKGROUND = Background(alert_idle_s=0.2, proposal_sweep_s=1.0)
+
+
 class Bot:
-    """The bot under test: app, HTTP server and outbox worker; can be restarted."""
+    """The bot under test: app, HTTP server and background loops; can be restarted."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
-        self.settings = settings
+        # No catch-up of missed slots at start: the scheduler fires only on its cron,
+        # so a test never sees a job's post it did not ask for.
+        self.settings = settings.model_copy(update={"sms_schedule_grace_min": 0.0})
         self.clock = clock
         self.app: App | None = None
         self.client: TestClient | None = None
         self._stack: AsyncExitStack | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._alerts: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
         stack = AsyncExitStack()
-        app = await stack.enter_async_context(build_app(self.settings, clock=self.clock))
-        assert app.slack is not None
-        http = build_http_app(ready_check=app.deps.store.ping, registry=app.deps.metrics.registry)
-        # Mounted as ``serve`` mounts it: only with a signing secret.
-        http.add_routes(
-            slack_http_routes(app.slack.app, signing_secret=self.settings.slack_signing_secret)
+        app = await stack.enter_async_context(
+            build_app(self.settings, clock=self.clock, serve=True, background=TEST_BACKGROUND)
         )
-        if app.teams is not None:  # as ``serve`` mounts it
-            http.router.add_post("/api/messages", app.teams.route)
-        http.router.add_post(
-            "/alerts/alertmanager",
-            alert_webhook_route(
-                token=self.settings.alert_webhook_token, receive=app.alerts.receive
-            ),
-        )
+        assert app.slack is not None and app.http is not None
         # The same port after a restart, so Alertmanager's webhook URL stays valid.
         if self.port is None:
             self.port = free_port()
-        client = TestClient(TestServer(http, host="127.0.0.1", port=self.port))
+        client = TestClient(TestServer(app.http, host="127.0.0.1", port=self.port))
         await client.start_server()
         stack.push_async_callback(client.close)
-        # As ``serve`` runs them: restarted when they raise, logged when they start failing.
-        self._worker = start_background("outbox", app.outbox.run)
-        self._alerts = start_background("alerts", partial(app.alerts.run, idle_s=0.2))
         self.app, self.client, self._stack = app, client, stack
 
     async def stop(self) -> None:
-        for task in (self._alerts, self._worker):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
         if self._stack is not None:
             await self._stack.aclose()
-        self.app = self.client = self._stack = self._worker = self._alerts = None
+        self.app = self.client = self._stack = None
 
     async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         assert self.client is not None

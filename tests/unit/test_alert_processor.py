@@ -10,12 +10,14 @@ from bot.alerts import Alert, AlertBatch
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
-from bot.incidents import ACK, RESOLVE, SILENCE
+from bot.incidents import ACK, RESOLVE, SILENCE, IncidentService
 from bot.messages import Conversation, Link, Status
 from bot.store import open_store
+from bot.threads import ThreadRef
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor
 from handlers.dispatch import Dispatcher
+from procedures.catalogue import CATALOGUE
 from tests.fakes import NOW, FakeSurface
 from tests.unit.conftest import make_settings
 
@@ -37,8 +39,14 @@ def _batch(*alerts: Alert) -> AlertBatch:
     return AlertBatch(receiver="sms-bot", status="firing", group_key="g", alerts=alerts)
 
 
+def _incidents(deps: Deps, surface: FakeSurface, engine: Engine | None = None) -> IncidentService:
+    return IncidentService(
+        deps, engine or Engine(deps), catalogue=CATALOGUE, surface=surface, channel="#sms-alerts"
+    )
+
+
 def _processor(deps: Deps, surface: FakeSurface) -> AlertProcessor:
-    return AlertProcessor(deps, Engine(deps), surface=surface, channel="#sms-alerts")
+    return AlertProcessor(deps, _incidents(deps, surface))
 
 
 async def _deliver(processor: AlertProcessor, *alerts: Alert) -> None:
@@ -108,6 +116,13 @@ async def test_an_alert_storm_becomes_one_digest(deps: Deps, tmp_path: Path) -> 
     assert digest.title.startswith("Alert storm: 7 more alerts")
     assert len(digest.details[0].rows) == 7  # type: ignore[union-attr]
     assert len(await deps.store.incidents_open()) == 10  # none dropped
+    # The listed incidents live in the digest's thread; the digest_id column says so,
+    # not a flag patched into their stored thread.
+    listed = [i for i in await deps.store.incidents_open() if i.digest_id]
+    assert len(listed) == 7
+    for incident in listed:
+        assert incident.conversation is not None and "digest" not in incident.conversation
+        assert ThreadRef.decode(incident.conversation).root_key == posts[-1]
     await _deliver(processor, _alert("Alert9", fp="fp9", status="resolved"))
     assert surface.replies()[-1].title == "Resolved: Alert9"
 
@@ -148,7 +163,7 @@ async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path
     await _deliver(processor, _alert("Acked", fp="p2b", priority="P2"))
     acked = await deps.store.incident_open_for("p2b")
     assert acked is not None
-    clicks = ClickHandler(deps, Engine(deps))
+    clicks = ClickHandler(deps, Engine(deps), incidents=_incidents(deps, surface))
     where = Conversation("fake", "#sms-alerts")
     assert await clicks.handle(Click(ACK, acked.id, "U1", "slack", where), surface) == (
         "acknowledged"
@@ -157,10 +172,10 @@ async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path
         "already_acknowledged"
     )
 
-    assert await processor.escalate_due() == 0  # not yet: P2 has 30 minutes
+    assert await processor.incidents.escalate_due() == 0  # not yet: P2 has 30 minutes
     later = _processor(replace(deps, clock=lambda: NOW + timedelta(minutes=31)), surface)
-    assert await later.escalate_due() == 1
-    assert await later.escalate_due() == 0
+    assert await later.incidents.escalate_due() == 1
+    assert await later.incidents.escalate_due() == 0
     escalation = surface.replies()[-1]
     assert escalation.title == "Escalation"
     assert escalation.text.startswith("<!subteam^S1> P2 incident not acknowledged within 30")
@@ -174,7 +189,7 @@ async def test_silence_buttons_create_a_silence_for_the_alert_labels(
     await _deliver(_processor(deps, surface), _alert())
     incident = await deps.store.incident_open_for("fp1")
     assert incident is not None
-    clicks = ClickHandler(deps, Engine(deps))
+    clicks = ClickHandler(deps, Engine(deps), incidents=_incidents(deps, surface))
     where = Conversation("fake", "#sms-alerts")
     assert (
         await clicks.handle(Click(SILENCE, f"{incident.id}:4", "UVIEW", "slack", where), surface)
@@ -202,7 +217,7 @@ async def test_acknowledge_and_silence_are_operators_buttons(deps: Deps, tmp_pat
     await _deliver(_processor(deps, surface), _alert())
     incident = await deps.store.incident_open_for("fp1")
     assert incident is not None
-    clicks = ClickHandler(deps, Engine(deps))
+    clicks = ClickHandler(deps, Engine(deps), incidents=_incidents(deps, surface))
     where = Conversation("fake", "#sms-alerts")
     before = len(surface.events)
 
@@ -244,9 +259,8 @@ async def test_manual_incident_opened_and_resolved(deps: Deps, tmp_path: Path) -
     )
     surface = FakeSurface()
     engine = Engine(deps)
-    processor = AlertProcessor(deps, engine, surface=surface, channel="#sms-alerts")
-    dispatcher = Dispatcher(deps, engine)
-    dispatcher.alerts = processor
+    incidents = _incidents(deps, surface, engine)
+    dispatcher = Dispatcher(deps, engine, incidents=incidents)
     where = Conversation("fake", "#ops")
     handled = await dispatcher.handle(
         Command("/sms incident Grades page is blank", "UOPS", "slack", where), surface
@@ -257,8 +271,7 @@ async def test_manual_incident_opened_and_resolved(deps: Deps, tmp_path: Path) -
     assert msg.title == "FIRING [P2] Manual incident: Grades page is blank"
     assert [b.label for b in msg.buttons] == ["Acknowledge", "Resolve"]
     [incident] = await deps.store.incidents_open()
-    clicks = ClickHandler(deps, engine)
-    clicks.alerts = processor
+    clicks = ClickHandler(deps, engine, incidents=incidents)
     assert await clicks.handle(Click(RESOLVE, incident.id, "UOPS", "slack", where), surface) == (
         "resolved"
     )

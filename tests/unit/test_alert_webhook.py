@@ -14,6 +14,7 @@ from bot.config import parse_routes
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.errors import ConfigError
+from bot.incidents import IncidentService
 from bot.routing import route_alert
 from bot.store.base import StoreUnavailable
 from handlers.alerts import AlertProcessor, alert_webhook_route
@@ -243,11 +244,17 @@ async def test_a_store_outage_is_a_503_so_alertmanager_retries(aiohttp_client: A
     assert resp.status == 503
 
 
+def _incidents(deps: Deps, surface: FakeSurface) -> IncidentService:
+    return IncidentService(
+        deps, Engine(deps), catalogue=CATALOGUE, surface=surface, channel="#sms-alerts"
+    )
+
+
 async def test_a_state_file_deleted_under_the_bot_is_a_503_not_a_promise(
     aiohttp_client: Any, deps: Deps, tmp_path: Path
 ) -> None:
     """The write still succeeds, into a file that is gone: only the check after it tells."""
-    processor = AlertProcessor(deps, Engine(deps), surface=FakeSurface(), channel="#sms-alerts")
+    processor = AlertProcessor(deps, _incidents(deps, FakeSurface()))
     client = await _client(aiohttp_client, processor.receive)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     resp = await client.post("/alerts/alertmanager", json=payload(alert()), headers=headers)
@@ -262,7 +269,7 @@ async def test_a_state_file_deleted_under_the_bot_is_a_503_not_a_promise(
 async def test_a_repeated_delivery_after_a_503_opens_no_second_thread(deps: Deps) -> None:
     """A 503 after a write that was kept makes Alertmanager send the same alerts again."""
     surface = FakeSurface()
-    processor = AlertProcessor(deps, Engine(deps), surface=surface, channel="#sms-alerts")
+    processor = AlertProcessor(deps, _incidents(deps, surface))
     batch = parse_webhook(json.dumps(payload(alert(), alert("HighCPU", fp="fp2"))).encode())
     for _ in range(3):
         await processor.receive(batch)

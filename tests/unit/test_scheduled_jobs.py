@@ -15,10 +15,12 @@ import pytest
 from bot.chat.slack import SlackDelivery, slack_client, slack_surface
 from bot.deps import Deps
 from bot.engine import Engine
+from bot.incidents import IncidentService
 from bot.outbox import OutboxWorker
 from bot.scheduler import Scheduler
 from handlers.alerts import AlertProcessor
 from handlers.jobs import build_jobs
+from procedures.catalogue import CATALOGUE
 from tests.fakes import healthy_report
 from tests.harness.fake_slack import FakeSlack
 
@@ -58,7 +60,10 @@ async def setup(deps: Deps, fake_slack: FakeSlack) -> AsyncIterator[Setup]:
         )
         surface = slack_surface(store=deps.store, clock=deps.clock, wake=worker.wake)
         engine = Engine(deps)
-        alerts = AlertProcessor(deps, engine, surface=surface, channel="C0ALERTS")
+        incidents = IncidentService(
+            deps, engine, catalogue=CATALOGUE, surface=surface, channel="C0ALERTS"
+        )
+        alerts = AlertProcessor(deps, incidents)
         jobs = build_jobs(
             deps=deps, engine=engine, surface=surface, channel="C0ALERTS", alerts=alerts
         )

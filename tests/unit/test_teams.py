@@ -336,19 +336,19 @@ async def test_app_fans_incidents_out_by_priority_and_reports_to_both(tmp_path: 
     )
     async with build_app(settings) as app:
         assert app.teams is not None and app.alert_surface.name == "fanout"
-        assert app.alerts.places_for is not None
-        p0 = json.loads(app.alerts.places_for("P0").channel)
-        p2 = json.loads(app.alerts.places_for("P2").channel)
+        assert app.incidents.places_for is not None
+        p0 = json.loads(app.incidents.places_for("P0").channel)
+        p2 = json.loads(app.incidents.places_for("P2").channel)
         assert p0 == [["slack", "C0ALERTS"], ["teams", CHANNEL]]
         assert p2 == [["slack", "C0ALERTS"]]
-        assert set(app.surfaces()) == {"slack", "teams", "fanout"}
+        assert set(app.surfaces) == {"slack", "teams", "fanout"}
 
 
 async def test_app_without_teams_keeps_slack_alone(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, slack_bot_token="xoxb-test", slack_signing_secret="s")
     async with build_app(settings) as app:
         assert app.teams is None and app.alert_surface.name == "slack"
-        assert app.alerts.places_for is None
+        assert app.incidents.places_for is None
 
 
 async def test_a_refused_token_is_renewed_once(
