@@ -248,6 +248,8 @@ class Settings(BaseSettings):
     sms_weekly_checklist_cron: str = "0 8 * * mon"
     sms_weekly_report_cron: str = "0 16 * * fri"
     sms_monthly_maintenance_cron: str = "0 9 1-7 * mon"
+    # The SLA report of the month just ended (runbook: SLA Commitments).
+    sms_sla_cron: str = "0 9 1 * *"
     # In UTC, half an hour after the runbook's 02:00 UTC backup.
     sms_backup_check_cron: str = "30 2 * * *"
     # A job missed while the bot was down runs once on start within this window.
@@ -276,6 +278,9 @@ class Settings(BaseSettings):
     sms_threshold_cpu_pct: ThresholdSetting = Threshold(80, 95)
     sms_threshold_memory_pct: ThresholdSetting = Threshold(85, 95)
     sms_threshold_disk_pct: ThresholdSetting = Threshold(80, 90)
+    # The backend's availability (1 up, 0 down) for the SLA's downtime minutes:
+    # Prometheus' `up` of the backend's scrape target, or a blackbox probe_success.
+    sms_sla_up_query: str = 'up{job="backend"}'
     # PromQL overrides for the baseline metrics, as JSON {"p95_ms": "..."}.
     sms_promql: dict[str, str] = Field(default_factory=dict)
 
@@ -429,6 +434,7 @@ class Settings(BaseSettings):
         "sms_weekly_report_cron",
         "sms_monthly_maintenance_cron",
         "sms_backup_check_cron",
+        "sms_sla_cron",
     )
     @classmethod
     def _cron(cls, value: str) -> str:
