@@ -252,6 +252,13 @@ class Settings(BaseSettings):
     sms_sla_cron: str = "0 9 1 * *"
     # In UTC, half an hour after the runbook's 02:00 UTC backup.
     sms_backup_check_cron: str = "30 2 * * *"
+    # The bot prunes its own data daily (UTC), past these retentions in days
+    # (runbook: audit logs 1 year; runs, outbox and alert inbox 30 days).
+    sms_prune_cron: str = "45 3 * * *"
+    sms_retention_audit_days: float = Field(default=365.0, gt=0)
+    sms_retention_runs_days: float = Field(default=30.0, gt=0)
+    sms_retention_outbox_days: float = Field(default=30.0, gt=0)
+    sms_retention_alerts_days: float = Field(default=30.0, gt=0)
     # A job missed while the bot was down runs once on start within this window.
     sms_schedule_grace_min: float = Field(default=60.0, ge=0)
 
@@ -435,6 +442,7 @@ class Settings(BaseSettings):
         "sms_monthly_maintenance_cron",
         "sms_backup_check_cron",
         "sms_sla_cron",
+        "sms_prune_cron",
     )
     @classmethod
     def _cron(cls, value: str) -> str:

@@ -30,13 +30,16 @@ __all__ = [
     "STEP_STATUSES",
     "AlertEvent",
     "AuditEvent",
+    "CapacitySample",
     "ChatMessage",
     "Digest",
     "Incident",
     "JobRun",
+    "KeyRotation",
     "NewAlertEvent",
     "OutboxItem",
     "Proposal",
+    "PruneCutoffs",
     "RunRecord",
     "StepRecord",
     "Store",
@@ -274,6 +277,42 @@ class JobRun:
     runner: str  # which replica, e.g. hostname:pid
     status: str = "running"  # running | ok | warn | crit | failed
     finished_at: datetime | None = None
+
+
+# --- migration 9 (issue 12: reports and retention) --------------------------
+
+
+@dataclass(frozen=True)
+class CapacitySample:
+    """One daily reading of a capacity figure (``db_bytes``, ``users``, ``courses``...)."""
+
+    at: datetime
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """The newest recorded rotation of one key (``rotated KEY``)."""
+
+    key: str
+    rotated_at: datetime
+    rotated_by: str
+
+
+@dataclass(frozen=True)
+class PruneCutoffs:
+    """What is older than these goes (the runbook's retention: audit 1 year, the rest 30 days).
+
+    Nothing pending is ever pruned: a run still running or pending, a run with
+    a proposal waiting for a click, an outbox item not yet delivered, an alert
+    event not yet processed all stay whatever their age.
+    """
+
+    audit: datetime
+    runs: datetime
+    outbox: datetime
+    alerts: datetime
 
 
 class Store(Protocol):
@@ -548,6 +587,23 @@ class Store(Protocol):
 
     async def leader_release(self, name: str) -> None:
         """Give up leadership for ``name``; a no-op if not held."""
+
+    # --- reports and retention (migration 9) ------------------------------
+
+    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None:
+        """Record one reading per figure at ``at``; the same (figure, at) again replaces it."""
+
+    async def capacity_samples(self, since: datetime) -> list[CapacitySample]:
+        """Readings at or after ``since``, oldest first."""
+
+    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None:
+        """Record that ``key`` was rotated at ``at`` by ``by``."""
+
+    async def key_rotations_last(self) -> list[KeyRotation]:
+        """Each key's newest rotation, by key name."""
+
+    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]:
+        """Delete what is older than its cutoff and not pending; rows deleted per kind."""
 
 
 def to_utc(value: datetime) -> datetime:

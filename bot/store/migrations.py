@@ -427,6 +427,67 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE digest_id IS NOT NULL",
         ),
     ),
+    # 7 and 8 are taken by the Teams and recovery branches, which land beside this one;
+    # these placeholders only keep the list numbered 1..N here and are replaced by
+    # those branches' migrations when they merge (they change nothing).
+    Migration(
+        version=7,
+        name="placeholder for the Teams branch's migration",
+        sqlite=("SELECT 1",),
+        postgres=("SELECT 1",),
+    ),
+    Migration(
+        version=8,
+        name="placeholder for the recovery branch's migration",
+        sqlite=("SELECT 1",),
+        postgres=("SELECT 1",),
+    ),
+    Migration(
+        version=9,
+        name="capacity samples and key rotations",
+        # capacity_samples: one row per figure per daily sample (db_bytes, users,
+        # courses...), so the capacity report can show growth per month and project
+        # when a resource crosses 80 %. key_rotations: what `rotated KEY` records,
+        # read by the monthly compliance check (age of each key's last rotation).
+        sqlite=(
+            """
+            CREATE TABLE capacity_samples (
+                at TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                value REAL NOT NULL,
+                PRIMARY KEY (metric, at)
+            )
+            """,
+            """
+            CREATE TABLE key_rotations (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                key TEXT NOT NULL,
+                rotated_at TEXT NOT NULL,
+                rotated_by TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX key_rotations_key ON key_rotations (key, rotated_at)",
+        ),
+        postgres=(
+            """
+            CREATE TABLE capacity_samples (
+                at TIMESTAMPTZ NOT NULL,
+                metric TEXT NOT NULL,
+                value DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (metric, at)
+            )
+            """,
+            """
+            CREATE TABLE key_rotations (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                key TEXT NOT NULL,
+                rotated_at TIMESTAMPTZ NOT NULL,
+                rotated_by TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX key_rotations_key ON key_rotations (key, rotated_at)",
+        ),
+    ),
 )
 
 

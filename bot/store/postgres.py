@@ -42,13 +42,16 @@ from bot.store.base import (
     STEP_STATUSES,
     AlertEvent,
     AuditEvent,
+    CapacitySample,
     ChatMessage,
     Digest,
     Incident,
     JobRun,
+    KeyRotation,
     NewAlertEvent,
     OutboxItem,
     Proposal,
+    PruneCutoffs,
     RunRecord,
     StepRecord,
     StoreUnavailable,
@@ -358,6 +361,20 @@ _FINISH_JOB = (
 _JOB_RUNS = (
     "SELECT job, slot, started_at, runner, status, finished_at FROM job_runs"
     " WHERE job = $1 ORDER BY slot DESC LIMIT $2"
+)
+
+
+# Migration 9 (issue 12): runs old enough to prune and pending nothing (not running,
+# no proposal waiting for a click), with their steps.
+_PRUNE_STEPS = (
+    "DELETE FROM steps WHERE run_id IN ("
+    "SELECT id FROM runs WHERE started_at < $1 AND status NOT IN ('running', 'pending')"
+    " AND id NOT IN (SELECT run_id FROM proposals WHERE status IN ('pending', 'approved')))"
+)
+_PRUNE_RUNS = (
+    "DELETE FROM runs WHERE id IN ("
+    "SELECT id FROM runs WHERE started_at < $1 AND status NOT IN ('running', 'pending')"
+    " AND id NOT IN (SELECT run_id FROM proposals WHERE status IN ('pending', 'approved')))"
 )
 # A bigint advisory key shows in pg_locks as its high half (classid) and low half
 # (objid) with objsubid 1; pg_backend_pid() narrows it to this very session.
@@ -1326,3 +1343,76 @@ class PostgresStore:
         return StoreUnavailable(
             f"PostgreSQL store {redact_dsn(self.dsn)}: {what}: {type(exc).__name__}: {exc}"
         )
+
+    # --- migration 9 (issue 12): capacity samples, key rotations, retention -----
+
+    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None:
+        stamp = to_utc(at)
+        rows = [(stamp, metric, float(value)) for metric, value in values.items()]
+        async with self._conn() as conn:
+            await conn.executemany(
+                "INSERT INTO capacity_samples (at, metric, value) VALUES ($1, $2, $3)"
+                " ON CONFLICT (metric, at) DO UPDATE SET value = excluded.value",
+                rows,
+                timeout=self._timeout,
+            )
+
+    async def capacity_samples(self, since: datetime) -> list[CapacitySample]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT at, metric, value FROM capacity_samples WHERE at >= $1 ORDER BY at, metric",
+                to_utc(since),
+                timeout=self._timeout,
+            )
+        return [CapacitySample(to_utc(r["at"]), r["metric"], float(r["value"])) for r in rows]
+
+    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO key_rotations (key, rotated_at, rotated_by) VALUES ($1, $2, $3)",
+                key,
+                to_utc(at),
+                by,
+                timeout=self._timeout,
+            )
+
+    async def key_rotations_last(self) -> list[KeyRotation]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (key) key, rotated_at, rotated_by FROM key_rotations"
+                " ORDER BY key, rotated_at DESC, seq DESC",
+                timeout=self._timeout,
+            )
+        return [KeyRotation(r["key"], to_utc(r["rotated_at"]), r["rotated_by"]) for r in rows]
+
+    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]:
+        t = self._timeout
+
+        def deleted(status: str) -> int:
+            return int(status.split()[-1])
+
+        counts: dict[str, int] = {}
+        async with self._conn() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM audit WHERE at < $1", to_utc(cutoffs.audit), timeout=t
+            )
+            counts["audit"] = deleted(status)
+            status = await conn.execute(
+                _PRUNE_RUNS,
+                to_utc(cutoffs.runs),
+                timeout=t,
+            )
+            counts["runs"] = deleted(status)  # their steps go with them (ON DELETE CASCADE)
+            status = await conn.execute(
+                "DELETE FROM outbox WHERE state IN ('done', 'dead') AND created_at < $1",
+                to_utc(cutoffs.outbox),
+                timeout=t,
+            )
+            counts["outbox"] = deleted(status)
+            status = await conn.execute(
+                "DELETE FROM alert_events WHERE state = 'done' AND received_at < $1",
+                to_utc(cutoffs.alerts),
+                timeout=t,
+            )
+            counts["alerts"] = deleted(status)
+        return counts

@@ -53,13 +53,16 @@ from bot.store.base import (
     STEP_STATUSES,
     AlertEvent,
     AuditEvent,
+    CapacitySample,
     ChatMessage,
     Digest,
     Incident,
     JobRun,
+    KeyRotation,
     NewAlertEvent,
     OutboxItem,
     Proposal,
+    PruneCutoffs,
     RunRecord,
     StepRecord,
     StoreUnavailable,
@@ -314,6 +317,20 @@ _FINISH_JOB = (
 _JOB_RUNS = (
     "SELECT job, slot, started_at, runner, status, finished_at FROM job_runs"
     " WHERE job = ? ORDER BY slot DESC LIMIT ?"
+)
+
+
+# Migration 9 (issue 12): runs old enough to prune and pending nothing (not running,
+# no proposal waiting for a click), with their steps.
+_PRUNE_STEPS = (
+    "DELETE FROM steps WHERE run_id IN ("
+    "SELECT id FROM runs WHERE started_at < ? AND status NOT IN ('running', 'pending')"
+    " AND id NOT IN (SELECT run_id FROM proposals WHERE status IN ('pending', 'approved')))"
+)
+_PRUNE_RUNS = (
+    "DELETE FROM runs WHERE id IN ("
+    "SELECT id FROM runs WHERE started_at < ? AND status NOT IN ('running', 'pending')"
+    " AND id NOT IN (SELECT run_id FROM proposals WHERE status IN ('pending', 'approved')))"
 )
 
 
@@ -1278,3 +1295,64 @@ class SqliteStore:
         fd = self._leaders.pop(name, None)
         if fd is not None:
             os.close(fd)
+
+    # --- migration 9 (issue 12): capacity samples, key rotations, retention -----
+
+    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None:
+        stamp = _dt_required_out(at)
+        rows = [(stamp, metric, float(value)) for metric, value in values.items()]
+        async with self._write() as conn:
+            await conn.executemany(
+                "INSERT INTO capacity_samples (at, metric, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (metric, at) DO UPDATE SET value = excluded.value",
+                rows,
+            )
+
+    async def capacity_samples(self, since: datetime) -> list[CapacitySample]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT at, metric, value FROM capacity_samples WHERE at >= ? ORDER BY at, metric",
+                (_dt_required_out(since),),
+            )
+            rows = await cursor.fetchall()
+        return [CapacitySample(_dt_required(r[0]), r[1], float(r[2])) for r in rows]
+
+    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO key_rotations (key, rotated_at, rotated_by) VALUES (?, ?, ?)",
+                (key, _dt_required_out(at), by),
+            )
+
+    async def key_rotations_last(self) -> list[KeyRotation]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT k.key, k.rotated_at, k.rotated_by FROM key_rotations k"
+                " WHERE k.seq = (SELECT r.seq FROM key_rotations r WHERE r.key = k.key"
+                " ORDER BY r.rotated_at DESC, r.seq DESC LIMIT 1) ORDER BY k.key"
+            )
+            rows = await cursor.fetchall()
+        return [KeyRotation(r[0], _dt_required(r[1]), r[2]) for r in rows]
+
+    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]:
+        runs_at = _dt_required_out(cutoffs.runs)
+        counts: dict[str, int] = {}
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM audit WHERE at < ?", (_dt_required_out(cutoffs.audit),)
+            )
+            counts["audit"] = cursor.rowcount
+            await conn.execute(_PRUNE_STEPS, (runs_at,))
+            cursor = await conn.execute(_PRUNE_RUNS, (runs_at,))
+            counts["runs"] = cursor.rowcount
+            cursor = await conn.execute(
+                "DELETE FROM outbox WHERE state IN ('done', 'dead') AND created_at < ?",
+                (_dt_required_out(cutoffs.outbox),),
+            )
+            counts["outbox"] = cursor.rowcount
+            cursor = await conn.execute(
+                "DELETE FROM alert_events WHERE state = 'done' AND received_at < ?",
+                (_dt_required_out(cutoffs.alerts),),
+            )
+            counts["alerts"] = cursor.rowcount
+        return counts

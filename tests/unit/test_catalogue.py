@@ -162,6 +162,7 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "weekly-report",
         "monthly-maintenance",
         "sla-report",
+        "prune",
     ]
     assert {n for n in ("restart", "terminate", "backup", "vacuum") if CATALOGUE.action(n)} == {
         "restart",

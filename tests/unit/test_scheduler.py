@@ -60,6 +60,7 @@ def test_schedule_lists_every_job_with_its_next_run(tmp_path: Path) -> None:
         "weekly-report",
         "monthly-maintenance",
         "sla-report",
+        "prune",
     }
     assert by_name["sla-report"][3].startswith("Tue 2026-12-01 09:00")
     assert by_name["morning-summary"][3].startswith("Fri 2026-11-27 07:30")
