@@ -252,6 +252,12 @@ class Settings(BaseSettings):
     sms_sla_cron: str = "0 9 1 * *"
     # In UTC, half an hour after the runbook's 02:00 UTC backup.
     sms_backup_check_cron: str = "30 2 * * *"
+    # The capacity report (with the monthly list), and the daily sample of the
+    # database's size and row counts (UTC) it computes the growth from.
+    sms_capacity_cron: str = "0 9 1-7 * mon"
+    sms_capacity_sample_cron: str = "15 4 * * *"
+    # Concurrent users in Prometheus, if the SMS exports such a metric ("" = none).
+    sms_concurrent_users_query: str = "sum(sms_active_users)"
     # The bot prunes its own data daily (UTC), past these retentions in days
     # (runbook: audit logs 1 year; runs, outbox and alert inbox 30 days).
     sms_prune_cron: str = "45 3 * * *"
@@ -443,6 +449,8 @@ class Settings(BaseSettings):
         "sms_backup_check_cron",
         "sms_sla_cron",
         "sms_prune_cron",
+        "sms_capacity_cron",
+        "sms_capacity_sample_cron",
     )
     @classmethod
     def _cron(cls, value: str) -> str:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bot.adapters.prometheus import PrometheusClient, PrometheusError
@@ -26,6 +27,8 @@ from bot.config import Settings, load_settings
 from bot.engine import Run
 from bot.events import Command
 from bot.messages import Status, Table
+from procedures.capacity import capacity_report
+from procedures.checks import format_size
 from procedures.sla import Window, sla_report
 from tests.fakes import FakeSurface
 from tests.harness.exporter import HEALTHY, MetricSample, format_openmetrics, samples_at
@@ -185,3 +188,48 @@ async def test_sla_report_over_a_written_prometheus_history(
     assert rows["Backup gap (RPO)"][3] == "met"
     assert run.text.startswith("SLA met: SLA test window"), run.text
     assert run.status is Status.OK
+
+
+# -- capacity ------------------------------------------------------------------------
+
+
+async def test_capacity_figures_match_the_test_database(
+    sla_history: History, sms_dsn: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(sms_dsn)
+    try:
+        await conn.execute("CREATE TABLE courses (id serial PRIMARY KEY, title text)")
+        await conn.executemany(
+            "INSERT INTO courses (title) VALUES ($1)", [(f"course {i}",) for i in range(5)]
+        )
+        size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    finally:
+        await conn.close()
+    settings = _settings(
+        {
+            "BOT_STATE_URL": f"sqlite:///{tmp_path}/state.db",
+            "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+            "SMS_PROMETHEUS_URL": sla_history.url,
+            "SMS_DATABASE_URL": sms_dsn,
+            "SMS_BACKUP_DIR": str(tmp_path),
+            "SMS_ALERTMANAGER_URL": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    async with build_app(settings) as app:
+        # Yesterday's sample, as the daily job would have stored it.
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        await app.deps.store.capacity_sample_put(
+            yesterday, {"users": 16, "courses": 5, "db_bytes": size}
+        )
+    run = await _execute(settings, capacity_report)
+    surface = run.surface
+    assert isinstance(surface, FakeSurface)
+    [table] = [d for m in surface.replies() for d in m.details if isinstance(d, Table)]
+    rows = {row[0]: row for row in table.rows}
+    assert rows["Users"][1:3] == ("18", "10,000 (0.2 %)")
+    assert rows["Users"][3] == "+61/month"  # 2 more users in one day
+    assert rows["Courses"][1:3] == ("5", "1,000 (0.5 %)")
+    assert rows["Database size"][1] == format_size(size)
+    assert "no metric: Prometheus has no data" in rows["Concurrent users (30-day peak)"][1]
+    disk = next(s for s in run.steps if s.name == "Disk free")
+    assert disk.status is Status.OK and disk.summary.endswith("% used"), disk.summary

@@ -146,6 +146,7 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "schedule",
         "runbook",
         "sla",
+        "capacity",
     ]
     assert [(r.alertname, r.procedure, r.priority) for r in CATALOGUE.routes()] == [
         ("BackupStale", "backup_freshness", "P1"),
@@ -163,6 +164,8 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "monthly-maintenance",
         "sla-report",
         "prune",
+        "capacity-report",
+        "capacity-sample",
     ]
     assert {n for n in ("restart", "terminate", "backup", "vacuum") if CATALOGUE.action(n)} == {
         "restart",
