@@ -147,6 +147,43 @@ def _parse_priorities(raw: Any) -> tuple[str, ...]:
 
 Priorities = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_priorities)]
 
+
+def _parse_keys(raw: Any) -> tuple[str, ...]:
+    keys = tuple(k.upper() for k in _split_ids(raw))
+    bad = [k for k in keys if not re.fullmatch(r"[A-Z][A-Z0-9_]*", k)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: key names are letters, digits and _")
+    return keys
+
+
+def _parse_retention(raw: Any) -> dict[str, float]:
+    """``TABLE.COLUMN=DAYS,...`` (GDPR retention): rows older are counted, never deleted."""
+    if isinstance(raw, dict):
+        items = list(raw.items())
+    else:
+        items = []
+        for part in _split_ids(raw):
+            target, sep, days = part.partition("=")
+            if not sep:
+                raise ValueError(f"{part!r} is not TABLE.COLUMN=DAYS")
+            items.append((target.strip(), days.strip()))
+    out: dict[str, float] = {}
+    for target, days in items:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*\.[A-Za-z_][A-Za-z0-9_]*", str(target)):
+            raise ValueError(f"{target!r} is not TABLE.COLUMN")
+        try:
+            value = float(days)
+        except ValueError:
+            raise ValueError(f"{target}: {days!r} is not a number of days") from None
+        if value <= 0:
+            raise ValueError(f"{target}: the retention must be more than 0 days")
+        out[str(target)] = value
+    return out
+
+
+KeyNames = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_keys)]
+Retention = Annotated[dict[str, float], NoDecode, BeforeValidator(_parse_retention)]
+
 # A Teams channel id, as the connector and the channel's "Get link" show it.
 _TEAMS_CHANNEL = re.compile(r"^19:[A-Za-z0-9_.\-]+@thread\.(tacv2|skype)$")
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -258,6 +295,19 @@ class Settings(BaseSettings):
     sms_capacity_sample_cron: str = "15 4 * * *"
     # Concurrent users in Prometheus, if the SMS exports such a metric ("" = none).
     sms_concurrent_users_query: str = "sum(sms_active_users)"
+    # Monthly compliance checks (with the monthly list).
+    sms_compliance_cron: str = "0 9 1-7 * mon"
+    # The backend's admin audit log, read inside its container (runbook: backend/logs/audit.log).
+    sms_backend_audit_log: str = "backend/logs/audit.log"
+    # The keys and passwords `rotated KEY` records, and how often each must be rotated.
+    sms_keys: KeyNames = ("BACKUP_ENCRYPTION_KEY", "ADMIN_PASSWORD", "API_KEY")
+    sms_key_rotation_days: float = Field(default=31.0, gt=0)
+    # GDPR retention: TABLE.COLUMN=DAYS,... rows older are counted (never deleted).
+    sms_gdpr_retention: Retention = Field(default_factory=dict)
+    # PostgreSQL client binaries (psql) for the test restore: "" = the PATH, then
+    # /usr/lib/postgresql/*/bin.
+    sms_pg_bin_dir: str = ""
+    sms_restore_check_timeout_s: float = Field(default=900.0, gt=0)
     # The bot prunes its own data daily (UTC), past these retentions in days
     # (runbook: audit logs 1 year; runs, outbox and alert inbox 30 days).
     sms_prune_cron: str = "45 3 * * *"
@@ -451,6 +501,7 @@ class Settings(BaseSettings):
         "sms_prune_cron",
         "sms_capacity_cron",
         "sms_capacity_sample_cron",
+        "sms_compliance_cron",
     )
     @classmethod
     def _cron(cls, value: str) -> str:

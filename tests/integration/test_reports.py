@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import pytest
 
 from bot.adapters.prometheus import PrometheusClient, PrometheusError
+from bot.adapters.restore_check import THROWAWAY_PREFIX, find_pg_binary, psql_target
 from bot.app import build_app
 from bot.chat.base import Conversation
 from bot.config import Settings, load_settings
@@ -29,6 +32,7 @@ from bot.events import Command
 from bot.messages import Status, Table
 from procedures.capacity import capacity_report
 from procedures.checks import format_size
+from procedures.compliance import backup_integrity
 from procedures.sla import Window, sla_report
 from tests.fakes import FakeSurface
 from tests.harness.exporter import HEALTHY, MetricSample, format_openmetrics, samples_at
@@ -233,3 +237,78 @@ async def test_capacity_figures_match_the_test_database(
     assert "no metric: Prometheus has no data" in rows["Concurrent users (30-day peak)"][1]
     disk = next(s for s in run.steps if s.name == "Disk free")
     assert disk.status is Status.OK and disk.summary.endswith("% used"), disk.summary
+
+
+# -- compliance: the test restore ------------------------------------------------------
+
+
+async def _throwaway_databases(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", THROWAWAY_PREFIX + "%"
+        )
+    finally:
+        await conn.close()
+    return [r[0] for r in rows]
+
+
+async def _pg_dump(dsn: str, out: Path) -> None:
+    target, env = psql_target(dsn, urlsplit(dsn).path.lstrip("/"))
+    proc = await asyncio.create_subprocess_exec(
+        find_pg_binary("pg_dump"),
+        "--no-owner",
+        "--no-privileges",
+        "-f",
+        str(out),
+        "-d",
+        target,
+        env={**os.environ, **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode(errors="replace")
+
+
+async def test_backup_integrity_by_a_real_test_restore(sms_dsn: str, tmp_path: Path) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    await _pg_dump(sms_dsn, backups / "backup_20261130_020000.sql")
+    conn = await asyncpg.connect(sms_dsn)
+    try:  # the live database moves on after the backup
+        await conn.execute("INSERT INTO users (email) VALUES ('a@x'), ('b@x')")
+    finally:
+        await conn.close()
+    settings = _settings(
+        {
+            "BOT_STATE_URL": f"sqlite:///{tmp_path}/state.db",
+            "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+            "SMS_DATABASE_URL": sms_dsn,
+            "SMS_BACKUP_DIR": str(backups),
+        }
+    )
+    before = await _throwaway_databases(sms_dsn)
+
+    async def procedure(run: Run) -> None:
+        await run.step("Backup integrity (test restore)", backup_integrity(run.deps), timeout=120)
+
+    run = await _execute(settings, procedure)
+    [step] = run.steps
+    assert step.status is Status.OK, step.summary
+    assert "backup_20261130_020000.sql restored into sms_restore_check_" in step.summary
+    assert "1 tables, 18 rows; dropped again" in step.summary
+    surface = run.surface
+    assert isinstance(surface, FakeSurface)
+    [table] = [d for m in surface.replies() for d in m.details if isinstance(d, Table)]
+    assert table.rows == (("public.users", "18", "20", "+2 since"),)
+    assert await _throwaway_databases(sms_dsn) == before  # dropped afterwards
+
+    # A backup that does not load: nothing half-restored is left behind either.
+    (backups / "backup_20261130_030000.sql").write_text(
+        "CREATE TABLE t (id int);\nTHIS IS NOT SQL;\n"
+    )
+    run = await _execute(settings, procedure)
+    [step] = run.steps
+    assert step.status is Status.FAILED
+    assert step.summary.startswith("psql failed (exit 3)"), step.summary
+    assert await _throwaway_databases(sms_dsn) == before

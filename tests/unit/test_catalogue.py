@@ -147,6 +147,8 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "runbook",
         "sla",
         "capacity",
+        "compliance",
+        "rotated",
     ]
     assert [(r.alertname, r.procedure, r.priority) for r in CATALOGUE.routes()] == [
         ("BackupStale", "backup_freshness", "P1"),
@@ -166,6 +168,7 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "prune",
         "capacity-report",
         "capacity-sample",
+        "compliance",
     ]
     assert {n for n in ("restart", "terminate", "backup", "vacuum") if CATALOGUE.action(n)} == {
         "restart",
