@@ -39,7 +39,7 @@ from bot.store import (
     StoreUnavailable,
     UnknownRun,
 )
-from bot.store.base import PruneCutoffs  # migration 9 (issue 12)
+from bot.store.base import Change, PruneCutoffs  # migration 9 (issue 12)
 
 __all__ = [
     "JOB",
@@ -1738,3 +1738,27 @@ class StoreContract:
         assert await store.prune(
             PruneCutoffs(audit=T0 - timedelta(days=365), runs=cutoff, outbox=cutoff, alerts=cutoff)
         ) == {"audit": 0, "runs": 0, "outbox": 0, "alerts": 0}
+
+    async def test_one_open_change_at_a_time(self, store: Store) -> None:
+        assert await store.change_current() is None
+        first = Change(
+            id="c1", description="upgrade", critical=True, started_by="U1", started_at=T0
+        )
+        assert await store.change_start(first) == first
+        second = replace(first, id="c2", description="other", critical=False)
+        assert (await store.change_start(second)).id == "c1"  # refused: c1 is open
+        await store.change_update("c1", conversation="thread", before='{"p95_ms": 350}')
+        await store.change_update("c1", silence_id="s1")
+        current = await store.change_current()
+        assert current is not None
+        assert (current.conversation, current.silence_id, current.before) == (
+            "thread",
+            "s1",
+            '{"p95_ms": 350}',
+        )
+        ended = await store.change_end("c1", status="done", at=T0 + timedelta(minutes=20))
+        assert ended is not None and ended.status == "done"
+        assert ended.ended_at == T0 + timedelta(minutes=20)
+        assert await store.change_end("c1", status="aborted", at=T0) is None  # once
+        assert await store.change_current() is None
+        assert (await store.change_start(second)).id == "c2"  # now it may open

@@ -31,6 +31,7 @@ __all__ = [
     "AlertEvent",
     "AuditEvent",
     "CapacitySample",
+    "Change",
     "ChatMessage",
     "Digest",
     "Incident",
@@ -298,6 +299,22 @@ class KeyRotation:
     key: str
     rotated_at: datetime
     rotated_by: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change window (`change start`): open until `change done` or `change abort`."""
+
+    id: str
+    description: str
+    critical: bool
+    started_by: str
+    started_at: datetime
+    status: str = "open"  # open | done | aborted
+    conversation: str | None = None  # the change thread (encoded)
+    silence_id: str | None = None
+    before: str = "{}"  # the state before the change, JSON
+    ended_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -604,6 +621,25 @@ class Store(Protocol):
 
     async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]:
         """Delete what is older than its cutoff and not pending; rows deleted per kind."""
+
+    async def change_start(self, change: Change) -> Change:
+        """Open ``change`` unless one is open already; returns the open change either way."""
+
+    async def change_current(self) -> Change | None:
+        """The open change, if any."""
+
+    async def change_update(
+        self,
+        id: str,
+        *,
+        conversation: str | None = None,
+        silence_id: str | None = None,
+        before: str | None = None,
+    ) -> None:
+        """Fill in the thread, the silence or the state before (None leaves a field)."""
+
+    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None:
+        """``open -> done|aborted`` once; None when it was not open (ended already)."""
 
 
 def to_utc(value: datetime) -> datetime:

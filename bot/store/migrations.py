@@ -444,11 +444,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         version=9,
-        name="capacity samples and key rotations",
+        name="capacity samples, key rotations and change windows",
         # capacity_samples: one row per figure per daily sample (db_bytes, users,
         # courses...), so the capacity report can show growth per month and project
         # when a resource crosses 80 %. key_rotations: what `rotated KEY` records,
         # read by the monthly compliance check (age of each key's last rotation).
+        # changes: `change start|done|abort`; the partial unique index is the rule
+        # "one open change at a time", whichever replica takes the command.
         sqlite=(
             """
             CREATE TABLE capacity_samples (
@@ -467,6 +469,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
             "CREATE INDEX key_rotations_key ON key_rotations (key, rotated_at)",
+            """
+            CREATE TABLE changes (
+                id TEXT PRIMARY KEY,
+                description TEXT NOT NULL,
+                critical INTEGER NOT NULL,
+                started_by TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                status TEXT NOT NULL,
+                conversation TEXT,
+                silence_id TEXT,
+                before TEXT NOT NULL DEFAULT '{}',
+                ended_at TEXT
+            )
+            """,
+            "CREATE UNIQUE INDEX changes_one_open ON changes (status) WHERE status = 'open'",
         ),
         postgres=(
             """
@@ -486,6 +503,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
             "CREATE INDEX key_rotations_key ON key_rotations (key, rotated_at)",
+            """
+            CREATE TABLE changes (
+                id TEXT PRIMARY KEY,
+                description TEXT NOT NULL,
+                critical BOOLEAN NOT NULL,
+                started_by TEXT NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL,
+                status TEXT NOT NULL,
+                conversation TEXT,
+                silence_id TEXT,
+                before TEXT NOT NULL DEFAULT '{}',
+                ended_at TIMESTAMPTZ
+            )
+            """,
+            "CREATE UNIQUE INDEX changes_one_open ON changes (status) WHERE status = 'open'",
         ),
     ),
 )

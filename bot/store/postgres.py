@@ -43,6 +43,7 @@ from bot.store.base import (
     AlertEvent,
     AuditEvent,
     CapacitySample,
+    Change,
     ChatMessage,
     Digest,
     Incident,
@@ -1416,3 +1417,87 @@ class PostgresStore:
             )
             counts["alerts"] = deleted(status)
         return counts
+
+    async def change_start(self, change: Change) -> Change:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO changes (id, description, critical, started_by, started_at, status,"
+                " conversation, silence_id, before) VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8)"
+                " ON CONFLICT DO NOTHING",
+                change.id,
+                change.description,
+                change.critical,
+                change.started_by,
+                to_utc(change.started_at),
+                change.conversation,
+                change.silence_id,
+                change.before,
+                timeout=self._timeout,
+            )
+            row = await conn.fetchrow(
+                _CHANGE_SELECT + " WHERE status = 'open'", timeout=self._timeout
+            )
+        assert row is not None  # one is open: ours, or the one that was
+        return _change(row)
+
+    async def change_current(self) -> Change | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                _CHANGE_SELECT + " WHERE status = 'open'", timeout=self._timeout
+            )
+        return None if row is None else _change(row)
+
+    async def change_update(
+        self,
+        id: str,
+        *,
+        conversation: str | None = None,
+        silence_id: str | None = None,
+        before: str | None = None,
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE changes SET conversation = coalesce($1, conversation),"
+                " silence_id = coalesce($2, silence_id), before = coalesce($3, before)"
+                " WHERE id = $4",
+                conversation,
+                silence_id,
+                before,
+                id,
+                timeout=self._timeout,
+            )
+
+    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None:
+        check_status(status, frozenset({"done", "aborted"}), what="change")
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "UPDATE changes SET status = $1, ended_at = $2 WHERE id = $3 AND status = 'open'"
+                " RETURNING id, description, critical, started_by, started_at, status,"
+                " conversation, silence_id, before, ended_at",
+                status,
+                to_utc(at),
+                id,
+                timeout=self._timeout,
+            )
+        return None if row is None else _change(row)
+
+
+_CHANGE_SELECT = (
+    "SELECT id, description, critical, started_by, started_at, status, conversation,"
+    " silence_id, before, ended_at FROM changes"
+)
+
+
+def _change(row: Any) -> Change:
+    return Change(
+        id=row["id"],
+        description=row["description"],
+        critical=bool(row["critical"]),
+        started_by=row["started_by"],
+        started_at=to_utc(row["started_at"]),
+        status=row["status"],
+        conversation=row["conversation"],
+        silence_id=row["silence_id"],
+        before=row["before"],
+        ended_at=None if row["ended_at"] is None else to_utc(row["ended_at"]),
+    )

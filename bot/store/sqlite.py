@@ -54,6 +54,7 @@ from bot.store.base import (
     AlertEvent,
     AuditEvent,
     CapacitySample,
+    Change,
     ChatMessage,
     Digest,
     Incident,
@@ -1356,3 +1357,81 @@ class SqliteStore:
             )
             counts["alerts"] = cursor.rowcount
         return counts
+
+    async def change_start(self, change: Change) -> Change:
+        async with self._write() as conn:
+            await conn.execute(
+                "INSERT INTO changes (id, description, critical, started_by, started_at, status,"
+                " conversation, silence_id, before) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (
+                    change.id,
+                    change.description,
+                    int(change.critical),
+                    change.started_by,
+                    _dt_required_out(change.started_at),
+                    change.conversation,
+                    change.silence_id,
+                    change.before,
+                ),
+            )
+            cursor = await conn.execute(_CHANGE_SELECT + " WHERE status = 'open'")
+            row = await cursor.fetchone()
+        assert row is not None  # one is open: ours, or the one that was
+        return _change(row)
+
+    async def change_current(self) -> Change | None:
+        async with self._conn() as conn:
+            cursor = await conn.execute(_CHANGE_SELECT + " WHERE status = 'open'")
+            row = await cursor.fetchone()
+        return None if row is None else _change(row)
+
+    async def change_update(
+        self,
+        id: str,
+        *,
+        conversation: str | None = None,
+        silence_id: str | None = None,
+        before: str | None = None,
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE changes SET conversation = coalesce(?, conversation),"
+                " silence_id = coalesce(?, silence_id), before = coalesce(?, before)"
+                " WHERE id = ?",
+                (conversation, silence_id, before, id),
+            )
+
+    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None:
+        check_status(status, frozenset({"done", "aborted"}), what="change")
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "UPDATE changes SET status = ?, ended_at = ? WHERE id = ? AND status = 'open'",
+                (status, _dt_required_out(at), id),
+            )
+            if cursor.rowcount != 1:
+                return None
+            cursor = await conn.execute(_CHANGE_SELECT + " WHERE id = ?", (id,))
+            row = await cursor.fetchone()
+        return None if row is None else _change(row)
+
+
+_CHANGE_SELECT = (
+    "SELECT id, description, critical, started_by, started_at, status, conversation,"
+    " silence_id, before, ended_at FROM changes"
+)
+
+
+def _change(row: Sequence[Any]) -> Change:
+    return Change(
+        id=row[0],
+        description=row[1],
+        critical=bool(row[2]),
+        started_by=row[3],
+        started_at=_dt_required(row[4]),
+        status=row[5],
+        conversation=row[6],
+        silence_id=row[7],
+        before=row[8],
+        ended_at=_dt_in(row[9]),
+    )
