@@ -308,6 +308,10 @@ class Settings(BaseSettings):
     # /usr/lib/postgresql/*/bin.
     sms_pg_bin_dir: str = ""
     sms_restore_check_timeout_s: float = Field(default=900.0, gt=0)
+    # The watch after `change done`: minutes (0 = the runbook's 15, critical 60) and
+    # seconds between its rounds of the five checks.
+    sms_change_watch_min: float = Field(default=0.0, ge=0)
+    sms_change_watch_interval_s: float = Field(default=60.0, gt=0)
     # The bot prunes its own data daily (UTC), past these retentions in days
     # (runbook: audit logs 1 year; runs, outbox and alert inbox 30 days).
     sms_prune_cron: str = "45 3 * * *"

@@ -364,6 +364,7 @@ class FakeAlertmanager:
     def __init__(self, base_url: str = "http://localhost:9093") -> None:
         self.base_url = base_url
         self.silences: list[dict[str, Any]] = []
+        self.expired: list[str] = []
         self.error: Exception | None = None
         # ``alerts()``: what Alertmanager holds now, or the error it fails with.
         self.active: list[AlertInfo] = []
@@ -392,6 +393,11 @@ class FakeAlertmanager:
             }
         )
         return silence_id
+
+    async def expire_silence(self, silence_id: str) -> None:
+        if self.error:
+            raise self.error
+        self.expired.append(silence_id)
 
     def silence_url(self, silence_id: str) -> str:
         return f"{self.base_url}/#/silences/{silence_id}"

@@ -149,6 +149,9 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "capacity",
         "compliance",
         "rotated",
+        "change start",
+        "change done",
+        "change abort",
     ]
     assert [(r.alertname, r.procedure, r.priority) for r in CATALOGUE.routes()] == [
         ("BackupStale", "backup_freshness", "P1"),
