@@ -463,7 +463,7 @@ def _parse(args: list[str], ctx: CommandContext, *, verb: str) -> Invocation:
 
 
 SPEC = ProcedureSpec(
-    name="change",
+    name="change_window",
     summary="The runbook's production change procedure: announce, back up, watch, record",
     commands=(
         CommandSpec(
