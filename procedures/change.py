@@ -201,7 +201,6 @@ async def _start(run: Run, *, description: str, critical: bool, silences: tuple[
 
     opened = await run.step("Open the change window", record())
     if opened is None:
-        run.text = run.steps[-1].summary
         run.error = run.steps[-1].summary
         return
     await _audit(deps, run, CHANGE_STARTED, change, "open")

@@ -95,7 +95,8 @@ def month_window(month: str | None, *, now: datetime, timezone: str) -> Window:
     following = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=tz)
     if start > now:
         raise UsageError(f"{year:04d}-{number:02d} has not started yet.", usage=f"/sms {_USAGE}")
-    return Window(f"{year:04d}-{number:02d}", start.astimezone(UTC), min(following, now))
+    end = min(following, now).astimezone(UTC)
+    return Window(f"{year:04d}-{number:02d}", start.astimezone(UTC), end)
 
 
 def previous_month(now: datetime, timezone: str) -> str:
@@ -300,8 +301,8 @@ async def sla_report(run: Run, *, window: Window) -> None:
     statuses = [judged[name].status for name in _JUDGED]
     await run.step("Incidents of the month", incidents(deps, window))
     whole = window.end.astimezone(ZoneInfo(deps.settings.sms_timezone)).day == 1
-    until = "" if whole else f" (to {window.end:%d %b %H:%M} UTC)"
-    run.text = f"{verdict(statuses)}: SLA {window.label}{until}"
+    until = "" if whole else f", to {window.end:%d %b %H:%M} UTC"
+    run.text = f"{verdict(statuses)}. SLA of {window.label}{until}."
     table = Table(
         title=f"SLA commitments, {window.label}",
         columns=("commitment", "target", "measured", "verdict"),

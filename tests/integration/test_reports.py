@@ -190,7 +190,7 @@ async def test_sla_report_over_a_written_prometheus_history(
     errors = float(rows["Error rate"][2].split()[0])
     assert abs(errors - HEALTHY.error_fraction * 100) < 0.1, rows["Error rate"]
     assert rows["Backup gap (RPO)"][3] == "met"
-    assert run.text.startswith("SLA met: SLA test window"), run.text
+    assert run.text.startswith("SLA met. SLA of test window, to "), run.text
     assert run.status is Status.OK
 
 

@@ -75,7 +75,7 @@ async def test_all_commitments_met(deps: Deps) -> None:
     _answers(deps, down=12, p95=350, errors=1.3)
     _backups(deps, [5.5 + 24 * d for d in range(30)])
     run, surface = await _report(deps)
-    assert run.text.startswith("SLA met: SLA 2026-11 (to 26 Nov 07:30 UTC)")
+    assert run.text.startswith("SLA met. SLA of 2026-11, to 26 Nov 07:30 UTC.")
     rows = _table(surface)
     assert rows["Uptime"][3] == "met"
     assert "12 min down" in rows["Uptime"][2]
@@ -180,6 +180,10 @@ def test_month_window() -> None:
     december = month_window("2025-12", now=NOW, timezone="UTC")
     assert december.end == datetime(2026, 1, 1, tzinfo=UTC)
     assert month_window(None, now=NOW, timezone="UTC").end == NOW
+    athens = month_window("2026-10", now=NOW, timezone="Europe/Athens")
+    assert athens.start == datetime(2026, 9, 30, 21, tzinfo=UTC)  # 00:00 local, summer time
+    assert athens.end == datetime(2026, 10, 31, 22, tzinfo=UTC)
+    assert athens.end.tzinfo is UTC
     with pytest.raises(UsageError, match="YYYY-MM"):
         month_window("november", now=NOW, timezone="UTC")
     with pytest.raises(UsageError, match="not started"):
