@@ -238,6 +238,8 @@ class Schedule:
 
     ``check``, when set, is what the scheduler runs instead of posting a
     report (e.g. a check that raises an alert only when something is wrong).
+    A report is posted once finished, so its notification shows the verdict;
+    ``live`` shows its progress as it runs instead (for a job someone watches).
     """
 
     job: str  # the job id: "sms-bot run JOB", the schedule table, the job slots
@@ -246,6 +248,7 @@ class Schedule:
     procedure: Procedure
     local_time: bool = True  # in SMS_TIMEZONE; False: in UTC
     check: Callable[[JobContext], Awaitable[Status]] | None = None
+    live: bool = False
 
     def __post_init__(self) -> None:
         if self.cron_setting not in Settings.model_fields:

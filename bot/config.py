@@ -149,6 +149,43 @@ def _parse_priorities(raw: Any) -> tuple[str, ...]:
 
 Priorities = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_priorities)]
 
+
+def _parse_keys(raw: Any) -> tuple[str, ...]:
+    keys = tuple(k.upper() for k in _split_ids(raw))
+    bad = [k for k in keys if not re.fullmatch(r"[A-Z][A-Z0-9_]*", k)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: key names are letters, digits and _")
+    return keys
+
+
+def _parse_retention(raw: Any) -> dict[str, float]:
+    """``TABLE.COLUMN=DAYS,...`` (GDPR retention): rows older are counted, never deleted."""
+    if isinstance(raw, dict):
+        items = list(raw.items())
+    else:
+        items = []
+        for part in _split_ids(raw):
+            target, sep, days = part.partition("=")
+            if not sep:
+                raise ValueError(f"{part!r} is not TABLE.COLUMN=DAYS")
+            items.append((target.strip(), days.strip()))
+    out: dict[str, float] = {}
+    for target, days in items:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*\.[A-Za-z_][A-Za-z0-9_]*", str(target)):
+            raise ValueError(f"{target!r} is not TABLE.COLUMN")
+        try:
+            value = float(days)
+        except ValueError:
+            raise ValueError(f"{target}: {days!r} is not a number of days") from None
+        if value <= 0:
+            raise ValueError(f"{target}: the retention must be more than 0 days")
+        out[str(target)] = value
+    return out
+
+
+KeyNames = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_keys)]
+Retention = Annotated[dict[str, float], NoDecode, BeforeValidator(_parse_retention)]
+
 # A Teams channel id, as the connector and the channel's "Get link" show it.
 _TEAMS_CHANNEL = re.compile(r"^19:[A-Za-z0-9_.\-]+@thread\.(tacv2|skype)$")
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -250,8 +287,40 @@ class Settings(BaseSettings):
     sms_weekly_checklist_cron: str = "0 8 * * mon"
     sms_weekly_report_cron: str = "0 16 * * fri"
     sms_monthly_maintenance_cron: str = "0 9 1-7 * mon"
+    # The SLA report of the month just ended (runbook: SLA Commitments).
+    sms_sla_cron: str = "0 9 1 * *"
     # In UTC, half an hour after the runbook's 02:00 UTC backup.
     sms_backup_check_cron: str = "30 2 * * *"
+    # The capacity report (with the monthly list), and the daily sample of the
+    # database's size and row counts (UTC) it computes the growth from.
+    sms_capacity_cron: str = "0 9 1-7 * mon"
+    sms_capacity_sample_cron: str = "15 4 * * *"
+    # Concurrent users in Prometheus, if the SMS exports such a metric ("" = none).
+    sms_concurrent_users_query: str = "sum(sms_active_users)"
+    # Monthly compliance checks (with the monthly list).
+    sms_compliance_cron: str = "0 9 1-7 * mon"
+    # The backend's admin audit log, read inside its container (runbook: backend/logs/audit.log).
+    sms_backend_audit_log: str = "backend/logs/audit.log"
+    # The keys and passwords `rotated KEY` records, and how often each must be rotated.
+    sms_keys: KeyNames = ("BACKUP_ENCRYPTION_KEY", "ADMIN_PASSWORD", "API_KEY")
+    sms_key_rotation_days: float = Field(default=31.0, gt=0)
+    # GDPR retention: TABLE.COLUMN=DAYS,... rows older are counted (never deleted).
+    sms_gdpr_retention: Retention = Field(default_factory=dict)
+    # PostgreSQL client binaries (psql) for the test restore: "" = the PATH, then
+    # /usr/lib/postgresql/*/bin.
+    sms_pg_bin_dir: str = ""
+    sms_restore_check_timeout_s: float = Field(default=900.0, gt=0)
+    # The watch after `change done`: minutes (0 = the runbook's 15, critical 60) and
+    # seconds between its rounds of the five checks.
+    sms_change_watch_min: float = Field(default=0.0, ge=0)
+    sms_change_watch_interval_s: float = Field(default=60.0, gt=0)
+    # The bot prunes its own data daily (UTC), past these retentions in days
+    # (runbook: audit logs 1 year; runs, outbox and alert inbox 30 days).
+    sms_prune_cron: str = "45 3 * * *"
+    sms_retention_audit_days: float = Field(default=365.0, gt=0)
+    sms_retention_runs_days: float = Field(default=30.0, gt=0)
+    sms_retention_outbox_days: float = Field(default=30.0, gt=0)
+    sms_retention_alerts_days: float = Field(default=30.0, gt=0)
     # A job missed while the bot was down runs once on start within this window.
     sms_schedule_grace_min: float = Field(default=60.0, ge=0)
 
@@ -278,6 +347,9 @@ class Settings(BaseSettings):
     sms_threshold_cpu_pct: ThresholdSetting = Threshold(80, 95)
     sms_threshold_memory_pct: ThresholdSetting = Threshold(85, 95)
     sms_threshold_disk_pct: ThresholdSetting = Threshold(80, 90)
+    # The backend's availability (1 up, 0 down) for the SLA's downtime minutes:
+    # Prometheus' `up` of the backend's scrape target, or a blackbox probe_success.
+    sms_sla_up_query: str = 'up{job="backend"}'
     # PromQL overrides for the baseline metrics, as JSON {"p95_ms": "..."}.
     sms_promql: dict[str, str] = Field(default_factory=dict)
 
@@ -450,6 +522,11 @@ class Settings(BaseSettings):
         "sms_weekly_report_cron",
         "sms_monthly_maintenance_cron",
         "sms_backup_check_cron",
+        "sms_sla_cron",
+        "sms_prune_cron",
+        "sms_capacity_cron",
+        "sms_capacity_sample_cron",
+        "sms_compliance_cron",
     )
     @classmethod
     def _cron(cls, value: str) -> str:

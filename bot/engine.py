@@ -91,6 +91,8 @@ class Run:
     error: str | None = None
     parent: MessageRef | None = None
     proposals: list[Proposal] = field(default_factory=list)
+    # Post once finished (scheduled reports) instead of showing progress live.
+    deferred: bool = False
 
     def __post_init__(self) -> None:
         self.started_at = self.deps.clock()
@@ -100,6 +102,8 @@ class Run:
         self._last: Message | None = None
         self._publish_lock = asyncio.Lock()
         self._log = log.bind(run_id=self.id, procedure=self.procedure)
+        # A deferred run's replies and proposals, sent once its root message is posted.
+        self._held: list[Callable[[], Awaitable[object]]] = []
 
     # -- what procedures call -------------------------------------------------
 
@@ -160,6 +164,18 @@ class Run:
         The click is handled elsewhere (on any replica, after any restart):
         it claims the stored proposal and runs exactly ``action`` with ``args``.
         """
+        if self._holding:
+            # Stored and shown once the finished report is posted (its thread is needed).
+            self._held.append(
+                lambda: self.propose(
+                    action=action,
+                    args=args,
+                    summary=summary,
+                    confirm_label=confirm_label,
+                    note=note,
+                )
+            )
+            return None
         settings = self.deps.settings
         now = self.deps.clock()
         await self._publish()
@@ -209,7 +225,13 @@ class Run:
         return proposal
 
     async def reply(self, msg: Message) -> MessageRef | None:
-        """Post ``msg`` in the run's thread (details: log tails, tables)."""
+        """Post ``msg`` in the run's thread (details: log tails, tables).
+
+        A deferred run holds it until its root message is posted, and returns None.
+        """
+        if self._holding:
+            self._held.append(lambda: self.reply(msg))
+            return None
         await self._publish()
         if self._ref is None:
             return None
@@ -227,6 +249,16 @@ class Run:
         if not self.finished:
             return Status.RUNNING
         return worst(statuses)
+
+    @property
+    def _holding(self) -> bool:
+        return self.deferred and not self.finished
+
+    async def _release(self) -> None:
+        """Send what a deferred run held back, in the order the procedure asked."""
+        held, self._held = self._held, []
+        for send in held:
+            await send()
 
     @property
     def ref(self) -> MessageRef | None:
@@ -269,6 +301,8 @@ class Run:
         await self._publish()
 
     async def _publish(self) -> None:
+        if self._holding:
+            return
         async with self._publish_lock:
             msg = self.message()
             if msg == self._last:
@@ -302,10 +336,12 @@ class Engine:
         command: Command,
         surface: ChatSurface,
         parent: MessageRef | None = None,
+        deferred: bool = False,
     ) -> Run:
         """Run a procedure to the end and return the finished ``Run``.
 
-        With ``parent`` the run reports in that message's thread.
+        With ``parent`` the run reports in that message's thread; ``deferred``
+        posts it only once finished (see the module's docstring).
         """
         run = Run(
             deps=self.deps,
@@ -314,6 +350,7 @@ class Engine:
             procedure=name,
             title=title,
             parent=parent,
+            deferred=deferred,
         )
         bound = log.bind(run_id=run.id, procedure=name, user=command.user)
         bound.info("run.started", command=command.text)
@@ -354,6 +391,7 @@ class Engine:
             except StoreUnavailable as exc:
                 bound.error("store.finish_run_failed", error=str(exc))
             await run._publish()
+            await run._release()
             bound.info("run.finished", status=status.value, duration_s=round(run.duration_s, 3))
         return run
 

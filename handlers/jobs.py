@@ -1,6 +1,8 @@
 """The runbook's routine as scheduled jobs, read from the catalogue's schedules.
 
-A job posts its procedure's run to ``SLACK_ALERT_CHANNEL``, unless its
+A job posts its procedure's run to ``SLACK_ALERT_CHANNEL`` once it has
+finished (nobody watches a scheduled report run; the notification should
+show its verdict), unless the schedule asks for ``live`` progress or its
 schedule declares a ``check`` of its own (the backup check raises a
 ``BackupStale`` alert instead, which opens an incident thread like any
 alert). ``sms-bot run JOB`` runs the job's procedure on the terminal.
@@ -63,7 +65,12 @@ def build_jobs(
                 conversation=Conversation(surface.name, channel),
             )
             run = await engine.execute(
-                job.procedure, name=job.job, title=job.title, command=command, surface=surface
+                job.procedure,
+                name=job.job,
+                title=job.title,
+                command=command,
+                surface=surface,
+                deferred=not job.live,
             )
             return run.status
 

@@ -167,6 +167,12 @@ async def morning_summary(run: Run) -> None:
         if attention == 0
         else f"{attention} of {total} checks need attention."
     )
+    change = await deps.store.change_current()
+    if change is not None:
+        lines.append(
+            f"⚠ A change is still open: {change.description!r} by {change.started_by} since "
+            f"{change.started_at:%Y-%m-%d %H:%M} UTC (`/sms change done` or `/sms change abort`)."
+        )
     run.text = "\n".join([verdict, *lines])
 
 

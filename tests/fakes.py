@@ -309,6 +309,10 @@ class FakeDb:
         # ``vacuum_analyze``: the duration it reports, and the timeouts it was called with.
         self.vacuum_s = 1.5
         self.vacuums: list[float] = []
+        # ``table_counts`` and ``count_older``: rows per table (absent: no such table).
+        self.rows: dict[str, int] = {"users": 18, "courses": 5}
+        self.older: dict[tuple[str, str], int] = {}
+        self.size_bytes = 100 * 1024 * 1024
 
     async def count_users(self) -> UserCount:
         await asyncio.sleep(self.delay)
@@ -319,7 +323,7 @@ class FakeDb:
     async def check(self) -> DbCheck:
         if self.error:
             raise self.error
-        return DbCheck("15.8", "student_management", 100 * 1024 * 1024, 12, 100, 1.0)
+        return DbCheck("15.8", "student_management", self.size_bytes, 12, 100, 1.0)
 
     async def active_queries(self, *, min_age_s: float = 5.0) -> list[ActiveQuery]:
         if self.error:
@@ -347,6 +351,18 @@ class FakeDb:
         self.queries = [q for q in self.queries if q.pid != pid]
         return len(self.queries) < before
 
+    async def table_counts(self, tables: Sequence[str]) -> dict[str, int | None]:
+        if self.error:
+            raise self.error
+        return {t: self.rows.get(t) for t in tables}
+
+    async def count_older(self, table: str, column: str, before: datetime) -> int | None:
+        if self.error:
+            raise self.error
+        if table not in self.rows:
+            return None
+        return self.older.get((table, column), 0)
+
     async def vacuum_analyze(self, *, timeout_s: float = 600.0) -> float:
         if self.error:
             raise self.error
@@ -363,6 +379,7 @@ class FakeAlertmanager:
     def __init__(self, base_url: str = "http://localhost:9093") -> None:
         self.base_url = base_url
         self.silences: list[dict[str, Any]] = []
+        self.expired: list[str] = []
         self.error: Exception | None = None
         # ``alerts()``: what Alertmanager holds now, or the error it fails with.
         self.active: list[AlertInfo] = []
@@ -391,6 +408,11 @@ class FakeAlertmanager:
             }
         )
         return silence_id
+
+    async def expire_silence(self, silence_id: str) -> None:
+        if self.error:
+            raise self.error
+        self.expired.append(silence_id)
 
     def silence_url(self, silence_id: str) -> str:
         return f"{self.base_url}/#/silences/{silence_id}"

@@ -40,6 +40,7 @@ from bot.store import (
     StoreUnavailable,
     UnknownRun,
 )
+from bot.store.base import Change, PruneCutoffs
 from tests import store_fixtures
 
 __all__ = [
@@ -1724,3 +1725,118 @@ class StoreContract:
         store = make_store()
         with pytest.raises(StoreUnavailable, match="not open"):
             await store.ping()
+
+    # --- migration 9 (issue 12): capacity samples, key rotations, retention --------
+
+    async def test_capacity_samples_round_trip_and_replace(self, store: Store) -> None:
+        day = timedelta(days=1)
+        await store.capacity_sample_put(T0 - day, {"db_bytes": 1e8, "users": 18})
+        await store.capacity_sample_put(T0, {"db_bytes": 2e8, "users": 20})
+        await store.capacity_sample_put(T0, {"users": 21})  # the same reading again: replaced
+        got = await store.capacity_samples(T0 - day)
+        assert [(s.at, s.metric, s.value) for s in got] == [
+            (T0 - day, "db_bytes", 1e8),
+            (T0 - day, "users", 18.0),
+            (T0, "db_bytes", 2e8),
+            (T0, "users", 21.0),
+        ]
+        assert [s.at for s in await store.capacity_samples(T0)] == [T0, T0]
+
+    async def test_key_rotations_newest_per_key(self, store: Store) -> None:
+        assert await store.key_rotations_last() == []
+        await store.key_rotation_add("BACKUP_ENCRYPTION_KEY", at=T0 - timedelta(days=40), by="U1")
+        await store.key_rotation_add("BACKUP_ENCRYPTION_KEY", at=T0, by="U2")
+        await store.key_rotation_add("ADMIN_PASSWORD", at=T0 - timedelta(days=3), by="U1")
+        got = await store.key_rotations_last()
+        assert [(r.key, r.rotated_at, r.rotated_by) for r in got] == [
+            ("ADMIN_PASSWORD", T0 - timedelta(days=3), "U1"),
+            ("BACKUP_ENCRYPTION_KEY", T0, "U2"),
+        ]
+
+    async def test_prune_deletes_old_finished_rows_and_keeps_everything_pending(
+        self, store: Store
+    ) -> None:
+        old, new = T0 - timedelta(days=40), T0
+        cutoff = T0 - timedelta(days=30)
+        # Audit: one year.
+        for at in (T0 - timedelta(days=400), old):
+            await store.audit(
+                AuditEvent(at=at, actor="U1", source="slack", action="a", target="t", outcome="ok")
+            )
+        # Runs: an old finished one (with a step), an old one still running, an old one
+        # whose proposal waits for a click, and a new one.
+        finished, running, waiting, recent = (
+            make_run(started_at=old),
+            make_run(started_at=old),
+            make_run(started_at=old),
+            make_run(started_at=new),
+        )
+        for run in (finished, running, waiting, recent):
+            await store.start_run(run)
+        for run in (finished, waiting, recent):
+            await store.finish_run(run.id, status="ok", finished_at=run.started_at)
+        await store.save_step(
+            StepRecord(
+                run_id=finished.id,
+                index=0,
+                name="s",
+                status="ok",
+                started_at=old,
+                duration_s=1.0,
+                summary="",
+            )
+        )
+        proposal = replace(make_proposal(created_at=old), run_id=waiting.id)
+        await store.proposal_add(proposal)
+        # Outbox: an old delivered item, an old undelivered one.
+        delivered = await add(store, "k-done", now=old)
+        (claimed,) = await store.outbox_claim(now=old)
+        await store.outbox_done(claimed.id)
+        undelivered = await add(store, "k-pending", now=old)
+        # Alert inbox: an old processed event, an old unprocessed one.
+        done_id, pending_id = await store.alert_events_add(
+            [make_alert("fp-done"), make_alert("fp-pending")], received_at=old
+        )
+        await store.alert_event_done(done_id)
+
+        counts = await store.prune(
+            PruneCutoffs(audit=T0 - timedelta(days=365), runs=cutoff, outbox=cutoff, alerts=cutoff)
+        )
+        assert counts == {"audit": 1, "runs": 1, "outbox": 1, "alerts": 1}
+        assert [e.at for e in await store.recent_audit()] == [old]
+        assert await store.get_run(finished.id) is None
+        assert await store.list_steps(finished.id) == []
+        for kept in (running, waiting, recent):
+            assert await store.get_run(kept.id) is not None
+        left = await store.outbox_items(include_done=True)
+        assert ids(left) == [undelivered] and delivered != undelivered
+        assert await store.alert_events_pending() == 1
+        assert ids(await store.alert_events_claim(now=T0)) == [pending_id]
+        # Again: nothing more to prune.
+        assert await store.prune(
+            PruneCutoffs(audit=T0 - timedelta(days=365), runs=cutoff, outbox=cutoff, alerts=cutoff)
+        ) == {"audit": 0, "runs": 0, "outbox": 0, "alerts": 0}
+
+    async def test_one_open_change_at_a_time(self, store: Store) -> None:
+        assert await store.change_current() is None
+        first = Change(
+            id="c1", description="upgrade", critical=True, started_by="U1", started_at=T0
+        )
+        assert await store.change_start(first) == first
+        second = replace(first, id="c2", description="other", critical=False)
+        assert (await store.change_start(second)).id == "c1"  # refused: c1 is open
+        await store.change_update("c1", conversation="thread", before='{"p95_ms": 350}')
+        await store.change_update("c1", silence_id="s1")
+        current = await store.change_current()
+        assert current is not None
+        assert (current.conversation, current.silence_id, current.before) == (
+            "thread",
+            "s1",
+            '{"p95_ms": 350}',
+        )
+        ended = await store.change_end("c1", status="done", at=T0 + timedelta(minutes=20))
+        assert ended is not None and ended.status == "done"
+        assert ended.ended_at == T0 + timedelta(minutes=20)
+        assert await store.change_end("c1", status="aborted", at=T0) is None  # once
+        assert await store.change_current() is None
+        assert (await store.change_start(second)).id == "c2"  # now it may open

@@ -156,6 +156,8 @@ class Alertmanager(Protocol):
         comment: str,
     ) -> str: ...
 
+    async def expire_silence(self, silence_id: str) -> None: ...
+
     async def alerts(
         self,
         *,

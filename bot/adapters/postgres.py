@@ -9,7 +9,7 @@ turns asyncpg's many exceptions into four typed errors a procedure can show.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -133,6 +133,10 @@ class Database(Protocol):
     async def terminate(self, pid: int, *, query_start: datetime | None = None) -> bool: ...
 
     async def vacuum_analyze(self, *, timeout_s: float = 600.0) -> float: ...
+
+    async def table_counts(self, tables: Sequence[str]) -> dict[str, int | None]: ...
+
+    async def count_older(self, table: str, column: str, before: datetime) -> int | None: ...
 
 
 class SmsDatabase:
@@ -276,12 +280,43 @@ class SmsDatabase:
                 )
         return bool(result)
 
+    async def table_counts(self, tables: Sequence[str]) -> dict[str, int | None]:
+        """Rows in each table, None for a table the database does not have (capacity)."""
+        counts: dict[str, int | None] = {}
+        async with self._connect() as conn:
+            for table in tables:
+                exists = await conn.fetchval(
+                    "SELECT to_regclass($1) IS NOT NULL", table, timeout=self._query_timeout
+                )
+                if not exists:
+                    counts[table] = None
+                    continue
+                sql = f"SELECT count(*) FROM {_ident(table)}"  # noqa: S608 - a quoted identifier
+                counts[table] = int(await conn.fetchval(sql, timeout=self._query_timeout))
+        return counts
+
+    async def count_older(self, table: str, column: str, before: datetime) -> int | None:
+        """Rows whose ``column`` is before ``before`` (GDPR retention); None: no such table."""
+        async with self._connect() as conn:
+            exists = await conn.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", table, timeout=self._query_timeout
+            )
+            if not exists:
+                return None
+            sql = f"SELECT count(*) FROM {_ident(table)} WHERE {_ident(column)} < $1"  # noqa: S608
+            return int(await conn.fetchval(sql, before, timeout=self._query_timeout))
+
     async def vacuum_analyze(self, *, timeout_s: float = 600.0) -> float:
         """``VACUUM ANALYZE`` on the whole database; returns how long it took in seconds."""
         async with self._connect(timeout_s) as conn:
             start = time.perf_counter()
             await conn.execute("VACUUM ANALYZE", timeout=timeout_s)
             return time.perf_counter() - start
+
+
+def _ident(name: str) -> str:
+    """A (schema-qualified) name as quoted SQL identifiers: names come from configuration."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
 def _active_query(row: asyncpg.Record) -> ActiveQuery:

@@ -19,17 +19,21 @@ from bot.errors import AdapterError
 __all__ = [
     "AlertEvent",
     "AuditEvent",
+    "CapacitySample",
+    "Change",
     "ChatMessage",
     "Digest",
     "Incident",
     "IncidentStore",
     "JobRun",
     "JobStore",
+    "KeyRotation",
     "NewAlertEvent",
     "OutboxItem",
     "OutboxStore",
     "Proposal",
     "ProposalStore",
+    "PruneCutoffs",
     "RunRecord",
     "RunStore",
     "Store",
@@ -228,6 +232,55 @@ class JobRun:
     runner: str  # which replica, e.g. hostname:pid
     status: str = "running"  # running | ok | warn | crit | failed
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CapacitySample:
+    """One daily reading of a capacity figure (``db_bytes``, ``users``, ``courses``...)."""
+
+    at: datetime
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """The newest recorded rotation of one key (``rotated KEY``)."""
+
+    key: str
+    rotated_at: datetime
+    rotated_by: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change window (`change start`): open until `change done` or `change abort`."""
+
+    id: str
+    description: str
+    critical: bool
+    started_by: str
+    started_at: datetime
+    status: str = "open"  # open | done | aborted
+    conversation: str | None = None  # the change thread (encoded)
+    silence_id: str | None = None
+    before: str = "{}"  # the state before the change, JSON
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PruneCutoffs:
+    """What is older than these goes (the runbook's retention: audit 1 year, the rest 30 days).
+
+    Nothing pending is ever pruned: a run still running or pending, a run with
+    a proposal waiting for a click, an outbox item not yet delivered, an alert
+    event not yet processed all stay whatever their age.
+    """
+
+    audit: datetime
+    runs: datetime
+    outbox: datetime
+    alerts: datetime
 
 
 class RunStore(Protocol):
@@ -472,7 +525,37 @@ class JobStore(Protocol):
     async def leader_release(self, name: str) -> None: ...
 
 
-class Store(RunStore, OutboxStore, ProposalStore, IncidentStore, JobStore, Protocol):
+class ReportStore(Protocol):
+    """What the monthly reports read and the daily jobs keep: capacity, keys, changes, retention."""
+
+    # One reading per figure at ``at``; the same (figure, at) again replaces it.
+    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None: ...
+    # Readings at or after ``since``, oldest first.
+    async def capacity_samples(self, since: datetime) -> list[CapacitySample]: ...
+    # Record that ``key`` was rotated at ``at`` by ``by``.
+    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None: ...
+    # Each key's newest rotation, by key name.
+    async def key_rotations_last(self) -> list[KeyRotation]: ...
+    # Delete what is older than its cutoff and not pending; rows deleted per kind.
+    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]: ...
+    # Open ``change`` unless one is open already; returns the open change either way.
+    async def change_start(self, change: Change) -> Change: ...
+    # The open change, if any.
+    async def change_current(self) -> Change | None: ...
+    # Fill in the thread, the silence or the state before (None leaves a field).
+    async def change_update(
+        self,
+        id: str,
+        *,
+        conversation: str | None = None,
+        silence_id: str | None = None,
+        before: str | None = None,
+    ) -> None: ...
+    # ``open -> done|aborted`` once; None when it was not open (ended already).
+    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None: ...
+
+
+class Store(RunStore, OutboxStore, ProposalStore, IncidentStore, JobStore, ReportStore, Protocol):
     """The bot's own state. Every method raises ``StoreUnavailable`` on backend failure.
 
     Why one union of smaller protocols: each kind of data reads as one unit,

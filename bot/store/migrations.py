@@ -175,6 +175,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             reference TEXT NOT NULL, updated_at {ts} NOT NULL)""",
         ),
     ),
+    # Reports and retention: one reading per figure per daily capacity sample (growth per
+    # month, the date a resource crosses 80 %); what `rotated KEY` records (the monthly
+    # compliance check reads each key's newest rotation); change windows, where the
+    # partial unique index is the rule "one open change at a time" on any replica.
+    Migration(
+        8,
+        "capacity samples, key rotations and change windows",
+        (
+            """CREATE TABLE capacity_samples (at {ts} NOT NULL, metric TEXT NOT NULL,
+            value {float} NOT NULL, PRIMARY KEY (metric, at))""",
+            """CREATE TABLE key_rotations (seq {serial_pk}, key TEXT NOT NULL,
+            rotated_at {ts} NOT NULL, rotated_by TEXT NOT NULL)""",
+            "CREATE INDEX key_rotations_key ON key_rotations (key, rotated_at)",
+            """CREATE TABLE changes (id TEXT PRIMARY KEY, description TEXT NOT NULL,
+            critical INTEGER NOT NULL, started_by TEXT NOT NULL, started_at {ts} NOT NULL,
+            status TEXT NOT NULL, conversation TEXT, silence_id TEXT,
+            before TEXT NOT NULL DEFAULT '{{}}', ended_at {ts})""",
+            "CREATE UNIQUE INDEX changes_one_open ON changes (status) WHERE status = 'open'",
+        ),
+    ),
 )
 
 

@@ -19,6 +19,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
@@ -26,13 +27,17 @@ from typing import Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
 from bot.store.base import (
     AlertEvent,
     AuditEvent,
+    CapacitySample,
+    Change,
     ChatMessage,
     Digest,
     Incident,
     JobRun,
+    KeyRotation,
     NewAlertEvent,
     OutboxItem,
     Proposal,
+    PruneCutoffs,
     RunRecord,
     StepRecord,
     StoreUnavailable,
@@ -175,6 +180,24 @@ ALERT_NEW = (
     "fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, received_at"
 )
 JOB = "job, slot, started_at, runner, status, finished_at"
+CHANGE = (
+    "id, description, critical, started_by, started_at, status, conversation, silence_id,"
+    " before, ended_at"
+)
+_SAMPLE_UPSERT = " ON CONFLICT (metric, at) DO UPDATE SET value = excluded.value"
+# Each key's newest rotation (portable: no DISTINCT ON in SQLite).
+_LAST_ROTATIONS = (
+    "SELECT key, rotated_at, rotated_by FROM key_rotations k WHERE seq = (SELECT seq"
+    " FROM key_rotations r WHERE r.key = k.key ORDER BY rotated_at DESC, seq DESC LIMIT 1)"
+    " ORDER BY key"
+)
+# Runs old enough to prune and pending nothing (not running, no proposal waiting for a
+# click), and their steps.
+_PRUNE_RUNS = (
+    "DELETE FROM {what} IN (SELECT id FROM runs WHERE started_at < :at"
+    " AND status NOT IN ('running', 'pending')"
+    " AND id NOT IN (SELECT run_id FROM proposals WHERE status IN ('pending', 'approved')))"
+)
 # A real read of the tables a 200 from the webhook relies on; a missing table fails it.
 PING = (
     "SELECT (SELECT MAX(version) FROM schema_migrations) AS version,"
@@ -309,6 +332,12 @@ def _decode(cls: Callable[..., T], row: Row) -> T:
             value = decode_object(value)
         values[name] = value
     return cls(**values)
+
+
+def _change(row: Row) -> Change:
+    """A change from its row: ``critical`` is stored as 0/1 in both dialects."""
+    change = _decode(Change, row)
+    return replace(change, critical=bool(change.critical))
 
 
 class SqlStore(ABC):
@@ -541,6 +570,77 @@ class SqlStore(ABC):
         sql = "SELECT reference FROM teams_conversations WHERE conversation_id = :id"
         rows = await self._fetch(sql, id=conversation_id)
         return decode_object(rows[0]["reference"]) if rows else None
+
+    # --- reports and retention ----------------------------------------------
+
+    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None:
+        sql = _insert("capacity_samples", "at, metric, value", _SAMPLE_UPSERT)
+        async with self._transaction() as s:
+            for metric, value in values.items():
+                await s.execute(sql, at=at, metric=metric, value=float(value))
+
+    async def capacity_samples(self, since: datetime) -> list[CapacitySample]:
+        sql = "SELECT at, metric, value FROM capacity_samples WHERE at >= :since"
+        return await self._all(CapacitySample, f"{sql} ORDER BY at, metric", since=since)
+
+    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None:
+        sql = _insert("key_rotations", "key, rotated_at, rotated_by")
+        await self._execute(sql, key=key, rotated_at=at, rotated_by=by)
+
+    async def key_rotations_last(self) -> list[KeyRotation]:
+        return await self._all(KeyRotation, _LAST_ROTATIONS)
+
+    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]:
+        async with self._transaction() as s:
+            audit = await s.execute("DELETE FROM audit WHERE at < :at", at=cutoffs.audit)
+            await s.execute(_PRUNE_RUNS.format(what="steps WHERE run_id"), at=cutoffs.runs)
+            runs = await s.execute(_PRUNE_RUNS.format(what="runs WHERE id"), at=cutoffs.runs)
+            outbox = await s.execute(
+                "DELETE FROM outbox WHERE state IN ('done', 'dead') AND created_at < :at",
+                at=cutoffs.outbox,
+            )
+            alerts = await s.execute(
+                "DELETE FROM alert_events WHERE state = 'done' AND received_at < :at",
+                at=cutoffs.alerts,
+            )
+        return {"audit": audit, "runs": runs, "outbox": outbox, "alerts": alerts}
+
+    async def change_start(self, change: Change) -> Change:
+        params = _params(change) | {"critical": int(change.critical), "status": "open"}
+        async with self._transaction() as s:
+            await s.execute(_insert("changes", CHANGE, " ON CONFLICT DO NOTHING"), **params)
+            rows = await s.fetch(f"SELECT {CHANGE} FROM changes WHERE status = 'open'")
+        return _change(rows[0])  # one is open: ours, or the one that was
+
+    async def change_current(self) -> Change | None:
+        rows = await self._fetch(f"SELECT {CHANGE} FROM changes WHERE status = 'open'")
+        return _change(rows[0]) if rows else None
+
+    async def change_update(
+        self,
+        id: str,
+        *,
+        conversation: str | None = None,
+        silence_id: str | None = None,
+        before: str | None = None,
+    ) -> None:
+        sql = (
+            "UPDATE changes SET conversation = coalesce(:conversation, conversation),"
+            " silence_id = coalesce(:silence_id, silence_id), before = coalesce(:before, before)"
+            " WHERE id = :id"
+        )
+        await self._execute(
+            sql, id=id, conversation=conversation, silence_id=silence_id, before=before
+        )
+
+    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None:
+        check_status(status, frozenset({"done", "aborted"}), what="change")
+        sql = (
+            "UPDATE changes SET status = :status, ended_at = :at"
+            f" WHERE id = :id AND status = 'open' RETURNING {CHANGE}"
+        )
+        rows = await self._fetch(sql, id=id, status=status, at=at)
+        return _change(rows[0]) if rows else None
 
     # --- proposals --------------------------------------------------------
 

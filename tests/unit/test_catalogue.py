@@ -145,6 +145,13 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "vacuum",
         "schedule",
         "runbook",
+        "sla",
+        "capacity",
+        "compliance",
+        "rotated",
+        "change start",
+        "change done",
+        "change abort",
     ]
     assert [(r.alertname, r.procedure, r.priority) for r in CATALOGUE.routes()] == [
         ("BackupStale", "backup_freshness", "P1"),
@@ -160,6 +167,11 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "weekly-checklist",
         "weekly-report",
         "monthly-maintenance",
+        "sla-report",
+        "prune",
+        "capacity-report",
+        "capacity-sample",
+        "compliance",
     ]
     assert {n for n in ("restart", "terminate", "backup", "vacuum") if CATALOGUE.action(n)} == {
         "restart",

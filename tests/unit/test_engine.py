@@ -8,7 +8,7 @@ from bot.adapters.docker import DockerUnavailable
 from bot.deps import Deps
 from bot.engine import Engine, Outcome, Run
 from bot.events import Command
-from bot.messages import CodeBlock, Conversation, Status
+from bot.messages import CodeBlock, Conversation, Message, Status
 from tests.fakes import FakeSurface
 
 
@@ -174,3 +174,44 @@ async def test_a_background_task_that_fails_is_logged_when_it_ends(deps: Deps) -
     [failed] = [e for e in logs if e["event"] == "run.task_failed"]
     assert failed["task"] == "run:x"
     assert isinstance(failed["exc_info"], RuntimeError)
+
+
+async def test_a_deferred_run_posts_once_finished_then_its_thread(deps: Deps) -> None:
+    """A scheduled report's one post carries the verdict; replies and proposals follow it."""
+    surface = FakeSurface()
+
+    async def procedure(run: Run) -> None:
+        await run.step("First", _ok("one done"))
+        await run.reply(Message(title="details"))
+        await run.propose(action="vacuum", args={}, summary="do it", confirm_label="Do it")
+        run.text = "All fine"
+
+    run = await Engine(deps).execute(
+        procedure,
+        name="demo",
+        title="Demo",
+        command=_command(),
+        surface=surface,
+        deferred=True,
+    )
+    kinds = [kind for kind, _ref, _msg in surface.events]
+    assert kinds == ["post", "reply", "reply"]
+    posted = surface.events[0][2]
+    assert posted.status is Status.OK and posted.text == "All fine"
+    assert [s.status for s in posted.steps] == [Status.OK]
+    assert surface.events[1][2].title == "details"
+    [proposal] = run.proposals
+    assert surface.events[2][1] == "m1"  # in the report's thread
+    assert proposal.message_key in surface.keys
+
+
+async def test_a_live_run_shows_running_first(deps: Deps) -> None:
+    surface = FakeSurface()
+
+    async def procedure(run: Run) -> None:
+        await run.step("First", _ok("one done"))
+
+    await Engine(deps).execute(
+        procedure, name="demo", title="Demo", command=_command(), surface=surface
+    )
+    assert surface.events[0][2].status is Status.RUNNING

@@ -88,6 +88,9 @@ async def test_morning_summary_all_passed(setup: Setup, fake_slack: FakeSlack) -
     await setup.deliver()
     [summary] = _roots(fake_slack)
     assert summary.startswith("OK: Morning summary — All 5 checks passed")
+    # Posted once finished: the notification shows the verdict, never "running".
+    [post, *_replies] = fake_slack.calls_to("chat.postMessage")
+    assert post.args["text"].startswith("OK: Morning summary — All 5 checks passed")
     assert not await setup.scheduler.fire_due("morning-summary")  # the slot ran already
 
 

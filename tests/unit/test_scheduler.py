@@ -60,7 +60,13 @@ def test_schedule_lists_every_job_with_its_next_run(tmp_path: Path) -> None:
         "weekly-checklist",
         "weekly-report",
         "monthly-maintenance",
+        "sla-report",
+        "prune",
+        "capacity-report",
+        "capacity-sample",
+        "compliance",
     }
+    assert by_name["sla-report"][3].startswith("Tue 2026-12-01 09:00")
     assert by_name["morning-summary"][3].startswith("Fri 2026-11-27 07:30")
     assert by_name["weekly-report"][3].startswith("Fri 2026-11-27 16:00")
     assert by_name["monthly-maintenance"][3].startswith("Mon 2026-12-07 09:00")
