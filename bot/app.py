@@ -39,8 +39,7 @@ from bot.engine import Engine
 from bot.events import Click, Command
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.scheduler import Scheduler
-from bot.store import open_store
-from bot.store.base import Store
+from bot.store import Store, open_store
 from bot.telemetry import BotMetrics
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor

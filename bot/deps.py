@@ -18,7 +18,7 @@ from bot.adapters.postgres import SmsDatabase
 from bot.adapters.prometheus import PrometheusClient
 from bot.audit import AuditLog
 from bot.config import Settings
-from bot.store.base import Store
+from bot.store import Store
 from bot.telemetry import BotMetrics
 
 __all__ = ["Clock", "Deps", "utc_now"]

@@ -43,7 +43,8 @@ from bot.chat.base import Conversation, MessageRef
 from bot.chat.codec import MessageDecodeError, message_from_json, message_to_json
 from bot.deps import Clock
 from bot.messages import Message
-from bot.store.base import ChatMessage, OutboxItem, Store, StoreUnavailable
+from bot.store import Store
+from bot.store.base import ChatMessage, OutboxItem, StoreUnavailable
 
 __all__ = [
     "MAYBE_DELIVERED",
