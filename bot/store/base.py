@@ -161,22 +161,15 @@ class NewAlertEvent:
     generator_url: str
 
 
-@dataclass(frozen=True)
-class AlertEvent:
-    """A stored alert event, as a processor claims it from the inbox.
+@dataclass(frozen=True, kw_only=True)
+class AlertEvent(NewAlertEvent):
+    """A stored alert event, as a processor claims it from the inbox: what was posted, and more.
 
     Why an inbox and not a task: the webhook is answered only once the event
     is committed, so a bot killed right after answering still processes it.
     """
 
     id: int
-    fingerprint: str
-    status: str
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    starts_at: datetime | None
-    ends_at: datetime | None
-    generator_url: str
     received_at: datetime
     attempts: int = 0
     last_error: str | None = None
