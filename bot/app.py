@@ -48,8 +48,7 @@ from bot.incidents import IncidentService
 from bot.messages import Conversation
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.scheduler import Scheduler
-from bot.store import StoreUnavailable, open_store
-from bot.store.base import Store
+from bot.store import Store, StoreUnavailable, open_store
 from bot.tasks import FailureLog, start_background
 from bot.telemetry import BotMetrics
 from handlers.actions import ClickHandler

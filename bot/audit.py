@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from bot.store.base import AuditEvent, Store, StoreUnavailable
+from bot.store import Store
+from bot.store.base import AuditEvent, StoreUnavailable
 
 __all__ = ["AuditLog"]
 

@@ -18,7 +18,7 @@ from bot.adapters.prometheus import Prometheus
 from bot.audit import AuditLog
 from bot.clock import Clock, utc_now
 from bot.config import Settings
-from bot.store.base import Store
+from bot.store import Store
 from bot.telemetry import BotMetrics
 
 __all__ = ["Deps"]

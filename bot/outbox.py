@@ -42,7 +42,8 @@ import structlog
 from bot.chat.codec import MessageDecodeError, message_from_json, message_to_json
 from bot.clock import Clock
 from bot.messages import Conversation, Message, MessageRef
-from bot.store.base import ChatMessage, OutboxItem, Store, StoreUnavailable
+from bot.store import Store
+from bot.store.base import ChatMessage, OutboxItem, StoreUnavailable
 
 __all__ = [
     "MAYBE_DELIVERED",

@@ -33,7 +33,7 @@ from bot.config import Settings
 from bot.deps import Deps
 from bot.errors import UnknownService
 from bot.messages import Conversation, Message, MessageRef
-from bot.store.base import Store
+from bot.store import Store
 from bot.telemetry import BotMetrics
 
 NOW = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)

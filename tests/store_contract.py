@@ -21,26 +21,22 @@ from typing import Any, Protocol
 
 import pytest
 
-from bot.store import (
-    LATEST_VERSION,
-    MIGRATIONS,
+from bot.store import LATEST_VERSION, MIGRATIONS, Migration, Store, StoreUnavailable, UnknownRun
+from bot.store.base import (
     AlertEvent,
     AuditEvent,
+    Change,
     ChatMessage,
     Digest,
     Incident,
     JobRun,
-    Migration,
     NewAlertEvent,
     OutboxItem,
     Proposal,
+    PruneCutoffs,
     RunRecord,
     StepRecord,
-    Store,
-    StoreUnavailable,
-    UnknownRun,
 )
-from bot.store.base import Change, PruneCutoffs
 from tests import store_fixtures
 
 __all__ = [
@@ -225,7 +221,8 @@ def extra_migration(version: int, *statements: str) -> Migration:
 _ADD_THEN_DIE = """
 import asyncio, os, signal, sys
 from datetime import UTC, datetime
-from bot.store import NewAlertEvent, open_store
+from bot.store import open_store
+from bot.store.base import NewAlertEvent
 
 async def main() -> None:
     store = open_store(sys.argv[1])

@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.store import (
+from bot.store import Store
+from bot.store.base import (
     AuditEvent,
     ChatMessage,
     Incident,
@@ -31,7 +32,6 @@ from bot.store import (
     Proposal,
     RunRecord,
     StepRecord,
-    Store,
 )
 
 __all__ = ["FIXTURES", "JOBS", "NOW", "fill", "snapshot"]

@@ -68,7 +68,8 @@ from bot.outbox import (
     chat_message,
     maybe_delivered,
 )
-from bot.store.base import OutboxItem, Store
+from bot.store import Store
+from bot.store.base import OutboxItem
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -70,7 +70,8 @@ from bot.events import Click, Command
 from bot.http import read_body
 from bot.messages import Conversation, Message, MessageRef
 from bot.outbox import OutboxSurface, Outgoing, RetryLater, Undeliverable, chat_message
-from bot.store.base import OutboxItem, Store
+from bot.store import Store
+from bot.store.base import OutboxItem
 
 __all__ = [
     "CARD_CONTENT_TYPE",

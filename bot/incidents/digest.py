@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from bot.chat.base import ChatSurface
 from bot.incidents.message import digest_message
 from bot.messages import Conversation
-from bot.store.base import Digest, Incident, Store
+from bot.store import Store
+from bot.store.base import Digest, Incident
 from bot.threads import ThreadRef
 
 __all__ = ["DIGEST_WINDOW", "StormDigest", "in_digest"]

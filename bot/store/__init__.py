@@ -1,4 +1,6 @@
-"""The bot's own state: the ``Store`` protocol, one set of queries, two dialects.
+"""The bot's own state: one ``Store`` of repositories, one set of queries, two dialects.
+
+The records (``RunRecord``, ``Incident``, ...) are imported from ``bot.store.base``.
 
 ``BOT_STATE_URL`` picks the backend. ``validate_state_url`` is what config
 validation calls so a typo fails at start with a reason, not at first use.
@@ -8,43 +10,18 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from bot.store.base import (
-    AlertEvent,
-    AuditEvent,
-    ChatMessage,
-    Digest,
-    Incident,
-    JobRun,
-    NewAlertEvent,
-    OutboxItem,
-    Proposal,
-    RunRecord,
-    StepRecord,
-    Store,
-    StoreUnavailable,
-    UnknownRun,
-)
+from bot.store.base import StoreUnavailable, UnknownRun
 from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
 from bot.store.postgres import PostgresStore, redact_dsn
+from bot.store.sql import Store
 from bot.store.sqlite import MEMORY, SqliteStore
 
 __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
-    "AlertEvent",
-    "AuditEvent",
-    "ChatMessage",
-    "Digest",
-    "Incident",
-    "JobRun",
     "Migration",
-    "NewAlertEvent",
-    "OutboxItem",
     "PostgresStore",
-    "Proposal",
-    "RunRecord",
     "SqliteStore",
-    "StepRecord",
     "Store",
     "StoreUnavailable",
     "UnknownRun",

@@ -1,17 +1,18 @@
-"""The store's records and protocol, shared by every backend.
+"""The store's records and errors, shared by every backend and its callers.
 
-The engine, handlers and the HTTP server are written against ``Store`` only, so
-the embedded SQLite default and the multi-replica PostgreSQL backend are
-interchangeable; one contract test suite holds both to the same behaviour.
+The engine, handlers and the HTTP server are written against ``Store`` (in
+``sql.py``) only, so the embedded SQLite default and the multi-replica
+PostgreSQL backend are interchangeable; one contract test suite holds both to
+the same behaviour.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
 from bot.alerts import Alert
 from bot.errors import AdapterError
@@ -24,19 +25,13 @@ __all__ = [
     "ChatMessage",
     "Digest",
     "Incident",
-    "IncidentStore",
     "JobRun",
-    "JobStore",
     "KeyRotation",
     "NewAlertEvent",
     "OutboxItem",
-    "OutboxStore",
     "Proposal",
-    "ProposalStore",
     "PruneCutoffs",
     "RunRecord",
-    "RunStore",
-    "Store",
     "StoreUnavailable",
     "UnknownRun",
     "check_leader_name",
@@ -281,295 +276,6 @@ class PruneCutoffs:
     runs: datetime
     outbox: datetime
     alerts: datetime
-
-
-class RunStore(Protocol):
-    """Runs, their steps, and the audit trail."""
-
-    # Record a new run.
-    async def start_run(self, run: RunRecord) -> None: ...
-    # Insert or replace the step at ``(run_id, index)``.
-    async def save_step(self, step: StepRecord) -> None: ...
-    # Set a run's final status; ``UnknownRun`` if it was never started.
-    async def finish_run(self, run_id: str, *, status: str, finished_at: datetime) -> None: ...
-    # The run, or None.
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
-    # The run's steps ordered by index.
-    async def list_steps(self, run_id: str) -> list[StepRecord]: ...
-    # Newest first.
-    async def recent_runs(self, limit: int = 20) -> list[RunRecord]: ...
-    # Append an audit event.
-    async def audit(self, event: AuditEvent) -> None: ...
-    # Newest first.
-    async def recent_audit(self, limit: int = 50) -> list[AuditEvent]: ...
-
-    async def count_audit(
-        self,
-        *,
-        action: str,
-        target: str,
-        since: datetime,
-        outcomes: Collection[str] | None = None,
-    ) -> int:
-        """Audit events with this action and target at or after ``since``.
-
-        ``outcomes`` narrows to those outcomes (an empty collection counts nothing).
-        """
-
-    async def audit_between(
-        self, start: datetime, end: datetime | None = None, *, limit: int = 1000
-    ) -> list[AuditEvent]:
-        """Audit events with ``start <= at < end`` (no upper bound if None), oldest first."""
-
-    # Runs whose ``conversation`` is exactly this one, oldest first.
-    async def runs_for_conversation(self, conversation: str) -> list[RunRecord]: ...
-
-
-class OutboxStore(Protocol):
-    """Chat operations waiting for delivery, and where delivered messages landed."""
-
-    async def outbox_add(
-        self,
-        *,
-        message_key: str,
-        op: str,
-        surface: str,
-        channel: str,
-        parent_key: str | None,
-        payload: Mapping[str, Any],
-        now: datetime,
-    ) -> int:
-        """Queue a chat operation due ``now``; return its id.
-
-        An ``update`` replaces the payload of the newest pending, unleased
-        ``update`` of the same message instead (latest state wins) and returns
-        that item's id.
-        """
-
-    async def outbox_claim(
-        self, *, now: datetime, limit: int = 20, lease_s: float = 30.0
-    ) -> list[OutboxItem]:
-        """Lease up to ``limit`` due items until ``now + lease_s``, oldest first.
-
-        An item waits while an earlier undelivered item has its message key or,
-        for one with a ``parent_key``, has the parent's key (a post goes before
-        its updates and its thread replies). Two claimers never get one item.
-        """
-
-    # Delivered; a no-op for an item already done or dead.
-    async def outbox_done(self, item_id: int) -> None: ...
-    # A failed attempt: count it, release the lease, try again at ``at``.
-    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None: ...
-    # Give up on an item (counted as a failed attempt); kept for inspection.
-    async def outbox_dead(self, item_id: int, *, error: str) -> None: ...
-    # Items neither done nor dead.
-    async def outbox_pending(self) -> int: ...
-    # Items in id order: pending and dead ones, and done ones if asked.
-    async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]: ...
-
-    # --- chat messages ----------------------------------------------------
-
-    # Insert or replace the message with this key.
-    async def chat_message_put(self, msg: ChatMessage) -> None: ...
-    # The message, or None.
-    async def chat_message_get(self, key: str) -> ChatMessage | None: ...
-    # Insert or replace the Bot Framework ConversationReference JSON of a Teams conversation.
-    async def teams_reference_put(
-        self, conversation_id: str, reference: Mapping[str, Any], *, now: datetime
-    ) -> None: ...
-    # The stored ConversationReference JSON, or None.
-    async def teams_reference_get(self, conversation_id: str) -> dict[str, Any] | None: ...
-
-
-class ProposalStore(Protocol):
-    """Stored approval requests."""
-
-    # Store a new proposal; a duplicate id is refused (``StoreUnavailable``).
-    async def proposal_add(self, p: Proposal) -> None: ...
-    # The proposal, or None.
-    async def proposal_get(self, id: str) -> Proposal | None: ...
-    # ``pending -> approved`` if pending and unexpired, exactly once; else None.
-    async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None: ...
-    # ``pending -> cancelled`` if pending; else None.
-    async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None: ...
-    # Mark pending proposals with ``expires_at <= now`` expired; return them.
-    async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]: ...
-    # ``approved -> done|failed`` with a result line; other states are left as is.
-    async def proposal_finish(self, id: str, *, status: str, result: str) -> None: ...
-
-
-class IncidentStore(Protocol):
-    """The alert inbox, incidents and alert-storm digests."""
-
-    async def alert_events_add(
-        self, events: Sequence[NewAlertEvent], *, received_at: datetime
-    ) -> list[int]:
-        """Store a webhook's alerts in one transaction; their ids, in input order.
-
-        Durable when it returns: the webhook may be answered 200 right after.
-        """
-
-    async def alert_events_claim(
-        self, *, now: datetime, limit: int = 100, lease_s: float = 30.0
-    ) -> list[AlertEvent]:
-        """Lease up to ``limit`` unprocessed, due events until ``now + lease_s``, oldest first.
-
-        An event is returned only with every older unprocessed event of its
-        fingerprint in the same batch (a firing goes before its resolved). Two
-        claimers never get one event.
-        """
-
-    # Processed; a no-op for an event already done.
-    async def alert_event_done(self, id: int) -> None: ...
-
-    async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
-        """A failed attempt: count it, release the lease, not claimable before ``at``.
-
-        Later events of its fingerprint wait for it.
-        """
-
-    # Events not yet processed.
-    async def alert_events_pending(self) -> int: ...
-
-    # --- incidents --------------------------------------------------------
-
-    async def incident_open(self, incident: Incident) -> Incident | None:
-        """Store a new incident; None (and nothing stored) if its fingerprint has one open.
-
-        Atomic across replicas. A duplicate id is refused (``StoreUnavailable``).
-        """
-
-    # The incident, or None.
-    async def incident_get(self, id: str) -> Incident | None: ...
-    # The open incident of this fingerprint, or None.
-    async def incident_open_for(self, fingerprint: str) -> Incident | None: ...
-    # Record where the incident's thread is; a no-op for an unknown id.
-    async def incident_set_thread(self, id: str, *, root_key: str, conversation: str) -> None: ...
-    # A repeat notification: ``repeats + 1``, ``last_seen_at = now``; None unless open.
-    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None: ...
-    # Acknowledge an open, unacknowledged incident, exactly once; else None.
-    async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None: ...
-    # Mark an open, unacknowledged, unescalated incident escalated, exactly once.
-    async def incident_escalate(self, id: str, *, now: datetime) -> Incident | None: ...
-    # ``open -> resolved``, exactly once; else None.
-    async def incident_resolve(self, id: str, *, now: datetime) -> Incident | None: ...
-    # Record where the incident's markdown record was written, and keep its text.
-    async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None: ...
-    # The incident's markdown record as kept in the store, if any.
-    async def incident_record_text(self, id: str) -> str | None: ...
-    # Open incidents, oldest first.
-    async def incidents_open(self) -> list[Incident]: ...
-    # Incidents opened in ``[start, end)``, oldest first.
-    async def incidents_between(self, start: datetime, end: datetime) -> list[Incident]: ...
-    # How many incidents were opened at or after ``since`` (alert-storm limiting).
-    async def incidents_opened_since(self, since: datetime) -> int: ...
-
-    # --- alert-storm digests ----------------------------------------------
-
-    async def digest_join(
-        self, incident_id: str, *, now: datetime, window: timedelta, new_id: str
-    ) -> tuple[Digest, bool]:
-        """Put the incident in the current digest, creating the digest if there is none.
-
-        The current digest is the newest one started after ``now - window``;
-        when there is none, one with id ``new_id`` starting at ``now`` is
-        created. Atomic across replicas: of any number of concurrent calls
-        exactly one creates it (and gets True), the others join it. Returns the
-        digest as it stands (without a ``root_key`` while its creator has not
-        posted it yet) and whether this call created it.
-        """
-
-    async def digest_set_thread(
-        self, id: str, *, root_key: str, conversation: str
-    ) -> Digest | None:
-        """Record where the digest message is; the digest, or None for an unknown id."""
-
-    # The digest, or None.
-    async def digest_get(self, id: str) -> Digest | None: ...
-    # The incidents in the digest, oldest first: what its message lists.
-    async def digest_incidents(self, id: str) -> list[Incident]: ...
-
-
-class JobStore(Protocol):
-    """Scheduled job slots and leadership among replicas."""
-
-    async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
-        """Record ``(job, slot)`` as started by ``runner``; True for exactly one caller ever.
-
-        Atomic across replicas: of any number of concurrent claims of one slot,
-        one returns True and the others False. A slot is never claimed again,
-        even if its runner died before finishing it.
-        """
-
-    # ``running -> ok|warn|crit|failed``; a finished or never-claimed slot is left as is.
-    async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None: ...
-    # The claimed slot of this job with the latest ``slot`` time, or None.
-    async def job_last(self, job: str) -> JobRun | None: ...
-    # This job's claimed slots, newest slot first.
-    async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]: ...
-
-    # --- leadership -------------------------------------------------------
-
-    async def leader_acquire(self, name: str) -> bool:
-        """Try, without waiting, to become the leader for ``name``.
-
-        True if this store now holds it (or already did). Leadership lasts until
-        ``leader_release``, ``close``, or the process dying: it is tied to a
-        resource the operating system or the database frees then (a PostgreSQL
-        session, a locked file), never to a row that a dead replica leaves behind.
-        """
-
-    # Does this store still hold leadership for ``name``? False once it was lost.
-    async def leader_check(self, name: str) -> bool: ...
-    # Give up leadership for ``name``; a no-op if not held.
-    async def leader_release(self, name: str) -> None: ...
-
-
-class ReportStore(Protocol):
-    """What the monthly reports read and the daily jobs keep: capacity, keys, changes, retention."""
-
-    # One reading per figure at ``at``; the same (figure, at) again replaces it.
-    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None: ...
-    # Readings at or after ``since``, oldest first.
-    async def capacity_samples(self, since: datetime) -> list[CapacitySample]: ...
-    # Record that ``key`` was rotated at ``at`` by ``by``.
-    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None: ...
-    # Each key's newest rotation, by key name.
-    async def key_rotations_last(self) -> list[KeyRotation]: ...
-    # Delete what is older than its cutoff and not pending; rows deleted per kind.
-    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]: ...
-    # Open ``change`` unless one is open already; returns the open change either way.
-    async def change_start(self, change: Change) -> Change: ...
-    # The open change, if any.
-    async def change_current(self) -> Change | None: ...
-    # Fill in the thread, the silence or the state before (None leaves a field).
-    async def change_update(
-        self,
-        id: str,
-        *,
-        conversation: str | None = None,
-        silence_id: str | None = None,
-        before: str | None = None,
-    ) -> None: ...
-    # ``open -> done|aborted`` once; None when it was not open (ended already).
-    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None: ...
-
-
-class Store(RunStore, OutboxStore, ProposalStore, IncidentStore, JobStore, ReportStore, Protocol):
-    """The bot's own state. Every method raises ``StoreUnavailable`` on backend failure.
-
-    Why one union of smaller protocols: each kind of data reads as one unit,
-    while callers keep passing one store around.
-    """
-
-    # Connect and apply pending migrations.
-    async def open(self) -> None: ...
-    # Release connections; safe to call twice.
-    async def close(self) -> None: ...
-    # Round-trip to the backend; used by ``GET /readyz``.
-    async def ping(self) -> None: ...
-    # Highest applied migration version, 0 for an empty database.
-    async def schema_version(self) -> int: ...
 
 
 def to_utc(value: datetime) -> datetime:

@@ -35,7 +35,7 @@ import asyncpg
 
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
 from bot.store.migrations import MIGRATIONS, Migration
-from bot.store.sql import Row, SqlStore
+from bot.store.sql import Row, Store
 
 __all__ = ["LEADER_CHECK_TIMEOUT_S", "PostgresStore", "leader_lock_key", "redact_dsn"]
 
@@ -133,7 +133,7 @@ class _Session:
         await self.conn.execute("SELECT pg_advisory_xact_lock($1)", key)
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(Store):
     """``Store`` over an asyncpg pool."""
 
     DIALECT = "postgres"

@@ -50,9 +50,14 @@ __all__ = [
     "ALERT_INBOX_LOCK_KEY",
     "DIGEST_LOCK_KEY",
     "MIGRATION_LOCK_KEY",
+    "IncidentRepo",
+    "JobRepo",
+    "OutboxRepo",
+    "ProposalRepo",
     "Row",
+    "RunRepo",
     "Session",
-    "SqlStore",
+    "Store",
     "decode_time",
 ]
 
@@ -340,16 +345,10 @@ def _change(row: Row) -> Change:
     return replace(change, critical=bool(change.critical))
 
 
-class SqlStore(ABC):
-    """``Store`` over any ``Session``; subclasses add connections, ping and leadership."""
+class _Sql(ABC):
+    """What every repository runs its queries through; a backend supplies the sessions."""
 
-    DIALECT: str  # a key of ``migrations.DIALECT_WORDS``
     SKIP_LOCKED = ""  # what a claim's SELECT ends with so claimers pass each other's rows
-    SCHEMA_TABLE: str  # CREATE TABLE IF NOT EXISTS schema_migrations, in the dialect
-
-    def __init__(self, migrations: Sequence[Migration]) -> None:
-        validate_migrations(migrations)
-        self._migrations = tuple(migrations)
 
     @abstractmethod
     def _session(self) -> AbstractAsyncContextManager[Session]:
@@ -378,37 +377,30 @@ class SqlStore(ABC):
         rows = await self._fetch(sql, **params)
         return int(rows[0]["n"]) if rows else 0
 
-    async def _migrate(self) -> None:
-        for m in self._migrations:
-            async with self._transaction() as s:
-                # Lock first: even CREATE TABLE IF NOT EXISTS races without it.
-                await s.lock(MIGRATION_LOCK_KEY)
-                await s.execute(self.SCHEMA_TABLE)
-                if await s.fetch("SELECT 1 FROM schema_migrations WHERE version = :v", v=m.version):
-                    continue
-                for statement in m.statements(self.DIALECT):
-                    await s.execute(statement)
-                done = _insert("schema_migrations", "version, name, applied_at")
-                await s.execute(done, version=m.version, name=m.name, applied_at=datetime.now(UTC))
+    async def _claim(
+        self, sql: str, cls: Callable[..., T], now: datetime, limit: int, lease_s: float
+    ) -> list[T]:
+        """Lease up to ``limit`` rows until ``now + lease_s``, in id order."""
+        if not lease_s > 0:
+            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+        until = to_utc(now) + timedelta(seconds=lease_s)
+        if limit <= 0:
+            return []
+        async with self._transaction() as s:
+            sql = sql.format(skip_locked=self.SKIP_LOCKED)
+            rows = await s.fetch(sql, now=now, limit=limit, until=until)
+        return [_decode(cls, row) for row in sorted(rows, key=lambda row: int(row["id"]))]
 
-    async def _ping_tables(self, where: str) -> None:
-        rows = await self._fetch(PING)
-        if not rows or rows[0]["version"] is None:
-            raise StoreUnavailable(
-                f"{where}: schema_migrations is empty; the bot's tables were emptied while"
-                " it ran: restart the bot"
-            )
 
-    async def schema_version(self) -> int:
-        return await self._count("SELECT COALESCE(MAX(version), 0) AS n FROM schema_migrations")
-
-    # --- runs and audit ---------------------------------------------------
+class RunRepo(_Sql):
+    """Runs, their steps, and the audit trail."""
 
     async def start_run(self, run: RunRecord) -> None:
         check_status(run.status, RUN_STATUSES, what="run")
         await self._execute(_insert("runs", RUN), **_params(run))
 
     async def save_step(self, step: StepRecord) -> None:
+        """Insert or replace the step at ``(run_id, index)``."""
         check_status(step.status, STEP_STATUSES, what="step")
         upsert = (
             " ON CONFLICT (run_id, idx) DO UPDATE SET name = excluded.name,"
@@ -418,6 +410,7 @@ class SqlStore(ABC):
         await self._execute(_insert("steps", STEP, upsert), **_params(step))
 
     async def finish_run(self, run_id: str, *, status: str, finished_at: datetime) -> None:
+        """Set a run's final status; ``UnknownRun`` if it was never started."""
         check_status(status, RUN_STATUSES, what="run")
         sql = "UPDATE runs SET status = :status, finished_at = :at WHERE id = :id"
         if not await self._execute(sql, status=status, at=finished_at, id=run_id):
@@ -448,6 +441,7 @@ class SqlStore(ABC):
     async def audit_between(
         self, start: datetime, end: datetime | None = None, *, limit: int = 1000
     ) -> list[AuditEvent]:
+        """Audit events with ``start <= at < end`` (no upper bound if None), oldest first."""
         upper = "" if end is None else " AND at < :end"
         sql = f"SELECT {AUDIT} FROM audit WHERE at >= :start{upper} ORDER BY at, seq LIMIT :n"
         return await self._all(AuditEvent, sql, start=start, end=end, n=max(limit, 0))
@@ -460,6 +454,10 @@ class SqlStore(ABC):
         since: datetime,
         outcomes: Collection[str] | None = None,
     ) -> int:
+        """Audit events with this action and target at or after ``since``.
+
+        ``outcomes`` narrows to those outcomes (an empty collection counts nothing).
+        """
         if isinstance(outcomes, str):  # it would match per character
             raise TypeError("outcomes must be a collection of strings, not one string")
         sql = (
@@ -469,7 +467,9 @@ class SqlStore(ABC):
         rows = await self._fetch(sql, action=action, target=target, since=since)
         return sum(int(r["n"]) for r in rows if outcomes is None or r["outcome"] in outcomes)
 
-    # --- outbox and chat messages -----------------------------------------
+
+class OutboxRepo(_Sql):
+    """Chat operations waiting for delivery, and where delivered messages landed."""
 
     async def outbox_add(
         self,
@@ -482,6 +482,12 @@ class SqlStore(ABC):
         payload: Mapping[str, Any],
         now: datetime,
     ) -> int:
+        """Queue a chat operation due ``now``; return its id.
+
+        An ``update`` replaces the payload of the newest pending, unleased
+        ``update`` of the same message instead (latest state wins) and returns
+        that item's id.
+        """
         check_outbox_op(op, parent_key)
         body = encode_object(payload, what="outbox payload")
         columns = "message_key, op, surface, channel, parent_key, payload, created_at"
@@ -507,31 +513,26 @@ class SqlStore(ABC):
     async def outbox_claim(
         self, *, now: datetime, limit: int = 20, lease_s: float = 30.0
     ) -> list[OutboxItem]:
+        """Lease up to ``limit`` due items until ``now + lease_s``, oldest first.
+
+        An item waits while an earlier undelivered item has its message key or,
+        for one with a ``parent_key``, has the parent's key (a post goes before
+        its updates and its thread replies). Two claimers never get one item.
+        """
         return await self._claim(_CLAIM_OUTBOX, OutboxItem, now, limit, lease_s)
 
-    async def _claim(
-        self, sql: str, cls: Callable[..., T], now: datetime, limit: int, lease_s: float
-    ) -> list[T]:
-        """Lease up to ``limit`` rows until ``now + lease_s``, in id order."""
-        if not lease_s > 0:
-            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
-        until = to_utc(now) + timedelta(seconds=lease_s)
-        if limit <= 0:
-            return []
-        async with self._transaction() as s:
-            sql = sql.format(skip_locked=self.SKIP_LOCKED)
-            rows = await s.fetch(sql, now=now, limit=limit, until=until)
-        return [_decode(cls, row) for row in sorted(rows, key=lambda row: int(row["id"]))]
-
     async def outbox_done(self, item_id: int) -> None:
+        """Delivered; a no-op for an item already done or dead."""
         done = _OUTBOX_END.format(set="state = 'done', finished_at = :now")
         await self._execute(done, id=item_id, now=datetime.now(UTC))
 
     async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None:
+        """A failed attempt: count it, release the lease, try again at ``at``."""
         retry = _OUTBOX_END.format(set=_RETRY)
         await self._execute(retry, id=item_id, at=at, error=error)
 
     async def outbox_dead(self, item_id: int, *, error: str) -> None:
+        """Give up on an item (counted as a failed attempt); kept for inspection."""
         dead = "state = 'dead', attempts = attempts + 1, last_error = :error, finished_at = :now"
         await self._execute(
             _OUTBOX_END.format(set=dead), id=item_id, error=error, now=datetime.now(UTC)
@@ -541,6 +542,7 @@ class SqlStore(ABC):
         return await self._count("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
 
     async def outbox_items(self, *, include_done: bool = False) -> list[OutboxItem]:
+        """Items in id order: pending and dead ones, and done ones if asked."""
         where = "" if include_done else " WHERE state != 'done'"
         return await self._all(OutboxItem, f"SELECT {OUTBOX} FROM outbox{where} ORDER BY id")
 
@@ -558,6 +560,7 @@ class SqlStore(ABC):
     async def teams_reference_put(
         self, conversation_id: str, reference: Mapping[str, Any], *, now: datetime
     ) -> None:
+        """Insert or replace the Bot Framework ConversationReference of a Teams conversation."""
         sql = (
             "INSERT INTO teams_conversations (conversation_id, reference, updated_at)"
             " VALUES (:id, :reference, :now) ON CONFLICT (conversation_id) DO UPDATE"
@@ -571,80 +574,12 @@ class SqlStore(ABC):
         rows = await self._fetch(sql, id=conversation_id)
         return decode_object(rows[0]["reference"]) if rows else None
 
-    # --- reports and retention ----------------------------------------------
 
-    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None:
-        sql = _insert("capacity_samples", "at, metric, value", _SAMPLE_UPSERT)
-        async with self._transaction() as s:
-            for metric, value in values.items():
-                await s.execute(sql, at=at, metric=metric, value=float(value))
-
-    async def capacity_samples(self, since: datetime) -> list[CapacitySample]:
-        sql = "SELECT at, metric, value FROM capacity_samples WHERE at >= :since"
-        return await self._all(CapacitySample, f"{sql} ORDER BY at, metric", since=since)
-
-    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None:
-        sql = _insert("key_rotations", "key, rotated_at, rotated_by")
-        await self._execute(sql, key=key, rotated_at=at, rotated_by=by)
-
-    async def key_rotations_last(self) -> list[KeyRotation]:
-        return await self._all(KeyRotation, _LAST_ROTATIONS)
-
-    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]:
-        async with self._transaction() as s:
-            audit = await s.execute("DELETE FROM audit WHERE at < :at", at=cutoffs.audit)
-            await s.execute(_PRUNE_RUNS.format(what="steps WHERE run_id"), at=cutoffs.runs)
-            runs = await s.execute(_PRUNE_RUNS.format(what="runs WHERE id"), at=cutoffs.runs)
-            outbox = await s.execute(
-                "DELETE FROM outbox WHERE state IN ('done', 'dead') AND created_at < :at",
-                at=cutoffs.outbox,
-            )
-            alerts = await s.execute(
-                "DELETE FROM alert_events WHERE state = 'done' AND received_at < :at",
-                at=cutoffs.alerts,
-            )
-        return {"audit": audit, "runs": runs, "outbox": outbox, "alerts": alerts}
-
-    async def change_start(self, change: Change) -> Change:
-        params = _params(change) | {"critical": int(change.critical), "status": "open"}
-        async with self._transaction() as s:
-            await s.execute(_insert("changes", CHANGE, " ON CONFLICT DO NOTHING"), **params)
-            rows = await s.fetch(f"SELECT {CHANGE} FROM changes WHERE status = 'open'")
-        return _change(rows[0])  # one is open: ours, or the one that was
-
-    async def change_current(self) -> Change | None:
-        rows = await self._fetch(f"SELECT {CHANGE} FROM changes WHERE status = 'open'")
-        return _change(rows[0]) if rows else None
-
-    async def change_update(
-        self,
-        id: str,
-        *,
-        conversation: str | None = None,
-        silence_id: str | None = None,
-        before: str | None = None,
-    ) -> None:
-        sql = (
-            "UPDATE changes SET conversation = coalesce(:conversation, conversation),"
-            " silence_id = coalesce(:silence_id, silence_id), before = coalesce(:before, before)"
-            " WHERE id = :id"
-        )
-        await self._execute(
-            sql, id=id, conversation=conversation, silence_id=silence_id, before=before
-        )
-
-    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None:
-        check_status(status, frozenset({"done", "aborted"}), what="change")
-        sql = (
-            "UPDATE changes SET status = :status, ended_at = :at"
-            f" WHERE id = :id AND status = 'open' RETURNING {CHANGE}"
-        )
-        rows = await self._fetch(sql, id=id, status=status, at=at)
-        return _change(rows[0]) if rows else None
-
-    # --- proposals --------------------------------------------------------
+class ProposalRepo(_Sql):
+    """Stored approval requests."""
 
     async def proposal_add(self, p: Proposal) -> None:
+        """Store a new proposal; a duplicate id is refused (``StoreUnavailable``)."""
         check_status(p.status, PROPOSAL_STATUSES, what="proposal")
         await self._execute(_insert("proposals", PROPOSAL), **_params(p))
 
@@ -659,12 +594,15 @@ class SqlStore(ABC):
         return await self._get(Proposal, sql, id=id, status=status, by=by, now=now)
 
     async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        """``pending -> approved`` if pending and unexpired, exactly once; else None."""
         return await self._decide(id, "approved", by, now, " AND expires_at > :now")
 
     async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None:
+        """``pending -> cancelled`` if pending; else None."""
         return await self._decide(id, "cancelled", by, now)
 
     async def proposal_expire_due(self, *, now: datetime) -> list[Proposal]:
+        """Mark pending proposals with ``expires_at <= now`` expired; return them."""
         sql = (
             "UPDATE proposals SET status = 'expired', decided_at = :now"
             f" WHERE status = 'pending' AND expires_at <= :now RETURNING {PROPOSAL}"
@@ -673,16 +611,23 @@ class SqlStore(ABC):
         return sorted(expired, key=lambda p: (p.expires_at, p.id))
 
     async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
+        """``approved -> done|failed`` with a result line; other states are left as is."""
         check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
         sql = "UPDATE proposals SET status = :status, result = :result"
         sql += " WHERE id = :id AND status = 'approved'"
         await self._execute(sql, id=id, status=status, result=result)
 
-    # --- alert inbox ------------------------------------------------------
+
+class IncidentRepo(_Sql):
+    """The alert inbox, incidents and alert-storm digests."""
 
     async def alert_events_add(
         self, events: Sequence[NewAlertEvent], *, received_at: datetime
     ) -> list[int]:
+        """Store a webhook's alerts in one transaction; their ids, in input order.
+
+        Durable when it returns: the webhook may be answered 200 right after.
+        """
         for event in events:
             check_status(event.status, ALERT_STATUSES, what="alert")
             if not event.fingerprint:
@@ -698,25 +643,38 @@ class SqlStore(ABC):
     async def alert_events_claim(
         self, *, now: datetime, limit: int = 100, lease_s: float = 30.0
     ) -> list[AlertEvent]:
+        """Lease up to ``limit`` unprocessed, due events until ``now + lease_s``, oldest first.
+
+        An event is returned only with every older unprocessed event of its
+        fingerprint in the same batch (a firing goes before its resolved). Two
+        claimers never get one event.
+        """
         return await self._claim(_CLAIM_ALERTS, AlertEvent, now, limit, lease_s)
 
     async def alert_event_done(self, id: int) -> None:
+        """Processed; a no-op for an event already done."""
         done = _ALERT_END.format(set="state = 'done', done_at = :now")
         await self._execute(done, id=id, now=datetime.now(UTC))
 
     async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
+        """A failed attempt: count it, release the lease, not claimable before ``at``.
+
+        Later events of its fingerprint wait for it.
+        """
         await self._execute(_ALERT_END.format(set=_RETRY), id=id, at=at, error=error)
 
     async def alert_events_pending(self) -> int:
         return await self._count("SELECT COUNT(*) AS n FROM alert_events WHERE state = 'pending'")
-
-    # --- incidents --------------------------------------------------------
 
     async def _incidents(self, where: str, **params: Any) -> list[Incident]:
         sql = f"SELECT {INCIDENT} FROM incidents WHERE {where} ORDER BY opened_at, seq"
         return await self._all(Incident, sql, **params)
 
     async def incident_open(self, incident: Incident) -> Incident | None:
+        """Store a new incident; None (and nothing stored) if its fingerprint has one open.
+
+        Atomic across replicas. A duplicate id is refused (``StoreUnavailable``).
+        """
         check_incident(incident)
         sql = _insert("incidents", INCIDENT, f"{_OPEN_INCIDENT} DO NOTHING RETURNING {INCIDENT}")
         return await self._get(Incident, sql, **_params(incident))
@@ -738,6 +696,7 @@ class SqlStore(ABC):
         return await self._get(Incident, sql, id=id, **params)
 
     async def incident_touch(self, id: str, *, now: datetime) -> Incident | None:
+        """A repeat notification: ``repeats + 1``, ``last_seen_at = now``; None unless open."""
         return await self._change(id, "repeats = repeats + 1, last_seen_at = :now", now=now)
 
     async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None:
@@ -752,6 +711,7 @@ class SqlStore(ABC):
         return await self._change(id, "status = 'resolved', resolved_at = :now", now=now)
 
     async def incident_set_record(self, id: str, *, path: str, text: str | None = None) -> None:
+        """Record where the incident's markdown record was written, and keep its text."""
         sql = "UPDATE incidents SET record_path = :path, record_text = COALESCE(:text, record_text)"
         await self._execute(f"{sql} WHERE id = :id", id=id, path=path, text=text)
 
@@ -770,11 +730,18 @@ class SqlStore(ABC):
         sql = "SELECT COUNT(*) AS n FROM incidents WHERE opened_at >= :since"
         return await self._count(sql, since=since)
 
-    # --- alert-storm digests ----------------------------------------------
-
     async def digest_join(
         self, incident_id: str, *, now: datetime, window: timedelta, new_id: str
     ) -> tuple[Digest, bool]:
+        """Put the incident in the current digest, creating the digest if there is none.
+
+        The current digest is the newest one started after ``now - window``;
+        when there is none, one with id ``new_id`` starting at ``now`` is
+        created. Atomic across replicas: of any number of concurrent calls
+        exactly one creates it (and gets True), the others join it. Returns the
+        digest as it stands (without a ``root_key`` while its creator has not
+        posted it yet) and whether this call created it.
+        """
         # Under the lock (SQLite: the write lock) the look-up and the insert are one
         # step across replicas; the next holder's SELECT sees the committed row.
         current = (
@@ -796,6 +763,7 @@ class SqlStore(ABC):
     async def digest_set_thread(
         self, id: str, *, root_key: str, conversation: str
     ) -> Digest | None:
+        """Record where the digest message is; the digest, or None for an unknown id."""
         sql = "UPDATE digests SET root_key = :root_key, conversation = :conversation"
         sql += f" WHERE id = :id RETURNING {DIGEST}"
         return await self._get(Digest, sql, **_thread(id, root_key, conversation))
@@ -804,11 +772,20 @@ class SqlStore(ABC):
         return await self._get(Digest, f"SELECT {DIGEST} FROM digests WHERE id = :id", id=id)
 
     async def digest_incidents(self, id: str) -> list[Incident]:
+        """The incidents in the digest, oldest first: what its message lists."""
         return await self._incidents("digest_id = :id", id=id)
 
-    # --- scheduled jobs ---------------------------------------------------
+
+class JobRepo(_Sql):
+    """Scheduled job slots, and leadership among replicas (which each backend holds its way)."""
 
     async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
+        """Record ``(job, slot)`` as started by ``runner``; True for exactly one caller ever.
+
+        Atomic across replicas: of any number of concurrent claims of one slot,
+        one returns True and the others False. A slot is never claimed again,
+        even if its runner died before finishing it.
+        """
         # The primary key decides: of concurrent claims of one slot, one inserts a row.
         if not job or not runner:  # a slot nobody can attribute is a bug
             raise ValueError(f"a job run needs a {'runner' if job else 'job name'}")
@@ -817,6 +794,7 @@ class SqlStore(ABC):
         return await self._execute(sql, job=job, slot=slot, started_at=now, runner=runner) == 1
 
     async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None:
+        """``running -> ok|warn|crit|failed``; a finished or never-claimed slot is left as is."""
         check_status(status, JOB_FINISHED_STATUSES, what="finished job")
         sql = (
             "UPDATE job_runs SET status = :status, finished_at = :now"
@@ -829,5 +807,157 @@ class SqlStore(ABC):
         return runs[0] if runs else None
 
     async def job_runs(self, job: str, *, limit: int = 10) -> list[JobRun]:
+        """This job's claimed slots, newest slot first."""
         sql = f"SELECT {JOB} FROM job_runs WHERE job = :job ORDER BY slot DESC LIMIT :n"
         return await self._all(JobRun, sql, job=job, n=max(limit, 0))
+
+    @abstractmethod
+    async def leader_acquire(self, name: str) -> bool:
+        """Try, without waiting, to become the leader for ``name``.
+
+        True if this store now holds it (or already did). Leadership lasts until
+        ``leader_release``, ``close``, or the process dying: it is tied to a
+        resource the operating system or the database frees then (a PostgreSQL
+        session, a locked file), never to a row that a dead replica leaves behind.
+        """
+
+    @abstractmethod
+    async def leader_check(self, name: str) -> bool:
+        """Does this store still hold leadership for ``name``? False once it was lost."""
+
+    @abstractmethod
+    async def leader_release(self, name: str) -> None:
+        """Give up leadership for ``name``; a no-op if not held."""
+
+
+class ReportRepo(_Sql):
+    """What the monthly reports read and the daily jobs keep: capacity, keys, changes, retention."""
+
+    async def capacity_sample_put(self, at: datetime, values: Mapping[str, float]) -> None:
+        """One reading per figure at ``at``; the same (figure, at) again replaces it."""
+        sql = _insert("capacity_samples", "at, metric, value", _SAMPLE_UPSERT)
+        async with self._transaction() as s:
+            for metric, value in values.items():
+                await s.execute(sql, at=at, metric=metric, value=float(value))
+
+    async def capacity_samples(self, since: datetime) -> list[CapacitySample]:
+        """Readings at or after ``since``, oldest first."""
+        sql = "SELECT at, metric, value FROM capacity_samples WHERE at >= :since"
+        return await self._all(CapacitySample, f"{sql} ORDER BY at, metric", since=since)
+
+    async def key_rotation_add(self, key: str, *, at: datetime, by: str) -> None:
+        sql = _insert("key_rotations", "key, rotated_at, rotated_by")
+        await self._execute(sql, key=key, rotated_at=at, rotated_by=by)
+
+    async def key_rotations_last(self) -> list[KeyRotation]:
+        """Each key's newest rotation, by key name."""
+        return await self._all(KeyRotation, _LAST_ROTATIONS)
+
+    async def prune(self, cutoffs: PruneCutoffs) -> dict[str, int]:
+        """Delete what is older than its cutoff and not pending; rows deleted per kind."""
+        async with self._transaction() as s:
+            audit = await s.execute("DELETE FROM audit WHERE at < :at", at=cutoffs.audit)
+            await s.execute(_PRUNE_RUNS.format(what="steps WHERE run_id"), at=cutoffs.runs)
+            runs = await s.execute(_PRUNE_RUNS.format(what="runs WHERE id"), at=cutoffs.runs)
+            outbox = await s.execute(
+                "DELETE FROM outbox WHERE state IN ('done', 'dead') AND created_at < :at",
+                at=cutoffs.outbox,
+            )
+            alerts = await s.execute(
+                "DELETE FROM alert_events WHERE state = 'done' AND received_at < :at",
+                at=cutoffs.alerts,
+            )
+        return {"audit": audit, "runs": runs, "outbox": outbox, "alerts": alerts}
+
+    async def change_start(self, change: Change) -> Change:
+        """Open ``change`` unless one is open already; returns the open change either way."""
+        params = _params(change) | {"critical": int(change.critical), "status": "open"}
+        async with self._transaction() as s:
+            await s.execute(_insert("changes", CHANGE, " ON CONFLICT DO NOTHING"), **params)
+            rows = await s.fetch(f"SELECT {CHANGE} FROM changes WHERE status = 'open'")
+        return _change(rows[0])  # one is open: ours, or the one that was
+
+    async def change_current(self) -> Change | None:
+        rows = await self._fetch(f"SELECT {CHANGE} FROM changes WHERE status = 'open'")
+        return _change(rows[0]) if rows else None
+
+    async def change_update(
+        self,
+        id: str,
+        *,
+        conversation: str | None = None,
+        silence_id: str | None = None,
+        before: str | None = None,
+    ) -> None:
+        """Fill in the thread, the silence or the state before (None leaves a field)."""
+        sql = (
+            "UPDATE changes SET conversation = coalesce(:conversation, conversation),"
+            " silence_id = coalesce(:silence_id, silence_id), before = coalesce(:before, before)"
+            " WHERE id = :id"
+        )
+        await self._execute(
+            sql, id=id, conversation=conversation, silence_id=silence_id, before=before
+        )
+
+    async def change_end(self, id: str, *, status: str, at: datetime) -> Change | None:
+        """``open -> done|aborted`` once; None when it was not open (ended already)."""
+        check_status(status, frozenset({"done", "aborted"}), what="change")
+        sql = (
+            "UPDATE changes SET status = :status, ended_at = :at"
+            f" WHERE id = :id AND status = 'open' RETURNING {CHANGE}"
+        )
+        rows = await self._fetch(sql, id=id, status=status, at=at)
+        return _change(rows[0]) if rows else None
+
+
+class Store(RunRepo, OutboxRepo, ProposalRepo, IncidentRepo, JobRepo, ReportRepo):
+    """The bot's own state. Every method raises ``StoreUnavailable`` on backend failure.
+
+    Why one class made of repositories: each kind of data reads as one unit,
+    while callers keep passing one store around. A backend subclasses it with
+    its connections, ping and leadership.
+    """
+
+    DIALECT: str  # a key of ``migrations.DIALECT_WORDS``
+    SCHEMA_TABLE: str  # CREATE TABLE IF NOT EXISTS schema_migrations, in the dialect
+
+    def __init__(self, migrations: Sequence[Migration]) -> None:
+        validate_migrations(migrations)
+        self._migrations = tuple(migrations)
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Round-trip to the backend; used by ``GET /readyz``."""
+
+    async def _migrate(self) -> None:
+        for m in self._migrations:
+            async with self._transaction() as s:
+                # Lock first: even CREATE TABLE IF NOT EXISTS races without it.
+                await s.lock(MIGRATION_LOCK_KEY)
+                await s.execute(self.SCHEMA_TABLE)
+                if await s.fetch("SELECT 1 FROM schema_migrations WHERE version = :v", v=m.version):
+                    continue
+                for statement in m.statements(self.DIALECT):
+                    await s.execute(statement)
+                done = _insert("schema_migrations", "version, name, applied_at")
+                await s.execute(done, version=m.version, name=m.name, applied_at=datetime.now(UTC))
+
+    async def _ping_tables(self, where: str) -> None:
+        rows = await self._fetch(PING)
+        if not rows or rows[0]["version"] is None:
+            raise StoreUnavailable(
+                f"{where}: schema_migrations is empty; the bot's tables were emptied while"
+                " it ran: restart the bot"
+            )
+
+    async def schema_version(self) -> int:
+        """Highest applied migration version, 0 for an empty database."""
+        return await self._count("SELECT COALESCE(MAX(version), 0) AS n FROM schema_migrations")

@@ -46,7 +46,7 @@ import aiosqlite
 
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
 from bot.store.migrations import MIGRATIONS, Migration
-from bot.store.sql import Row, SqlStore
+from bot.store.sql import Row, Store
 
 __all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore", "leader_lock_path"]
 
@@ -159,7 +159,7 @@ def _encode(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class SqliteStore(SqlStore):
+class SqliteStore(Store):
     """``Store`` over one SQLite file (or ``:memory:``)."""
 
     DIALECT = "sqlite"

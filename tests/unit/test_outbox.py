@@ -18,8 +18,7 @@ from bot.chat.slack import SlackDelivery, slack_client, slack_surface
 from bot.clock import utc_now
 from bot.messages import Button, Conversation, Field, Link, Message, Status, StepView
 from bot.outbox import OutboxSurface, OutboxWorker
-from bot.store import open_store
-from bot.store.base import Store
+from bot.store import Store, open_store
 from tests.fakes import NOW
 from tests.harness.fake_slack import FakeSlack
 

@@ -21,8 +21,7 @@ from bot.cli import main
 from bot.events import Click, Command
 from bot.messages import Button, Conversation, Message, MessageRef, Status
 from bot.outbox import OutboxWorker, RetryLater, Undeliverable, outgoing
-from bot.store import open_store
-from bot.store.base import Store
+from bot.store import Store, open_store
 from handlers.auth import roles_of
 from tests.harness.fake_teams import APP_ID, CHANNEL, TENANT_ID, FakeTeams
 from tests.unit.conftest import make_settings
