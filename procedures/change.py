@@ -236,7 +236,8 @@ async def _start(run: Run, *, description: str, critical: bool, silences: tuple[
         return Outcome(Status.OK, summary, details=())
 
     await run.step("Record the state before the change", before())
-    silenced = []
+    silenced: list[str] = []
+    silence_ids: list[str] = []
     for name in silences:
 
         async def silence(alertname: str = name) -> Outcome:
@@ -248,7 +249,9 @@ async def _start(run: Run, *, description: str, critical: bool, silences: tuple[
                 created_by=f"sms-bot for {run.command.user}",
                 comment=f"change: {description}",
             )
-            await deps.store.change_update(change.id, silence_id=silence_id)
+            # Every silence is kept (comma-separated): each is expired when the change ends.
+            silence_ids.append(silence_id)
+            await deps.store.change_update(change.id, silence_id=",".join(silence_ids))
             return Outcome(Status.OK, f"silenced until {ends:%H:%M} UTC or the change's end")
 
         if await run.step(f"Silence {name} during the change", silence()) is not None:
@@ -298,13 +301,13 @@ async def _end(
     ended = await deps.store.change_end(change.id, status=status, at=deps.clock())
     if ended is None:
         raise UserError("The change was ended already (by someone else).")
-    if change.silence_id:
+    for silence_id in filter(None, (change.silence_id or "").split(",")):
         try:
-            await deps.alertmanager.expire_silence(change.silence_id)
+            await deps.alertmanager.expire_silence(silence_id)
         except AlertmanagerError as exc:
             await run.reply(
                 Message(
-                    title=f"Could not expire the change's silence {change.silence_id}: {exc}",
+                    title=f"Could not expire the change's silence {silence_id}: {exc}",
                     status=Status.WARN,
                 )
             )
