@@ -53,7 +53,7 @@ from bot.tasks import FailureLog, start_background
 from bot.telemetry import BotMetrics
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor, alert_webhook_route
-from handlers.dispatch import Dispatcher
+from handlers.dispatch import AlertChannel, Dispatcher
 from handlers.jobs import build_jobs
 from procedures.catalogue import CATALOGUE
 
@@ -206,13 +206,19 @@ async def build_app(
         alert_channel = settings.slack_alert_channel
         report_surface, report_channel = alert_surface, alert_channel
         places_for: Callable[[str], Conversation] | None = None
+        team_channel: AlertChannel | None = None
+        if slack_surface_ is not None:
+            team_channel = AlertChannel(
+                slack_surface_, Conversation(slack_surface_.name, alert_channel)
+            )
         if teams_surface is not None and (
             settings.teams_alert_channel or settings.teams_reports_channel
         ):
-            fanout, places_for, alert_channel, report_channel = _fan_out(
+            fanout, places_for, alert_channel, report_channel, team = _fan_out(
                 settings, slack_surface_, teams_surface
             )
             alert_surface = report_surface = fanout
+            team_channel = AlertChannel(fanout, team)
         chat_surfaces = {s.name: s for s in (slack_surface_, teams_surface) if s is not None}
         incidents = IncidentService(
             deps,
@@ -223,7 +229,9 @@ async def build_app(
             surfaces=chat_surfaces,
             places_for=places_for,
         )
-        dispatcher = Dispatcher(deps, engine, incidents=incidents, catalogue=CATALOGUE)
+        dispatcher = Dispatcher(
+            deps, engine, incidents=incidents, catalogue=CATALOGUE, alert_channel=team_channel
+        )
         clicks = ClickHandler(
             deps,
             engine,
@@ -508,11 +516,13 @@ def _build_teams(
 
 def _fan_out(
     settings: Settings, slack: ChatSurface | None, teams: TeamsSurface
-) -> tuple[FanOut, Callable[[str], Conversation], str, str]:
+) -> tuple[FanOut, Callable[[str], Conversation], str, str, Conversation]:
     """The alert surface on Slack and Teams: incidents by priority, reports to both.
 
-    Returns the surface, the places of an incident by priority, and the
-    channels (fan-out conversations) of digests and of scheduled reports.
+    Returns the surface, the places of an incident by priority, the channels
+    (fan-out conversations) of digests and of scheduled reports, and the team's
+    alert channel on both (announcements such as ``change start``: Teams' alert
+    channel, else its reports channel).
     """
     surfaces: dict[str, KeyedSurface] = {"teams": teams}
     if isinstance(slack, OutboxSurface):
@@ -528,7 +538,10 @@ def _fan_out(
 
     digest = fanout.where(slack_place or [("teams", settings.teams_alert_channel)])
     reports = fanout.where([*slack_place, ("teams", settings.teams_reports_channel)])
-    return fanout, places_for, digest.channel, reports.channel
+    team = fanout.where(
+        [*slack_place, ("teams", settings.teams_alert_channel or settings.teams_reports_channel)]
+    )
+    return fanout, places_for, digest.channel, reports.channel, team
 
 
 async def _awaited(work: Awaitable[Any]) -> Any:

@@ -18,14 +18,28 @@ from bot.errors import NotAllowed, UsageError
 from bot.events import Command
 from bot.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from bot.incidents import IncidentService
-from bot.messages import Message, Status
+from bot.messages import Conversation, Message, Status
 from handlers.auth import authorize
 from handlers.registry import match
 from procedures.catalogue import CATALOGUE
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Dispatcher", "Handled"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "AlertChannel", "Dispatcher", "Handled"]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AlertChannel:
+    """Where the team is told: SLACK_ALERT_CHANNEL, and Teams' channel where configured.
+
+    The composition root builds it once (a fan-out surface when Teams has a
+    channel, as incidents and scheduled reports use), so a command that
+    announces something to the team (``change start``) reaches every surface
+    the alerts reach, whichever surface took the command.
+    """
+
+    surface: ChatSurface
+    conversation: Conversation
 
 
 @dataclass(frozen=True)
@@ -45,12 +59,15 @@ class Dispatcher:
         *,
         incidents: IncidentService | None = None,
         catalogue: Catalogue = CATALOGUE,
+        alert_channel: AlertChannel | None = None,
     ) -> None:
         self.deps = deps
         self.engine = engine
         self.catalogue = catalogue
         # Where manual incidents are opened; None where incidents are not handled.
         self.incidents = incidents
+        # The team's alert channel on every chat surface; None without a chat surface.
+        self.alert_channel = alert_channel
 
     async def handle(self, cmd: Command, surface: ChatSurface) -> Handled:
         name = "unknown"

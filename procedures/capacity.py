@@ -41,6 +41,7 @@ __all__ = [
     "Projection",
     "Trend",
     "capacity_report",
+    "capacity_sample",
     "growth",
     "sample_capacity",
 ]
@@ -149,11 +150,34 @@ async def read_now(deps: Deps) -> dict[str, float]:
     return values
 
 
+async def _take_sample(deps: Deps) -> Outcome:
+    """Record today's figures in the bot's store, for the report's growth per month."""
+    now = deps.clock()
+    values = await read_now(deps)
+    await deps.store.capacity_sample_put(now, values)
+    parts = [f"{values[t]:,.0f} {t}" for t in _TABLES if t in values]
+    parts.append(f"database {format_size(int(values['db_bytes']))}")
+    return Outcome(Status.OK, f"sample of {now:%Y-%m-%d %H:%M} UTC stored: {', '.join(parts)}")
+
+
 async def sample_capacity(context: JobContext) -> Status:
     """The daily job: record today's figures in the bot's store; posts nothing."""
-    deps = context.deps
-    await deps.store.capacity_sample_put(deps.clock(), await read_now(deps))
-    return Status.OK
+    done = await _take_sample(context.deps)
+    return done.status
+
+
+async def capacity_sample(run: Run) -> None:
+    """``sms-bot run capacity-sample``: take and store the sample, in one line.
+
+    What the daily job does, shown: not the monthly report (``capacity-report``
+    and ``capacity`` show that).
+    """
+    done = await run.step("Record today's capacity sample", _take_sample(run.deps))
+    run.text = (
+        done.summary[0].upper() + done.summary[1:] + "."
+        if done
+        else "Could not take the capacity sample: see the step."
+    )
 
 
 async def _disk(deps: Deps) -> Outcome:
@@ -323,7 +347,7 @@ SPEC = ProcedureSpec(
             job="capacity-sample",
             title="Capacity sample",
             cron_setting="sms_capacity_sample_cron",
-            procedure=capacity_report,
+            procedure=capacity_sample,
             check=sample_capacity,
             local_time=False,
         ),

@@ -1,8 +1,10 @@
 """``change start|done|abort``: the runbook's Production Change Procedure as a thread.
 
 ``change start "DESCRIPTION" [--critical] [--silence ALERTNAME]`` announces
-the change in the alert channel (who, what, the kind and, for a critical
-change, the runbook's extra steps), records the state before it (the five
+the change in SLACK_ALERT_CHANNEL and in Teams where configured (through the
+fan-out surface incidents and reports use, whichever surface took the
+command; a terminal's stays on the terminal): who, what, the kind and, for a
+critical change, the runbook's extra steps. It records the state before it (the five
 health checks, p95, error rate), may silence an alert the change will fire
 (a real Alertmanager silence, expired when the change ends) and proposes the
 pre-change backup. ``change done`` starts the watch in the change's thread:
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.adapters.alertmanager import AlertmanagerError
+from bot.adapters.backups import BackupError
 from bot.baseline import baseline_metrics
 from bot.catalogue import CommandContext, CommandSpec, Invocation, ProcedureSpec, Role
 from bot.chat.base import ChatSurface
@@ -143,15 +146,30 @@ def _parse_start(args: list[str]) -> tuple[str, bool, tuple[str, ...]]:
     return description, critical, tuple(silences)
 
 
-def _alert_conversation(deps: Deps, cmd: Command, surface: ChatSurface) -> Conversation:
-    """The alert channel of the surface the command came from (else where it was typed)."""
-    settings = deps.settings
+# Commands typed in these announce in the team's alert channel; a terminal's
+# (``sms-bot run``, ``shell``) stays where it is watched.
+_CHAT_SURFACES = frozenset({"slack", "teams"})
+
+
+def _alert_place(
+    dispatcher: Any, cmd: Command, surface: ChatSurface
+) -> tuple[ChatSurface, Conversation]:
+    """Where ``change start`` announces: SLACK_ALERT_CHANNEL and Teams, where configured.
+
+    The dispatcher's alert channel is the fan-out surface incidents and
+    reports use, so the announcement (and the change thread, which is its
+    thread) is on Slack and Teams whichever of them took the command.
+    """
+    team = dispatcher.alert_channel
+    if team is not None and surface.name in _CHAT_SURFACES:
+        return team.surface, team.conversation
+    settings = dispatcher.deps.settings
     channel = {"slack": settings.slack_alert_channel, "teams": settings.teams_alert_channel}.get(
         surface.name, ""
     )
     if not channel:
-        return cmd.conversation
-    return Conversation(cmd.conversation.surface, channel)
+        return surface, cmd.conversation
+    return surface, Conversation(cmd.conversation.surface, channel)
 
 
 def _kind(critical: bool) -> str:
@@ -218,7 +236,8 @@ async def _start(run: Run, *, description: str, critical: bool, silences: tuple[
         return Outcome(Status.OK, summary, details=())
 
     await run.step("Record the state before the change", before())
-    silenced = []
+    silenced: list[str] = []
+    silence_ids: list[str] = []
     for name in silences:
 
         async def silence(alertname: str = name) -> Outcome:
@@ -230,7 +249,9 @@ async def _start(run: Run, *, description: str, critical: bool, silences: tuple[
                 created_by=f"sms-bot for {run.command.user}",
                 comment=f"change: {description}",
             )
-            await deps.store.change_update(change.id, silence_id=silence_id)
+            # Every silence is kept (comma-separated): each is expired when the change ends.
+            silence_ids.append(silence_id)
+            await deps.store.change_update(change.id, silence_id=",".join(silence_ids))
             return Outcome(Status.OK, f"silenced until {ends:%H:%M} UTC or the change's end")
 
         if await run.step(f"Silence {name} during the change", silence()) is not None:
@@ -258,7 +279,16 @@ async def _start(run: Run, *, description: str, critical: bool, silences: tuple[
 
 
 async def _newest_backup_since(deps: Deps, since: datetime) -> str | None:
-    files = await deps.backups.newest(1)
+    """The backup taken since the change started, if any.
+
+    A backup folder that is missing or unreadable means no pre-change backup:
+    the change can still be watched (a critical one is refused for it) or
+    aborted, rather than left open by a failed run.
+    """
+    try:
+        files = await deps.backups.newest(1)
+    except BackupError:
+        return None
     if files and files[0].modified >= since:
         return files[0].name
     return None
@@ -271,13 +301,13 @@ async def _end(
     ended = await deps.store.change_end(change.id, status=status, at=deps.clock())
     if ended is None:
         raise UserError("The change was ended already (by someone else).")
-    if change.silence_id:
+    for silence_id in filter(None, (change.silence_id or "").split(",")):
         try:
-            await deps.alertmanager.expire_silence(change.silence_id)
+            await deps.alertmanager.expire_silence(silence_id)
         except AlertmanagerError as exc:
             await run.reply(
                 Message(
-                    title=f"Could not expire the change's silence {change.silence_id}: {exc}",
+                    title=f"Could not expire the change's silence {silence_id}: {exc}",
                     status=Status.WARN,
                 )
             )
@@ -414,13 +444,13 @@ async def _in_alert_channel(
     dispatcher: Any, cmd: Command, surface: ChatSurface, *, args: list[str]
 ) -> None:
     description, critical, silences = _parse_start(args)
-    where = _alert_conversation(dispatcher.deps, cmd, surface)
+    announce, where = _alert_place(dispatcher, cmd, surface)
     await dispatcher.engine.execute(
         partial(_start, description=description, critical=critical, silences=silences),
         name="change",
         title=f"Change: {description}",
         command=replace(cmd, conversation=where),
-        surface=surface,
+        surface=announce,
     )
 
 
@@ -437,8 +467,14 @@ async def _in_change_thread(
     parent = None
     command = cmd
     if change.conversation:
+        # The thread is on this surface, or on the team's alert channel (Slack and Teams).
         thread = ThreadRef.decode(change.conversation)
-        if thread.conversation.surface == cmd.conversation.surface:
+        team = dispatcher.alert_channel
+        places = {cmd.conversation.surface: surface}
+        if team is not None and surface.name in _CHAT_SURFACES:
+            places[team.surface.name] = team.surface
+        if thread.conversation.surface in places:
+            surface = places[thread.conversation.surface]
             parent = thread.root
             command = replace(cmd, conversation=thread.conversation)
     title = "Change aborted" if abort else f"Change watch: {change.description}"

@@ -22,6 +22,7 @@ from bot.adapters.docker import (
     ContainerOverview,
     ContainerState,
     ExecResult,
+    FileNotInContainer,
     HealthState,
 )
 from bot.adapters.http_health import ComponentHealth, HealthReport
@@ -125,6 +126,9 @@ class FakeDocker:
         self.exec_error: Exception | None = None
         self.on_exec: Callable[[str, tuple[str, ...]], None] | None = None
         self.exec_calls: list[tuple[str, tuple[str, ...], float]] = []
+        # ``read_tail``: files by (service, path); a missing one raises FileNotInContainer.
+        self.files: dict[tuple[str, str], str] = {}
+        self.read_calls: list[tuple[str, str, int]] = []
 
     @property
     def services(self) -> Mapping[str, str]:
@@ -181,6 +185,17 @@ class FakeDocker:
         if self.on_exec is not None:
             self.on_exec(service, tuple(argv))
         return self.exec_result
+
+    async def read_tail(
+        self, service: str, path: str, *, max_bytes: int = 1024 * 1024, timeout_s: float = 30.0
+    ) -> str:
+        name = self.container_name(service)
+        if name not in {c.name for c in self.containers}:
+            raise ContainerNotFound(name, service=service)
+        self.read_calls.append((service, path, max_bytes))
+        if (service, path) not in self.files:
+            raise FileNotInContainer(f"{path}: no such file in {name}")
+        return self.files[(service, path)][-max_bytes:]
 
     async def close(self) -> None:
         return None

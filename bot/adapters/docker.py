@@ -1,4 +1,4 @@
-"""Docker engine adapter: container state, health, logs and restarts.
+"""Docker engine adapter: container state, health, logs, restarts and files.
 
 The ``docker`` SDK is synchronous, so every call runs in a worker thread and is
 bounded by ``asyncio.wait_for``; the event loop never blocks on the engine.
@@ -14,10 +14,13 @@ in the worker thread: a command that never talks to Docker does not pay for it.
 from __future__ import annotations
 
 import asyncio
+import io
+import posixpath
 import re
+import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -39,6 +42,7 @@ __all__ = [
     "DockerUnavailable",
     "ExecResult",
     "ExecTimeout",
+    "FileNotInContainer",
     "HealthState",
 ]
 
@@ -55,6 +59,8 @@ _LOG_TAIL_MIN = 1
 _LOG_TAIL_MAX = 1000
 # What ``exec`` keeps of a command's output: its end, where the errors are.
 _EXEC_OUTPUT_MAX = 64 * 1024
+# What ``read_tail`` keeps of a file at most, whatever the caller asks.
+_READ_TAIL_MAX = 16 * 1024 * 1024
 # Docker reports "never started" as the zero time of Go.
 _ZERO_TIME_PREFIX = "0001-01-01"
 _ISO_RE = re.compile(
@@ -68,6 +74,10 @@ class DockerError(AdapterError):
 
 class DockerUnavailable(DockerError):
     """The Docker engine could not be reached, or did not answer in time."""
+
+
+class FileNotInContainer(DockerError):
+    """The file asked for does not exist in the container (or is not a regular file)."""
 
 
 class ContainerNotFound(DockerError):
@@ -218,6 +228,10 @@ class Docker(Protocol):
         self, service: str, argv: Sequence[str], *, timeout_s: float = 300.0
     ) -> ExecResult: ...
 
+    async def read_tail(
+        self, service: str, path: str, *, max_bytes: int = 1024 * 1024, timeout_s: float = 30.0
+    ) -> str: ...
+
 
 class DockerAdapter:
     """Async access to the containers named in the service map.
@@ -360,6 +374,44 @@ class DockerAdapter:
 
         return await self._call(run, container=name, extra_timeout=timeout_s)
 
+    async def read_tail(
+        self, service: str, path: str, *, max_bytes: int = 1024 * 1024, timeout_s: float = 30.0
+    ) -> str:
+        """The end of a file in ``service``'s container: at most ``max_bytes``, whole lines.
+
+        Read through the engine's archive API (``docker cp``), which needs no
+        tool inside the container: the SMS images need not ship ``tail``. A
+        relative ``path`` is taken from the container's working directory, as
+        ``exec`` would. Memory is bounded by ``max_bytes`` (at most 16 MiB),
+        time by ``timeout_s``: a larger file is streamed through, only its
+        end is kept.
+        """
+        name = self.container_name(service)
+        keep = max(1, min(_READ_TAIL_MAX, max_bytes))
+
+        def fetch() -> str:
+            import docker.errors
+
+            deadline = time.monotonic() + timeout_s
+            api = self._api()
+            attrs = api.inspect_container(name)
+            if str(attrs.get("Name", "")).lstrip("/") != name:
+                raise ContainerNotFound(name, service=self._by_container.get(name))
+            workdir = str((attrs.get("Config") or {}).get("WorkingDir") or "/")
+            full = posixpath.join(workdir, path)
+            try:
+                chunks, _stat = api.get_archive(name, full, chunk_size=64 * 1024)
+            except docker.errors.NotFound as exc:
+                raise FileNotInContainer(f"{full}: no such file in {name}") from exc
+            try:
+                return _tail_of_archive(chunks, keep, deadline, what=f"{full} in {name}")
+            finally:
+                close = getattr(chunks, "close", None)
+                if callable(close):
+                    close()
+
+        return await self._call(fetch, container=name, extra_timeout=timeout_s)
+
     # -- worker-thread side ------------------------------------------------
 
     def _api(self) -> docker.APIClient:
@@ -489,6 +541,52 @@ def _read_frames(sock: object, deadline: float) -> str:
             del pending[: 8 + size]
             del output[:-_EXEC_OUTPUT_MAX]
     return output.decode("utf-8", errors="replace")
+
+
+class _Chunks(io.RawIOBase):
+    """The archive API's chunks as a file, for ``tarfile``'s streaming mode."""
+
+    def __init__(self, chunks: Iterator[bytes], deadline: float) -> None:
+        self._chunks = chunks
+        self._deadline = deadline
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            if time.monotonic() > self._deadline:
+                raise TimeoutError
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def _tail_of_archive(chunks: Iterator[bytes], keep: int, deadline: float, *, what: str) -> str:
+    """The last ``keep`` bytes of the one file in a tar stream, cut to whole lines."""
+    with tarfile.open(fileobj=_Chunks(iter(chunks), deadline), mode="r|") as archive:
+        member = archive.next()
+        if member is None or not member.isfile():
+            raise FileNotInContainer(f"{what}: not a regular file")
+        source = archive.extractfile(member)
+        if source is None:
+            raise FileNotInContainer(f"{what}: not a regular file")
+        tail = bytearray()
+        while block := source.read(64 * 1024):
+            tail += block
+            del tail[:-keep]
+    truncated = member.size > keep
+    if truncated:
+        # The first line was cut: keep whole lines only.
+        cut = tail.find(b"\n")
+        del tail[: cut + 1 if cut >= 0 else len(tail)]
+    return tail.decode("utf-8", errors="replace")
 
 
 def _missing(name: str, service: str) -> ContainerInfo:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
 import socket
 import struct
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -312,6 +314,24 @@ class SmsContainers:
     def container(self, service: str) -> Container:
         container = self.client.containers.get(self.services[service])
         return container
+
+    def put_file(self, service: str, path: str, text: str) -> None:
+        """Write ``text`` at absolute ``path`` in a container through the archive API.
+
+        The test image has no tool to write with; ``docker cp`` needs none.
+        """
+        data = text.encode()
+        buffer = io.BytesIO()
+        parts = path.strip("/").split("/")
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for depth in range(1, len(parts)):
+                folder = tarfile.TarInfo("/".join(parts[:depth]))
+                folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(folder)
+            member = tarfile.TarInfo("/".join(parts))
+            member.size, member.mode = len(data), 0o644
+            archive.addfile(member, io.BytesIO(data))
+        assert self.container(service).put_archive("/", buffer.getvalue())
 
     def stop(self, service: str) -> None:
         self.container(service).stop(timeout=0)

@@ -18,6 +18,7 @@ from bot.adapters.docker import (
     DockerAdapter,
     DockerError,
     DockerUnavailable,
+    FileNotInContainer,
 )
 from bot.errors import UnknownService
 from tests.harness.docker import BUSYBOX_IMAGE, SmsContainers, wait_until
@@ -273,3 +274,24 @@ async def test_an_engine_that_does_not_answer_times_out_as_unavailable(
         await adapter.status("backend")
     assert "0.5s" in str(caught.value)
     await adapter.close()
+
+
+async def test_read_tail_reads_a_file_in_a_container_without_a_tool_in_it(
+    adapter: DockerAdapter, sms_containers: SmsContainers
+) -> None:
+    lines = [f"line {i:05d}" for i in range(20_000)]  # 220 kB
+    await asyncio.to_thread(
+        sms_containers.put_file, "backend", "/backend/logs/audit.log", "\n".join(lines) + "\n"
+    )
+    # Relative to the container's working directory ("/"), as exec would take it.
+    whole = await adapter.read_tail("backend", "backend/logs/audit.log", max_bytes=1 << 20)
+    assert whole.splitlines() == lines
+    # Only the end is kept, in whole lines.
+    end = await adapter.read_tail("backend", "/backend/logs/audit.log", max_bytes=1000)
+    assert end.splitlines() == lines[-len(end.splitlines()) :]
+    assert 80 <= len(end.splitlines()) <= 91 and len(end) <= 1000
+
+    with pytest.raises(FileNotInContainer):
+        await adapter.read_tail("backend", "/backend/logs/nothing.log")
+    with pytest.raises(FileNotInContainer):
+        await adapter.read_tail("backend", "/backend/logs")  # a folder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,11 +31,13 @@ from bot.config import Settings, load_settings
 from bot.engine import Run
 from bot.events import Command
 from bot.messages import Status, Table
+from bot.store.base import AuditEvent
 from procedures.capacity import capacity_report
 from procedures.checks import format_size
 from procedures.compliance import backup_integrity
 from procedures.sla import Window, sla_report
 from tests.fakes import FakeSurface
+from tests.harness.docker import SmsContainers
 from tests.harness.exporter import HEALTHY, MetricSample, format_openmetrics, samples_at
 from tests.harness.prometheus import _binary, free_port
 from tests.integration.conftest import write_backup
@@ -312,3 +315,129 @@ async def test_backup_integrity_by_a_real_test_restore(sms_dsn: str, tmp_path: P
     assert step.status is Status.FAILED
     assert step.summary.startswith("psql failed (exit 3)"), step.summary
     assert await _throwaway_databases(sms_dsn) == before
+
+
+# -- compliance: the whole report on the real services ---------------------------------
+
+BACKEND_AUDIT = [
+    {"user": "admin", "action": "login", "success": True},
+    {"user": "mallory", "action": "login", "success": False},
+    {"user": "mallory", "action": "login", "success": False},
+    {"user": "mallory", "action": "login", "success": False},
+    {"user": "admin", "action": "login", "success": False},
+    {"user": "admin", "action": "user.delete", "success": True},
+    {"user": "admin", "action": "user.delete", "success": True},
+    {"username": "registrar", "event": "grades.export", "status": "ok"},
+]
+
+
+def _audit(at: datetime, actor: str, action: str, **detail: str) -> AuditEvent:
+    return AuditEvent(
+        at=at,
+        actor=actor,
+        source="slack",
+        action=action,
+        target=detail.pop("target", "docker-backend-1"),
+        outcome="ok",
+        detail=dict(detail),
+    )
+
+
+async def test_the_compliance_report_end_to_end_on_the_real_services(
+    deployment: dict[str, str], sms_containers: SmsContainers, sms_dsn: str, tmp_path: Path
+) -> None:
+    # The SMS database: a table under a GDPR retention, some rows past it; then its backup.
+    conn = await asyncpg.connect(sms_dsn)
+    try:
+        await conn.execute("CREATE TABLE login_events (id serial PRIMARY KEY, at timestamptz)")
+        await conn.execute(
+            "INSERT INTO login_events (at) SELECT now() - make_interval(days => d) "
+            "FROM unnest(ARRAY[400, 500, 800, 10, 20]) AS d"
+        )
+    finally:
+        await conn.close()
+    backups = Path(deployment["SMS_BACKUP_DIR"])
+    await _pg_dump(sms_dsn, backups / "backup_20261130_020000.sql")  # the newest
+
+    # The backend's audit.log, in the real backend container (it has no `tail`).
+    text = "\n".join(json.dumps(line) for line in BACKEND_AUDIT) + "\nnot json\n"
+    await asyncio.to_thread(sms_containers.put_file, "backend", "/backend/logs/audit.log", text)
+
+    settings = _settings(
+        {
+            **deployment,
+            "SMS_GDPR_RETENTION": "login_events.at=365,gone.at=30",
+            "SMS_OPERATORS": "U_OP",
+        }
+    )
+    before = await _throwaway_databases(sms_dsn)
+    async with build_app(settings) as app:
+        now = app.deps.clock()
+        store = app.deps.store
+        hour = timedelta(hours=1)
+        for event in (
+            _audit(now - 5 * hour, "U_OP", "command", target="restart backend"),
+            _audit(now - 5 * hour, "U_OP", "propose", target="restart backend"),
+            _audit(now - 4 * hour, "U_OP", "change.start", target="Upgrade"),
+            _audit(now - 3.5 * hour, "U_APP", "restart", proposal_id="p1"),  # inside
+            _audit(now - 3 * hour, "U_OP", "change.done", target="Upgrade"),
+            _audit(now - 2 * hour, "U_APP", "vacuum", proposal_id="p2", target="sms"),  # outside
+        ):
+            await store.audit(event)
+        await store.key_rotation_add("ADMIN_PASSWORD", at=now - timedelta(days=3), by="U_OP")
+        await store.key_rotation_add("API_KEY", at=now - timedelta(days=45), by="U_OP")
+
+        surface = FakeSurface()
+        command = Command(
+            text="compliance", user="U_OP", source="slack", conversation=Conversation("fake", "#c")
+        )
+        handled = await app.dispatcher.handle(command, surface)
+    run = handled.run
+    assert run is not None
+    steps = {s.name: s for s in run.steps}
+    assert list(steps) == [
+        "Audit review: the bot",
+        "Audit review: backend audit.log",
+        "Encryption key rotation",
+        "GDPR data retention",
+        "Backup integrity (test restore)",
+    ]
+    tables = [d for m in surface.replies() for d in m.details if isinstance(d, Table)]
+
+    bot = steps["Audit review: the bot"]
+    assert bot.status is Status.WARN
+    assert bot.summary.endswith("2 change(s), 1 outside a change window"), bot.summary
+    [outside] = [t for t in tables if t.title == "Changes made outside a change window"]
+    assert [row[1:4] for row in outside.rows] == [("vacuum", "sms", "U_APP")]
+
+    backend_step = steps["Audit review: backend audit.log"]
+    assert backend_step.status is Status.WARN
+    assert backend_step.summary == "8 admin action(s), 4 failed login(s), 1 line(s) not JSON"
+    [admin] = [t for t in tables if t.title.startswith("Backend admin actions")]
+    assert admin.rows == (
+        ("mallory", "login", "FAILED", "3"),
+        ("admin", "login", "FAILED", "1"),
+        ("admin", "user.delete", "ok", "2"),
+        ("admin", "login", "ok", "1"),
+        ("registrar", "grades.export", "ok", "1"),
+    )
+
+    keys = steps["Encryption key rotation"]
+    assert keys.summary == "due: BACKUP_ENCRYPTION_KEY, API_KEY", keys.summary
+
+    gdpr = steps["GDPR data retention"]
+    assert gdpr.status is Status.WARN
+    assert gdpr.summary == "3 row(s) past their retention", gdpr.summary
+    [retention] = [t for t in tables if t.title.startswith("Rows older than their retention")]
+    assert retention.rows == (
+        ("login_events", "at", "365 days", "3"),
+        ("gone", "at", "30 days", "no such table"),
+    )
+
+    restore = steps["Backup integrity (test restore)"]
+    assert restore.status is Status.OK, restore.summary
+    assert "backup_20261130_020000.sql restored into sms_restore_check_" in restore.summary
+    assert "2 tables, 23 rows; dropped again" in restore.summary
+    assert await _throwaway_databases(sms_dsn) == before  # the throwaway database is gone
+
+    assert run.text.startswith("4 of 5 compliance checks need attention"), run.text

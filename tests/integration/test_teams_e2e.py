@@ -37,6 +37,7 @@ OPERATOR = "00000000-0000-0000-0000-0000000000aa"  # fake_teams' default sender
 APPROVER = "00000000-0000-0000-0000-0000000000ab"  # fake_teams' default clicker
 APPROVER_2 = "00000000-0000-0000-0000-0000000000ac"
 NOBODY = "00000000-0000-0000-0000-0000000000dd"
+SLACK_OPERATOR = "U0OPS"
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ async def bot(
         sms_health_url=sms_containers.health_url,
         sms_database_url=sms_dsn,
         sms_prometheus_url="http://127.0.0.1:1",
-        sms_operators=(f"teams:{OPERATOR}",),
+        sms_operators=(f"teams:{OPERATOR}", SLACK_OPERATOR),
         sms_approvers=(f"teams:{APPROVER}", f"teams:{APPROVER_2}"),
         sms_recovery_timeout_s=30,
         sms_expected_containers=3,
@@ -334,3 +335,45 @@ async def test_an_expired_proposal_says_so_to_the_clicker(
     )
     assert sms_containers.started_at("backend") == before
     assert [e for e in await bot.audit() if e.action == "restart"] == []
+
+
+async def test_a_change_started_in_slack_is_announced_in_teams_too_and_aborted_from_teams(
+    bot: Bot, fake_teams: FakeTeams, fake_slack: FakeSlack
+) -> None:
+    what = "Upgrade the backend"
+    status = await bot.command(f'change start "{what}"', user=SLACK_OPERATOR, fake=fake_slack)
+    assert status == 200
+
+    def teams_threads() -> list[FakeActivity]:
+        return [t for t in fake_teams.threads() if what in _text(t)]
+
+    await _until(
+        "the change announced in Slack's alert channel", lambda: _slack_roots(fake_slack, what)
+    )
+    await _until("the change announced in Teams' alert channel", teams_threads)
+    [slack_root] = _slack_roots(fake_slack, what)
+    [thread] = teams_threads()
+
+    # Ended from Teams: the change thread is the announcement's, on both surfaces.
+    activity = fake_teams.channel_message("change abort", user_aad=OPERATOR)
+    status, _ = await bot.teams(activity, token=fake_teams.mint_token())
+    assert status == 200
+
+    def teams_replies() -> list[FakeActivity]:
+        return [
+            a
+            for a in fake_teams.activities(thread.conversation_id)
+            if a.id != thread.id and "Change aborted" in _text(a)
+        ]
+
+    def slack_replies() -> list[FakeMessage]:
+        return [
+            m
+            for m in fake_slack.replies(slack_root.ts)
+            if m.is_reply and "Change aborted" in json.dumps(m.blocks) + m.text
+        ]
+
+    await _until("the abort in the Teams change thread", teams_replies)
+    await _until("the abort in the Slack change thread", slack_replies)
+    assert bot.app is not None
+    assert await bot.app.deps.store.change_current() is None

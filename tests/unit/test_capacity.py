@@ -11,6 +11,7 @@ from bot.engine import Engine, Run
 from bot.events import Command
 from bot.messages import Status, Table
 from procedures.capacity import GB, capacity_report, growth, sample_capacity
+from procedures.catalogue import CATALOGUE
 from tests.fakes import NOW, FakeSurface
 
 FREE_Q = 'max(node_filesystem_avail_bytes{mountpoint="/"})'
@@ -83,3 +84,24 @@ def test_growth_needs_a_day_of_samples() -> None:
     shrinking = growth([(NOW - timedelta(days=10), 5.0)], now=NOW, value=4.0, capacity=10.0)
     assert shrinking.per_month is not None and shrinking.per_month < 0
     assert shrinking.crosses is None
+
+
+async def test_run_capacity_sample_takes_the_sample_and_says_so_in_one_line(deps: Deps) -> None:
+    job = CATALOGUE.schedule("capacity-sample")
+    report = CATALOGUE.schedule("capacity-report")
+    assert job is not None and report is not None
+    assert job.procedure is not report.procedure  # the monthly report stays its own job
+    surface = FakeSurface()
+    command = Command(
+        text="capacity-sample", user="cli:a", source="cli", conversation=Conversation("fake")
+    )
+    run = await Engine(deps).execute(
+        job.procedure, name=job.job, title=job.title, command=command, surface=surface
+    )
+    assert run.status is Status.OK
+    assert run.message().text == (
+        "Sample of 2026-11-26 07:30 UTC stored: 18 users, 5 courses, database 100.0 MB."
+    )
+    assert [m for m in surface.replies() if m.details] == []  # no capacity table
+    got = {s.metric: s.value for s in await deps.store.capacity_samples(NOW)}
+    assert got == {"users": 18.0, "courses": 5.0, "db_bytes": float(100 * 1024 * 1024)}

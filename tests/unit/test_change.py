@@ -124,3 +124,32 @@ async def test_done_without_an_open_change(deps: Deps, tmp_path: Path) -> None:
     surface = FakeSurface()
     await _send(deps, surface, "change done")
     assert "No change is open" in surface.last().text
+
+
+async def test_a_change_is_aborted_even_with_the_backup_folder_missing(
+    deps: Deps, tmp_path: Path
+) -> None:
+    deps = _deps(deps, tmp_path)
+    Path(deps.settings.sms_backup_dir).rmdir()
+    await _send(deps, FakeSurface(), 'change start "Rotate the TLS certificate"')
+    assert await deps.store.change_current() is not None
+    surface = FakeSurface()
+    await _send(deps, surface, "change abort")
+    assert surface.last().status is Status.OK, surface.last()
+    assert await deps.store.change_current() is None
+    [record] = (tmp_path / "incidents").glob("change-*.md")
+    assert "- Pre-change backup: none recorded" in record.read_text()
+
+
+async def test_every_silence_of_a_change_is_expired_when_it_ends(
+    deps: Deps, tmp_path: Path
+) -> None:
+    deps = _deps(deps, tmp_path)
+    await _send(
+        deps,
+        FakeSurface(),
+        'change start "Move the database" --silence BackendDown --silence HighErrorRate',
+    )
+    assert len(deps.alertmanager.silences) == 2  # type: ignore[attr-defined]
+    await _send(deps, FakeSurface(), "change abort")
+    assert deps.alertmanager.expired == ["silence-1", "silence-2"]  # type: ignore[attr-defined]

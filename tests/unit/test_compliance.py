@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.adapters.docker import ExecResult
 from bot.adapters.restore_check import psql_target
 from bot.catalogue import CommandContext
 from bot.config import Settings
@@ -83,21 +82,27 @@ def test_backend_audit_lines_are_counted_failures_first() -> None:
 
 async def test_backend_audit_is_read_in_the_container(deps: Deps) -> None:
     docker = deps.docker
-    docker.exec_result = ExecResult(  # type: ignore[attr-defined]
-        0,
+    docker.files[("backend", "backend/logs/audit.log")] = (  # type: ignore[attr-defined]
         json.dumps({"user": "x", "action": "user.delete", "success": True})
         + "\n"
-        + json.dumps({"user": "eve", "action": "login", "success": False}),
+        + json.dumps({"user": "eve", "action": "login", "success": False})
     )
     done = await backend_audit(deps)
-    assert docker.exec_calls == [  # type: ignore[attr-defined]
-        ("backend", ("tail", "-n", "20000", "backend/logs/audit.log"), 30)
+    assert docker.read_calls == [  # type: ignore[attr-defined]
+        ("backend", "backend/logs/audit.log", 4 * 1024 * 1024)
     ]
+    assert docker.exec_calls == []  # type: ignore[attr-defined]
     assert done.status is Status.WARN
     assert done.summary == "2 admin action(s), 1 failed login(s)"
     (table,) = done.details
     assert isinstance(table, Table)
     assert table.rows[0] == ("eve", "login", "FAILED", "1")
+
+
+async def test_a_missing_backend_audit_log_is_a_warning(deps: Deps) -> None:
+    done = await backend_audit(deps)
+    assert done.status is Status.WARN
+    assert done.summary.startswith("cannot read backend/logs/audit.log in the backend container")
 
 
 async def test_key_rotation_ages_and_the_rotated_command(deps: Deps) -> None:
