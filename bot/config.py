@@ -267,6 +267,11 @@ class Settings(BaseSettings):
     sms_restart_window_min: float = Field(default=60.0, gt=0)
     # How long a restarted service may take to report healthy again.
     sms_recovery_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    # How many different approvers a restore needs (the runbook's most dangerous
+    # change); 1 is allowed for a one-person team and said in the proposal.
+    sms_restore_approvals: int = Field(default=2, ge=1, le=5)
+    # Where pg_dump and psql are (restore); empty: found on PATH.
+    sms_pg_bin_dir: str = ""
 
     # The runbook's baseline table: "WARN,CRIT" (alert and critical thresholds).
     sms_threshold_p95_ms: ThresholdSetting = Threshold(500, 1000)

@@ -29,6 +29,7 @@ __all__ = [
     "RUN_STATUSES",
     "STEP_STATUSES",
     "AlertEvent",
+    "Approval",
     "AuditEvent",
     "ChatMessage",
     "Digest",
@@ -184,6 +185,22 @@ class Proposal:
     decided_by: str | None = None
     decided_at: datetime | None = None
     result: str | None = None  # one line on the outcome once done/failed
+
+
+# --- migration 8 (recovery, issue 11) ----------------------------------------------
+@dataclass(frozen=True)
+class Approval:
+    """What one click on a proposal needing several approvers did.
+
+    ``outcome``: ``recorded`` (counted, more needed), ``claimed`` (this click
+    completed the count and claimed the proposal, exactly once), ``duplicate``
+    (this user already approved; nothing changed) or ``not_pending`` (decided,
+    expired or missing; nothing changed). ``approvers`` in click order.
+    """
+
+    outcome: str
+    approvers: tuple[str, ...]
+    proposal: Proposal | None
 
 
 @dataclass(frozen=True)
@@ -400,6 +417,13 @@ class Store(Protocol):
 
     async def proposal_finish(self, id: str, *, status: str, result: str) -> None:
         """``approved -> done|failed`` with a result line; other states are left as is."""
+
+    # migration 8 (recovery): proposals that need several different approvers
+    async def proposal_approve(self, id: str, *, by: str, now: datetime, needed: int) -> Approval:
+        """Record ``by``'s approval; the one completing ``needed`` claims, in one transaction."""
+
+    async def proposal_approvals(self, id: str) -> tuple[str, ...]:
+        """Who approved the proposal so far, in click order."""
 
     # --- timelines --------------------------------------------------------
 

@@ -427,6 +427,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE digest_id IS NOT NULL",
         ),
     ),
+    # Version 7 belongs to the Teams branch (i10-teams); this placeholder only keeps
+    # the numbering whole on the recovery branch and is replaced by it at merge time.
+    Migration(
+        version=7,
+        name="reserved (Teams)",
+        sqlite=("SELECT 1",),
+        postgres=("SELECT 1",),
+    ),
+    # --- migration 8 (recovery, issue 11): approvals of proposals needing several ----
+    Migration(
+        version=8,
+        name="proposal approvals",
+        # A restore needs two different approvers: each click is a row, and the
+        # click that completes the count claims the proposal in the same transaction.
+        sqlite=(
+            """
+            CREATE TABLE proposal_approvals (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                proposal_id TEXT NOT NULL REFERENCES proposals (id) ON DELETE CASCADE,
+                approver TEXT NOT NULL,
+                at TEXT NOT NULL,
+                UNIQUE (proposal_id, approver)
+            )
+            """,
+        ),
+        postgres=(
+            """
+            CREATE TABLE proposal_approvals (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY,
+                proposal_id TEXT NOT NULL REFERENCES proposals (id) ON DELETE CASCADE,
+                approver TEXT NOT NULL,
+                at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (proposal_id, approver)
+            )
+            """,
+        ),
+    ),
 )
 
 

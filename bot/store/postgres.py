@@ -41,6 +41,7 @@ from bot.store.base import (
     RUN_STATUSES,
     STEP_STATUSES,
     AlertEvent,
+    Approval,
     AuditEvent,
     ChatMessage,
     Digest,
@@ -201,6 +202,9 @@ _CLAIM_PROPOSAL = (
     " requested_by, approver_role, created_at, expires_at, status, decided_by, decided_at,"
     " result"
 )
+# migration 8 (recovery)
+_APPROVERS = "SELECT approver FROM proposal_approvals WHERE proposal_id = $1 ORDER BY seq"
+_ADD_APPROVAL = "INSERT INTO proposal_approvals (proposal_id, approver, at) VALUES ($1, $2, $3)"
 _CANCEL_PROPOSAL = (
     "UPDATE proposals SET status = 'cancelled', decided_by = $2, decided_at = $3"
     " WHERE id = $1 AND status = 'pending'"
@@ -963,6 +967,33 @@ class PostgresStore:
         check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
         async with self._conn() as conn:
             await conn.execute(_FINISH_PROPOSAL, id, status, result, timeout=self._timeout)
+
+    # --- migration 8 (recovery, issue 11): several approvers -------------
+
+    async def proposal_approve(self, id: str, *, by: str, now: datetime, needed: int) -> Approval:
+        at, t = to_utc(now), self._timeout
+        async with self._conn() as conn, conn.transaction():
+            # The row lock serialises concurrent clicks on one proposal, on any replica.
+            row = await conn.fetchrow(_SELECT_PROPOSAL + " FOR UPDATE", id, timeout=t)
+            approvers = tuple(r[0] for r in await conn.fetch(_APPROVERS, id, timeout=t))
+            current = None if row is None else _proposal(row)
+            if current is None or current.status != "pending" or current.expires_at <= at:
+                return Approval("not_pending", approvers, current)
+            if by in approvers:
+                return Approval("duplicate", approvers, current)
+            await conn.execute(_ADD_APPROVAL, id, by, at, timeout=t)
+            approvers += (by,)
+            if len(approvers) < needed:
+                return Approval("recorded", approvers, current)
+            claimed = await conn.fetchrow(_CLAIM_PROPOSAL, id, by, at, timeout=t)
+        if claimed is None:
+            return Approval("not_pending", approvers, current)
+        return Approval("claimed", approvers, _proposal(claimed))
+
+    async def proposal_approvals(self, id: str) -> tuple[str, ...]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_APPROVERS, id, timeout=self._timeout)
+        return tuple(r[0] for r in rows)
 
     # --- timelines --------------------------------------------------------
 

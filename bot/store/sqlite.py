@@ -52,6 +52,7 @@ from bot.store.base import (
     RUN_STATUSES,
     STEP_STATUSES,
     AlertEvent,
+    Approval,
     AuditEvent,
     ChatMessage,
     Digest,
@@ -207,6 +208,9 @@ _CANCEL_PROPOSAL = (
 _FINISH_PROPOSAL = (
     "UPDATE proposals SET status = ?, result = ? WHERE id = ? AND status = 'approved'"
 )
+# migration 8 (recovery)
+_APPROVERS = "SELECT approver FROM proposal_approvals WHERE proposal_id = ? ORDER BY seq"
+_ADD_APPROVAL = "INSERT INTO proposal_approvals (proposal_id, approver, at) VALUES (?, ?, ?)"
 _AUDIT_BETWEEN = (
     "SELECT at, actor, source, action, target, outcome, conversation, detail"
     " FROM audit WHERE at >= ? AND (? IS NULL OR at < ?) ORDER BY at, seq LIMIT ?"
@@ -977,6 +981,34 @@ class SqliteStore:
         check_status(status, FINISHED_PROPOSAL_STATUSES, what="finished proposal")
         async with self._conn() as conn:
             await conn.execute(_FINISH_PROPOSAL, (status, result, id))
+
+    # --- migration 8 (recovery, issue 11): several approvers -------------
+
+    async def proposal_approve(self, id: str, *, by: str, now: datetime, needed: int) -> Approval:
+        at = _dt_required_out(now)
+        async with self._write() as conn:  # BEGIN IMMEDIATE: one click at a time
+            row = await _fetchone(conn, _SELECT_PROPOSAL, (id,))
+            cursor = await conn.execute(_APPROVERS, (id,))
+            approvers = tuple(r[0] for r in await cursor.fetchall())
+            current = None if row is None else _proposal(row)
+            if current is None or current.status != "pending" or current.expires_at <= now:
+                return Approval("not_pending", approvers, current)
+            if by in approvers:
+                return Approval("duplicate", approvers, current)
+            await conn.execute(_ADD_APPROVAL, (id, by, at))
+            approvers += (by,)
+            if len(approvers) < needed:
+                return Approval("recorded", approvers, current)
+            cursor = await conn.execute(_CLAIM_PROPOSAL, (by, at, id, at))
+            if cursor.rowcount != 1:  # cannot happen under the write lock; be explicit
+                return Approval("not_pending", approvers, current)
+            claimed = await _fetchone(conn, _SELECT_PROPOSAL, (id,))
+        return Approval("claimed", approvers, None if claimed is None else _proposal(claimed))
+
+    async def proposal_approvals(self, id: str) -> tuple[str, ...]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(_APPROVERS, (id,))
+            return tuple(r[0] for r in await cursor.fetchall())
 
     # --- timelines --------------------------------------------------------
 
