@@ -325,6 +325,7 @@ class ClickHandler:
             user=click.user,
             source=click.source,
             conversation=thread.conversation,
+            proposal_id=proposal.id,
         )
         run = await self.engine.execute(
             approved.procedure,

@@ -145,6 +145,7 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "vacuum",
         "schedule",
         "runbook",
+        "restore",
     ]
     assert [(r.alertname, r.procedure, r.priority) for r in CATALOGUE.routes()] == [
         ("BackupStale", "backup_freshness", "P1"),
@@ -161,12 +162,8 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "weekly-report",
         "monthly-maintenance",
     ]
-    assert {n for n in ("restart", "terminate", "backup", "vacuum") if CATALOGUE.action(n)} == {
-        "restart",
-        "terminate",
-        "backup",
-        "vacuum",
-    }
+    actions = ("restart", "terminate", "backup", "vacuum", "restore")
+    assert {n for n in actions if CATALOGUE.action(n)} == set(actions)
 
 
 @pytest.mark.parametrize(
