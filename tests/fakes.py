@@ -13,9 +13,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.adapters.alertmanager import AlertInfo
-from bot.adapters.docker import ContainerInfo, ContainerNotFound, ContainerOverview, ExecResult
+from bot.adapters.docker import (
+    ContainerDetails,
+    ContainerInfo,
+    ContainerNotFound,
+    ContainerOverview,
+    ContainerStats,
+    ExecResult,
+    PortUse,
+)
 from bot.adapters.http_health import ComponentHealth, HealthReport
-from bot.adapters.postgres import ActiveQuery, DbCheck, UserCount
+from bot.adapters.postgres import (
+    ActiveQuery,
+    CacheHit,
+    DbCheck,
+    LockWait,
+    PoolState,
+    StatementStat,
+    UserCount,
+)
 from bot.adapters.prometheus import Sample, Series
 from bot.chat.base import Conversation, MessageRef
 from bot.errors import UnknownService
@@ -166,6 +182,41 @@ class FakeDocker:
         if self.on_exec is not None:
             self.on_exec(service, tuple(argv))
         return self.exec_result
+
+    # -- issue 11: inspect facts, host ports, memory stats ---------------------
+
+    async def inspect(self, service: str) -> ContainerDetails:
+        info = await self.status(service)
+        return ContainerDetails(
+            name=info.name,
+            service=service,
+            state=info.state,
+            exit_code=0 if info.state == "running" else 1,
+            oom_killed=False,
+            error="",
+            restart_count=info.restart_count,
+            restart_policy="no",
+            started_at=info.started_at,
+            finished_at=None,
+            health=info.health,
+            health_log=(),
+            image=info.image,
+            network_mode="default",
+            ports=(),
+            mounts=(),
+            env_names=(),
+            labels={},
+        )
+
+    async def port_users(self) -> list[PortUse]:
+        return []
+
+    async def stats(self) -> list[ContainerStats]:
+        running = [c for c in self.containers if c.state == "running"]
+        return [
+            ContainerStats(c.name, c.service, (len(running) - i) * 100 * 2**20, 2**30)
+            for i, c in enumerate(running)
+        ]
 
     async def close(self) -> None:
         return None
@@ -337,6 +388,40 @@ class FakeDb:
             raise self.error
         self.vacuums.append(timeout_s)
         return self.vacuum_s
+
+    # -- issue 11: performance degradation -----------------------------------
+
+    async def pool(self) -> PoolState:
+        if self.error:
+            raise self.error
+        return PoolState((("idle", 10), ("active", 2)), 100)
+
+    async def cache_hit(self) -> CacheHit:
+        if self.error:
+            raise self.error
+        return CacheHit(9990, 10)
+
+    async def lock_waits(self) -> list[LockWait]:
+        if self.error:
+            raise self.error
+        return []
+
+    async def statements(
+        self, *, order: str = "calls", limit: int = 5
+    ) -> list[StatementStat] | None:
+        if self.error:
+            raise self.error
+        return None
+
+    async def explain(self, query: str) -> str:
+        if self.error:
+            raise self.error
+        return "Seq Scan on users  (cost=0.00..1.18 rows=18 width=36)"
+
+    async def analyze(self, *, timeout_s: float = 600.0) -> float:
+        if self.error:
+            raise self.error
+        return 0.5
 
     async def close(self) -> None:
         return None

@@ -1,4 +1,4 @@
-"""Docker engine adapter: container state, health, logs and restarts.
+"""Docker engine adapter: container state, health, logs, restarts, inspect facts and stats.
 
 The ``docker`` SDK is synchronous, so every call runs in a worker thread and is
 bounded by ``asyncio.wait_for``; the event loop never blocks on the engine.
@@ -27,16 +27,21 @@ import requests.exceptions
 from bot.errors import AdapterError, UnknownService
 
 __all__ = [
+    "ContainerDetails",
     "ContainerInfo",
     "ContainerNotFound",
     "ContainerOverview",
     "ContainerState",
+    "ContainerStats",
     "DockerAdapter",
     "DockerError",
     "DockerUnavailable",
     "ExecResult",
     "ExecTimeout",
+    "HealthProbe",
     "HealthState",
+    "Mount",
+    "PortUse",
 ]
 
 ContainerState = Literal["running", "restarting", "exited", "created", "paused", "dead", "missing"]
@@ -164,6 +169,123 @@ class ContainerOverview:
     @property
     def restarting(self) -> list[ContainerInfo]:
         return [c for c in self.services.values() if c.state == "restarting"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProbe:
+    """One run of the container's healthcheck, as ``docker inspect`` keeps it."""
+
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    type: str  # bind, volume, tmpfs
+    source: str
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDetails:
+    """The ``docker inspect`` facts the runbook's "Container Won't Start" reads.
+
+    ``env_names`` are the names only: values are secrets often enough that
+    the adapter does not hand them out at all. ``ports`` are the host ports the
+    container wants: published ones, and with host networking its exposed ones.
+    """
+
+    name: str
+    service: str | None
+    state: ContainerState
+    exit_code: int
+    oom_killed: bool
+    error: str
+    restart_count: int
+    restart_policy: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    health: HealthState | None
+    health_log: tuple[HealthProbe, ...]
+    image: str
+    network_mode: str
+    ports: tuple[int, ...]
+    mounts: tuple[Mount, ...]
+    env_names: tuple[str, ...]
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PortUse:
+    """A running container using a host port (published, or exposed on the host network)."""
+
+    container: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    """One line of ``docker stats --no-stream``: memory use, limit and share."""
+
+    name: str
+    service: str | None
+    memory_bytes: int
+    limit_bytes: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.memory_bytes / self.limit_bytes if self.limit_bytes else 0.0
+
+
+def _wanted_ports(attrs: Mapping[str, Any]) -> tuple[int, ...]:
+    host = attrs.get("HostConfig") or {}
+    config = attrs.get("Config") or {}
+    ports: set[int] = set()
+    for bindings in (host.get("PortBindings") or {}).values():
+        for binding in bindings or ():
+            raw = str((binding or {}).get("HostPort") or "")
+            if raw.isdigit():
+                ports.add(int(raw))
+    if host.get("NetworkMode") == "host":
+        for key in config.get("ExposedPorts") or {}:
+            raw = str(key).split("/", 1)[0]
+            if raw.isdigit():
+                ports.add(int(raw))
+    return tuple(sorted(ports))
+
+
+def _details(attrs: Mapping[str, Any], service: str | None) -> ContainerDetails:
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    host = attrs.get("HostConfig") or {}
+    health = state.get("Health") if isinstance(state.get("Health"), Mapping) else {}
+    probes = tuple(
+        HealthProbe(int(p.get("ExitCode") or 0), str(p.get("Output") or "").strip())
+        for p in (health or {}).get("Log") or ()
+    )
+    return ContainerDetails(
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        service=service,
+        state=_state_of(state.get("Status")),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=str(state.get("Error") or ""),
+        restart_count=int(attrs.get("RestartCount") or 0),
+        restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or "no"),
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+        health=_health_of(state),
+        health_log=probes[-5:],
+        image=str(config.get("Image") or ""),
+        network_mode=str(host.get("NetworkMode") or ""),
+        ports=_wanted_ports(attrs),
+        mounts=tuple(
+            Mount(str(m.get("Type") or ""), str(m.get("Source") or ""), str(m.get("Destination")))
+            for m in attrs.get("Mounts") or ()
+        ),
+        env_names=tuple(str(e).split("=", 1)[0] for e in config.get("Env") or ()),
+        labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+    )
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -335,6 +457,72 @@ class DockerAdapter:
             return ExecResult(exit_code=-1 if code is None else int(code), output=output)
 
         return await self._call(run, container=name, extra_timeout=timeout_s)
+
+    async def inspect(self, service: str) -> ContainerDetails:
+        """``docker inspect`` of ``service``'s container: the facts a diagnosis reads."""
+        name = self.container_name(service)
+
+        def run() -> ContainerDetails:
+            attrs = self._api().inspect_container(name)
+            if str(attrs.get("Name", "")).lstrip("/") != name:
+                raise ContainerNotFound(name, service=self._by_container.get(name))
+            return _details(attrs, self._by_container.get(name))
+
+        return await self._call(run, container=name)
+
+    async def port_users(self) -> list[PortUse]:
+        """Host ports used by running containers (published, or exposed on the host network)."""
+
+        def run() -> list[PortUse]:
+            api = self._api()
+            uses: list[PortUse] = []
+            for summary in api.containers(all=False):
+                try:
+                    attrs = api.inspect_container(summary["Id"])
+                except docker.errors.NotFound:
+                    continue
+                name = str(attrs.get("Name", "")).lstrip("/")
+                uses += [PortUse(name, port) for port in _wanted_ports(attrs)]
+            return uses
+
+        return await self._call(run)
+
+    async def stats(self) -> list[ContainerStats]:
+        """``docker stats --no-stream`` for every running container, biggest memory user first.
+
+        One engine call per container (``one_shot``: no second sample, memory
+        needs none), all bounded together.
+        """
+
+        def one(container_id: str, name: str) -> ContainerStats | None:
+            try:
+                raw = self._api().stats(container_id, stream=False, one_shot=True)
+            except docker.errors.NotFound:
+                return None  # stopped between listing and asking
+            memory = raw.get("memory_stats") or {}
+            usage = int(memory.get("usage") or 0)
+            detail = memory.get("stats") or {}
+            # What `docker stats` shows: usage minus the page cache (cgroup v2 / v1).
+            cache = int(detail.get("inactive_file") or detail.get("total_inactive_file") or 0)
+            return ContainerStats(
+                name=name,
+                service=self._by_container.get(name),
+                memory_bytes=max(0, usage - cache) if usage > cache else usage,
+                limit_bytes=int(memory.get("limit") or 0),
+            )
+
+        def run() -> list[ContainerStats]:
+            api = self._api()
+            found: list[ContainerStats] = []
+            for summary in api.containers(all=False):
+                names = summary.get("Names") or [""]
+                item = one(str(summary["Id"]), str(names[0]).lstrip("/"))
+                if item is not None:
+                    found.append(item)
+            found.sort(key=lambda s: (-s.memory_bytes, s.name))
+            return found
+
+        return await self._call(run, extra_timeout=self._timeout)
 
     # -- worker-thread side ------------------------------------------------
 

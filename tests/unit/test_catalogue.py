@@ -146,6 +146,9 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "schedule",
         "runbook",
         "restore",
+        "diagnose",
+        "memory",
+        "perf",
     ]
     assert [(r.alertname, r.procedure, r.priority) for r in CATALOGUE.routes()] == [
         ("BackupStale", "backup_freshness", "P1"),
@@ -154,6 +157,9 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         ("SlowResponses", "slow_responses", "P1"),
         ("HighLatency", "slow_responses", "P1"),
         ("HighErrorRate", "high_error_rate", "P2"),
+        ("ContainerRestarting", "diagnose", "P1"),
+        ("HighMemoryUsage", "memory", "P1"),
+        ("LowThroughput", "perf", "P1"),
     ]
     assert [s.job for s in CATALOGUE.schedules()] == [
         "morning-summary",
@@ -162,7 +168,15 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "weekly-report",
         "monthly-maintenance",
     ]
-    actions = ("restart", "terminate", "backup", "vacuum", "restore")
+    actions = (
+        "restart",
+        "terminate",
+        "backup",
+        "vacuum",
+        "restore",
+        "start_container",
+        "analyze",
+    )
     assert {n for n in actions if CATALOGUE.action(n)} == set(actions)
 
 

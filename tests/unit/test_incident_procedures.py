@@ -192,7 +192,16 @@ async def test_slow_responses_healthy(deps: Deps) -> None:
         "p95 per endpoint",
         "Active queries",
         "Queries running longer than 5 s",
+        # The runbook's degradation actions (issue 11).
+        "Connection pool (pg_stat_activity)",
+        "Cache hit ratio (pg_stat_database)",
+        "Locks (pg_locks)",
+        "Statements (pg_stat_statements)",
     ]
+    assert steps["Locks (pg_locks)"] == (Status.OK, "no query waits on a lock")
+    assert steps["Statements (pg_stat_statements)"][1].startswith(
+        "pg_stat_statements is not installed"
+    )
     assert steps["p95 per endpoint"] == (
         Status.OK,
         "all 3 endpoints within 500 ms; slowest /api/v1/courses 320 ms",
