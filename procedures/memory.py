@@ -158,7 +158,7 @@ SPEC = ProcedureSpec(
         ),
     ),
     alert=AlertSpec(
-        alertnames=("HighMemoryUsage",),
+        alertnames=("HighMemoryUsage", "HighMemory"),
         priority="P1",
         title="P1 High memory usage: diagnosis",
         bind=lambda alert: partial(memory, alert=alert),

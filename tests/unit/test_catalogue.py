@@ -159,6 +159,7 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         ("HighErrorRate", "high_error_rate", "P2"),
         ("ContainerRestarting", "diagnose", "P1"),
         ("HighMemoryUsage", "memory", "P1"),
+        ("HighMemory", "memory", "P1"),
         ("LowThroughput", "perf", "P1"),
     ]
     assert [s.job for s in CATALOGUE.schedules()] == [
