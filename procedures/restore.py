@@ -396,6 +396,10 @@ async def _load(tools: PgTools, database: str, checked: CheckedBackup) -> Outcom
     return Outcome(Status.OK, f"{checked.file.name} unpacked and loaded into {database}")
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 async def _compare(tools: PgTools, live: str, restored: str) -> Outcome:
     before = await tools.table_counts(live)
     after = await tools.table_counts(restored)
@@ -411,14 +415,24 @@ async def _compare(tools: PgTools, live: str, restored: str) -> Outcome:
         rows=rows,
     )
     summary = (
-        f"{len(after)} tables, {sum(after.values())} rows restored; "
-        f"live has {len(before)} tables, {sum(before.values())} rows"
+        f"{_n(len(after), 'table')}, {_n(sum(after.values()), 'row')} restored; "
+        f"live has {_n(len(before), 'table')}, {_n(sum(before.values()), 'row')}"
     )
     missing = sorted(set(before) - set(after))
     status = Status.WARN if missing else Status.OK
     if missing:
         summary += f"; not in the backup: {', '.join(missing[:5])}"
     return Outcome(status, summary, details=(table,))
+
+
+async def _stop(deps: Deps) -> Outcome:
+    info = await deps.docker.stop(BACKEND_SERVICE)
+    return Outcome(Status.OK, f"{info.name} {info.state}")
+
+
+async def _start(deps: Deps) -> Outcome:
+    info = await deps.docker.start(BACKEND_SERVICE)
+    return Outcome(Status.OK, f"{info.name} {info.state}")
 
 
 async def _until_running(deps: Deps, deadline: float) -> Outcome:
@@ -460,7 +474,7 @@ async def _start_and_verify(run: Run, backend: str, *, label: str = "") -> bool:
     deps = run.deps
     deadline = time.monotonic() + deps.settings.sms_recovery_timeout_s
     limit = deps.settings.sms_recovery_timeout_s + 5
-    started = await run.step(f"Start {backend}{label}", deps.docker.start(BACKEND_SERVICE))
+    started = await run.step(f"Start {backend}{label}", _start(deps))
     if started is None:
         return False
     running = await run.step(
@@ -556,9 +570,9 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         await finish(f"Stopped: the restored database could not be checked; {live} untouched.")
         return
     # 4. stop, end sessions, swap
-    stopped = await step(f"4. Stop {backend}", deps.docker.stop(BACKEND_SERVICE), timeout=60)
+    stopped = await step(f"4. Stop {backend}", _stop(deps), timeout=60)
     if stopped is None:
-        await step(f"Start {backend} again", deps.docker.start(BACKEND_SERVICE), timeout=60)
+        await step(f"Start {backend} again", _start(deps), timeout=60)
         await step(f"Drop {restored}", tools.drop_database(restored), timeout=60)
         await finish(f"Stopped: {backend} could not be stopped; {live} untouched.")
         return
@@ -595,7 +609,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         )
         return
     # Anything failing after the swap: swap back and start on the old database.
-    await step(f"Stop {backend} (rolling back)", deps.docker.stop(BACKEND_SERVICE), timeout=60)
+    await step(f"Stop {backend} (rolling back)", _stop(deps), timeout=60)
     back_swapped = await step(
         f"Rename {live} -> {failed}, {kept} -> {live} (rolling back)",
         _renamed(tools, [(live, failed), (kept, live)]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -85,7 +86,12 @@ def backups(tmp_path: Path) -> Path:
 
 
 async def _app(
-    tmp_path: Path, sms_containers: SmsContainers, sms_dsn: str, backups: Path, approvals: int
+    tmp_path: Path,
+    sms_containers: SmsContainers,
+    sms_dsn: str,
+    backups: Path,
+    approvals: int,
+    recovery_s: int = 30,
 ) -> AsyncIterator[App]:
     env = {
         "BOT_STATE_URL": f"sqlite:///{tmp_path}/state.db",
@@ -98,7 +104,7 @@ async def _app(
         "SMS_PG_BIN_DIR": str(_find_bindir()),
         "SMS_APPROVERS": f"{REQUESTER},{SECOND}",
         "SMS_RESTORE_APPROVALS": str(approvals),
-        "SMS_RECOVERY_TIMEOUT_S": "30",
+        "SMS_RECOVERY_TIMEOUT_S": str(recovery_s),
     }
     settings = load_settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
     async with build_app(settings) as built:
@@ -118,6 +124,15 @@ async def app_one(
     tmp_path: Path, sms_containers: SmsContainers, sms_dsn: str, backups: Path
 ) -> AsyncIterator[App]:
     async for built in _app(tmp_path, sms_containers, sms_dsn, backups, approvals=1):
+        yield built
+
+
+@pytest.fixture
+async def app_quick(
+    tmp_path: Path, sms_containers: SmsContainers, sms_dsn: str, backups: Path
+) -> AsyncIterator[App]:
+    """One approver, and a short wait for /health (the rollback test waits twice)."""
+    async for built in _app(tmp_path, sms_containers, sms_dsn, backups, approvals=1, recovery_s=4):
         yield built
 
 
@@ -251,3 +266,48 @@ async def test_a_dump_failing_half_way_leaves_the_live_database_and_the_backend(
     assert not await _databases(pg_server, f"{live}_before_restore_")
     info = await app_one.deps.docker.status("backend")
     assert info.running
+
+
+async def test_a_restore_that_does_not_verify_is_swapped_back(
+    app_quick: App,
+    sms_dsn: str,
+    backups: Path,
+    pg_server: PgServer,
+    sms_containers: SmsContainers,
+) -> None:
+    await _dump(sms_dsn, backups / "backup_20261130_020000.sql")
+    conn = await asyncpg.connect(sms_dsn)
+    await conn.execute("DELETE FROM users WHERE id > 10")
+    await conn.close()
+    sms_containers.remove_health()  # /health answers 404: step 5 cannot verify
+    surface = FakeSurface()
+    [proposal] = (await _propose(app_quick, surface)).proposals
+    assert await app_quick.clicks.handle(_click(proposal.id, REQUESTER), surface) == "approved"
+    final = _final(surface, "Restoring")
+    assert final.status in (Status.CRIT, Status.FAILED), final
+    assert "rolled back" in final.text and "is the old database again" in final.text
+    live = _dbname(sms_dsn)
+    assert await _users(sms_dsn) == 10  # the old database is live again
+    [failed] = await _databases(pg_server, f"{live}_failed_restore_")
+    assert await _users(pg_server.dsn_for(failed)) == 18  # kept for a look
+    assert not await _databases(pg_server, f"{live}_before_restore_")
+    assert (await app_quick.deps.docker.status("backend")).running
+    await pg_server.drop_database(pg_server.dsn_for(failed))
+
+
+async def test_a_role_that_cannot_create_databases_gets_no_proposal(
+    app: App, sms_dsn: str, backups: Path, pg_server: PgServer, tmp_path: Path
+) -> None:
+    await _dump(sms_dsn, backups / "backup_20261130_020000.sql")
+    role = f"r{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(pg_server.superuser_dsn)
+    await conn.execute(f"CREATE ROLE {role} LOGIN NOCREATEDB")
+    await conn.close()
+    parts = urlsplit(sms_dsn)
+    limited = parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}").geturl()
+    settings = app.deps.settings.model_copy(update={"sms_database_url": limited})
+    async with build_app(settings) as limited_app:
+        run = await _propose(limited_app, FakeSurface())
+    assert run.proposals == []
+    assert f"role {role} cannot create and rename databases" in run.text
+    assert f"ALTER ROLE {role} CREATEDB" in run.text
