@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import shutil
 import statistics
 import tempfile
@@ -268,10 +269,23 @@ async def _check_rights(tools: PgTools) -> Outcome:
     return Outcome(Status.OK, f"role {rights.role}: {how}")
 
 
-async def _check_tools(tools: PgTools) -> Outcome:
+def _major(version: str) -> int | None:
+    match = re.search(r"(\d+)(?:\.\d+)?", version)
+    return int(match.group(1)) if match else None
+
+
+async def _check_tools(deps: Deps, tools: PgTools) -> Outcome:
+    """Both tools there, and pg_dump not older than the server (it refuses newer servers)."""
     dump = await tools.version("pg_dump")
     psql = await tools.version("psql")
-    return Outcome(Status.OK, f"{dump}; {psql}")
+    server = (await deps.db.check()).server_version
+    ours, theirs = _major(dump.rsplit(" ", 1)[-1]), _major(server)
+    if ours is not None and theirs is not None and ours < theirs:
+        raise UserError(
+            f"{dump} is older than the server (PostgreSQL {server}) and cannot dump it: "
+            f"install the PostgreSQL {theirs} client and point SMS_PG_BIN_DIR at it"
+        )
+    return Outcome(Status.OK, f"{dump}; {psql}; server {server}")
 
 
 def _names(live: str, stamp: str) -> tuple[str, str, str]:
@@ -309,7 +323,7 @@ async def restore_proposal(run: Run, *, backup: str | None) -> None:
     if rights is None:
         run.text = f"Not proposing a restore: {run.steps[-1].summary}"
         return
-    found = await run.step("Check pg_dump and psql", _check_tools(tools))
+    found = await run.step("Check pg_dump and psql", _check_tools(deps, tools))
     if found is None:
         run.text = f"Not proposing a restore: {run.steps[-1].summary}"
         return
