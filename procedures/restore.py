@@ -559,6 +559,8 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         timeout=DUMP_TIMEOUT_S + 10,
     )
     if dumped is None:
+        # A partial dump must not pass for a backup later.
+        await asyncio.to_thread(safety.unlink, missing_ok=True)
         await finish(f"Stopped: the safety dump failed; nothing was changed. {live} is as it was.")
         return
     # 2. load beside the live database

@@ -92,6 +92,12 @@ async def test_backend_down_on_a_stopped_backend_proposes_a_restart(deps: Deps) 
         "Check container status",
         "Tail backend logs",
         "Check database",
+        # Container Won't Start: the runbook's diagnosis of the exited container.
+        "Inspect docker-backend-1 (docker inspect)",
+        "Last 50 log lines",
+        "Port conflicts",
+        "Mounts with a missing source",
+        "Environment variables (names only)",
         "Check the restart limit",
     ]
     assert steps["Check container status"] == (
@@ -105,7 +111,7 @@ async def test_backend_down_on_a_stopped_backend_proposes_a_restart(deps: Deps) 
     )
     assert steps["Check the restart limit"][0] is Status.OK
     # The runbook's line counts, and both logs shown redacted in the thread.
-    assert deps.docker.log_calls == [("backend", 100), ("postgres", 50)]  # type: ignore[attr-defined]
+    assert deps.docker.log_calls == [("backend", 100), ("postgres", 50), ("backend", 50)]  # type: ignore[attr-defined]
     blocks = {d.title: d.text for d in _details(surface) if isinstance(d, CodeBlock)}
     assert "ERROR db timeout password=[REDACTED]" in blocks["docker-backend-1: last 4 lines"]
     assert "FATAL:  password authentication" in blocks["docker-postgres-1: last 2 lines"]
@@ -118,6 +124,7 @@ async def test_backend_down_on_a_stopped_backend_proposes_a_restart(deps: Deps) 
     assert stored is not None and stored.status == "pending"
     assert run.text == (
         "docker-backend-1 is exited; 2 ERROR lines in its last log; the database answers.\n"
+        "Why it does not run: exited with code 1.\n"
         "Proposed: restart docker-backend-1. Waiting for an approver's click."
     )
     assert run.status is Status.CRIT
