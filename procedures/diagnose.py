@@ -16,7 +16,8 @@ import errno
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def _when(facts: ContainerDetails) -> str:
 
 async def _inspect(deps: Deps, service: str) -> Facts:
     facts = await deps.docker.inspect(service)
-    status = Status.OK if facts.state == "running" and facts.health != "unhealthy" else Status.CRIT
+    healthy = facts.state == "running" and facts.health != "unhealthy"
+    status = Status.OK if healthy and not _restarting(facts, deps.clock()) else Status.CRIT
     fields = (
         Field("State", f"{facts.state}{f', {facts.health}' if facts.health else ''}", status),
         Field("Exit code", str(facts.exit_code)),
@@ -203,8 +205,8 @@ async def diagnosis_steps(run: Run, *, service: str) -> tuple[ContainerDetails |
     logs = await run.step(f"Last {LOG_LINES} log lines", _logs(deps, service))
     facts = inspected.facts if isinstance(inspected, Facts) else None
     causes: list[str] = []
-    if isinstance(inspected, Facts) and inspected.status is not Status.OK:
-        causes += _inspect_causes(inspected)
+    if isinstance(inspected, Facts):
+        causes += _inspect_causes(inspected, deps.clock())
     if facts is not None:
         ports = await run.step("Port conflicts", _ports(deps, facts))
         mounts = await run.step("Mounts with a missing source", _mounts(facts))
@@ -217,14 +219,29 @@ async def diagnosis_steps(run: Run, *, service: str) -> tuple[ContainerDetails |
     return facts, causes
 
 
-def _inspect_causes(inspected: Facts) -> list[str]:
+# A restart loop is seen "running" for a moment between two restarts: a container
+# restarted by its policy that started this recently counts as restarting.
+_RECENT_START_S = 60.0
+
+
+def _restarting(facts: ContainerDetails, now: datetime) -> bool:
+    if facts.state == "restarting":
+        return True
+    if not facts.restart_count:
+        return False
+    if facts.state != "running" or facts.started_at is None:
+        return True
+    return (now - facts.started_at).total_seconds() < _RECENT_START_S
+
+
+def _inspect_causes(inspected: Facts, now: datetime) -> list[str]:
     facts = inspected.facts
     if facts is None:
         return []
     causes: list[str] = []
     if facts.oom_killed:
         causes.append("killed for lack of memory (OOMKilled)")
-    if facts.state == "restarting" or (facts.restart_count and facts.state != "running"):
+    if _restarting(facts, now):
         causes.append(
             f"keeps restarting ({facts.restart_count} restarts), last exit code {facts.exit_code}"
         )
@@ -250,6 +267,8 @@ async def diagnose(run: Run, *, service: str, propose: bool = True) -> None:
         lines.append(f"{container}: " + "; ".join(dict.fromkeys(causes)) + ".")
     elif facts is not None and facts.state == "running":
         lines.append(f"{container} is running; nothing points at a start problem.")
+    if facts is not None and facts.state == "running" and _restarting(facts, deps.clock()):
+        facts = replace(facts, state="restarting")  # between two restarts: do not propose
     else:
         lines.append(f"{container}: no cause found in its logs and inspect facts.")
     lines.append(_RUNBOOK)

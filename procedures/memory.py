@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import partial
 
-from bot.adapters.docker import ContainerStats
+from bot.adapters.docker import ContainerNotFound, ContainerStats
 from bot.alerts import Alert
 from bot.catalogue import (
     AlertSpec,
@@ -84,7 +84,10 @@ async def _stats(deps: Deps) -> Consumers:
 async def _oom(deps: Deps) -> Outcome:
     killed: list[str] = []
     for service in deps.settings.sms_services:
-        facts = await deps.docker.inspect(service)
+        try:
+            facts = await deps.docker.inspect(service)
+        except ContainerNotFound:
+            continue  # a missing container is status's finding, not a memory one
         if facts.oom_killed:
             killed.append(f"{facts.name} (exit code {facts.exit_code})")
     if killed:

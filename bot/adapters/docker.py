@@ -503,6 +503,9 @@ class DockerAdapter:
                 if exc.is_server_error():
                     raise
                 return None  # stopped or gone between listing and asking
+            except ValueError:
+                # A container that stops while asked answers an empty body (no JSON).
+                return None
             memory = raw.get("memory_stats") or {}
             usage = int(memory.get("usage") or 0)
             detail = memory.get("stats") or {}

@@ -196,9 +196,10 @@ async def test_status_diagnoses_an_exited_container_by_itself(app: App, extra: E
 
 
 async def test_memory_lists_real_docker_stats(app: App, sms_containers: SmsContainers) -> None:
-    _run, surface = await _execute(app, memory, "memory")
+    run, surface = await _execute(app, memory, "memory")
     tables = [d for m in surface.replies() for d in m.details if isinstance(d, Table)]
-    stats = next(t for t in tables if "docker stats" in t.title)
+    stats = next((t for t in tables if "docker stats" in t.title), None)
+    assert stats is not None, [(s.name, s.status, s.summary) for s in run.steps]
     names = [row[0] for row in stats.rows]
     for container in sms_containers.services.values():
         assert container in names
