@@ -164,6 +164,7 @@ class ApprovedAction:
     title: str
     target: str  # the audit record's target
     confirm_label: str
+    approvals: int = 1  # how many different approvers must click before it runs
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,9 @@ class ActionSpec(Generic[A]):
     title: Callable[[A], str]
     target: Callable[[A], str]
     confirm_label: Callable[[A], str]
+    # How many different approvers must click; read from the stored arguments so the
+    # count the proposal showed is the count the click enforces.
+    approvals: Callable[[A], int] = lambda _args: 1
 
     def __post_init__(self) -> None:
         if not (dataclasses.is_dataclass(self.args) and self.args.__dataclass_params__.frozen):  # type: ignore[attr-defined]
@@ -218,6 +222,7 @@ class ActionSpec(Generic[A]):
             title=self.title(args),
             target=self.target(args),
             confirm_label=self.confirm_label(args),
+            approvals=max(1, self.approvals(args)),
         )
 
 

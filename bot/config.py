@@ -306,8 +306,8 @@ class Settings(BaseSettings):
     sms_key_rotation_days: float = Field(default=31.0, gt=0)
     # GDPR retention: TABLE.COLUMN=DAYS,... rows older are counted (never deleted).
     sms_gdpr_retention: Retention = Field(default_factory=dict)
-    # PostgreSQL client binaries (psql) for the test restore: "" = the PATH, then
-    # /usr/lib/postgresql/*/bin.
+    # PostgreSQL client binaries (pg_dump, psql) for restore and the test restore:
+    # "" = the PATH, then /usr/lib/postgresql/*/bin.
     sms_pg_bin_dir: str = ""
     sms_restore_check_timeout_s: float = Field(default=900.0, gt=0)
     # The watch after `change done`: minutes (0 = the runbook's 15, critical 60) and
@@ -338,6 +338,9 @@ class Settings(BaseSettings):
     sms_restart_window_min: float = Field(default=60.0, gt=0)
     # How long a restarted service may take to report healthy again.
     sms_recovery_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    # How many different approvers a restore needs (the runbook's most dangerous
+    # change); 1 is allowed for a one-person team and said in the proposal.
+    sms_restore_approvals: int = Field(default=2, ge=1, le=5)
 
     # The runbook's baseline table: "WARN,CRIT" (alert and critical thresholds).
     sms_threshold_p95_ms: ThresholdSetting = Threshold(500, 1000)

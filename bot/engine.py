@@ -158,6 +158,7 @@ class Run:
         summary: str,
         confirm_label: str,
         note: str = "",
+        needed: int = 1,
     ) -> Proposal | None:
         """Store a proposal and show it with buttons in the run's thread.
 
@@ -196,7 +197,11 @@ class Run:
             expires_at=now + timedelta(minutes=settings.sms_proposal_ttl_min),
         )
         msg = proposal_message(
-            proposal, confirm_label=confirm_label, approvers=settings.sms_approvers, note=note
+            proposal,
+            confirm_label=confirm_label,
+            approvers=settings.sms_approvers,
+            note=note,
+            needed=needed,
         )
         # Stored before the buttons can be seen, so a click always finds it.
         message_key = f"proposal-{proposal.id}"

@@ -17,6 +17,7 @@ class Command:
     user: str
     source: str  # "console", "cli", "slack", "teams", "scheduler"
     conversation: Conversation
+    proposal_id: str = ""  # set when an approved proposal started the run
 
     @property
     def words(self) -> list[str]:

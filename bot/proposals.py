@@ -34,9 +34,22 @@ def proposal_message(
     confirm_label: str,
     approvers: tuple[str, ...],
     note: str = "",
+    needed: int = 1,
+    approved_by: tuple[str, ...] = (),
 ) -> Message:
-    """The proposal as the user sees it; with buttons only while it is pending."""
+    """The proposal as the user sees it; with buttons only while it is pending.
+
+    ``needed`` > 1: the proposal needs that many different approvers, and
+    ``approved_by`` are those who clicked so far.
+    """
     lines = [note] if note else []
+    if needed > 1 and p.status == "pending":
+        who = f": {', '.join(approved_by)}" if approved_by else ""
+        lines.append(
+            f"{len(approved_by)} of {needed} approvals{who}. Needs {needed} different approvers."
+        )
+    elif needed > 1 and approved_by:
+        lines.append(f"Approvals: {', '.join(approved_by)}.")
     buttons: tuple[Button, ...] = ()
     status = Status.PENDING
     if p.status == "pending":

@@ -112,9 +112,54 @@ class ClickHandler:
                 f"This proposal cannot be run by this bot version ({exc}). Run the command again.",
                 proposal,
             )
+        if approved.approvals > 1:
+            return await self._approve_one_of(click, surface, proposal, approved)
         claimed = await self.deps.store.proposal_claim(proposal.id, by=click.user, now=now)
         if claimed is None:
             return await self._already(click, surface, proposal)
+        await self._audit(click, "approved", claimed)
+        await self._show(surface, claimed)
+        await self._execute(claimed, approved, click, surface)
+        return "approved"
+
+    async def _approve_one_of(
+        self, click: Click, surface: ChatSurface, proposal: Proposal, approved: ApprovedAction
+    ) -> str:
+        """A proposal needing several different approvers: count this click, or claim it.
+
+        The store records the approval and, when it completes the count, claims
+        the proposal in the same transaction: exactly once, on any replica.
+        """
+        needed = approved.approvals
+        result = await self.deps.store.proposal_approve(
+            proposal.id, by=click.user, now=self.deps.clock(), needed=needed
+        )
+        if result.outcome == "duplicate":
+            return await self._refuse(
+                click,
+                surface,
+                "duplicate_approver",
+                f"You already approved this ({len(result.approvers)} of {needed} approvals); "
+                "it needs a different approver.",
+                proposal,
+            )
+        if result.outcome == "not_pending" or result.proposal is None:
+            return await self._already(click, surface, proposal)
+        if result.outcome == "recorded":
+            await self._audit(click, "approval_recorded", proposal)
+            await self._show(surface, result.proposal)
+            thread = ThreadRef.decode(proposal.conversation)
+            note = Message(
+                title=f"{len(result.approvers)} of {needed} approvals: {click.user}",
+                status=Status.PENDING,
+                text=f"Nothing runs until {needed} different approvers have clicked.",
+            )
+            try:
+                await surface.reply(thread.root, note)
+            except Exception:
+                log.exception("proposal.note_failed", proposal_id=proposal.id)
+            return "recorded"
+        claimed = result.proposal
         await self._audit(click, "approved", claimed)
         await self._show(surface, claimed)
         await self._execute(claimed, approved, click, surface)
@@ -252,6 +297,7 @@ class ClickHandler:
             user=click.user,
             source=click.source,
             conversation=thread.conversation,
+            proposal_id=proposal.id,
         )
         run = await self.engine.execute(
             approved.procedure,
@@ -288,15 +334,26 @@ class ClickHandler:
         """Replace the proposal's message: buttons give way to what became of it."""
         thread = ThreadRef.decode(proposal.conversation)
         surface = self.surfaces.get(thread.conversation.surface, surface)
+        needed = self._needed(proposal)
+        approved_by = await self.deps.store.proposal_approvals(proposal.id) if needed > 1 else ()
         msg = proposal_message(
             proposal,
             confirm_label=self._confirm_label(proposal),
             approvers=self.deps.settings.sms_approvers,
+            needed=needed,
+            approved_by=approved_by,
         )
         try:
             await surface.update(MessageRef(thread.conversation, proposal.message_key), msg)
         except Exception:
             log.exception("proposal.update_failed", proposal_id=proposal.id)
+
+    def _needed(self, proposal: Proposal) -> int:
+        action = self.catalogue.action(proposal.action)
+        try:
+            return action.approve(proposal.args).approvals if action else 1
+        except ActionArgsInvalid:
+            return 1
 
     def _confirm_label(self, proposal: Proposal) -> str:
         action = self.catalogue.action(proposal.action)

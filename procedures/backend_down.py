@@ -22,6 +22,7 @@ from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import CodeBlock, Status, worst
 from bot.redact import redact
+from procedures.diagnose import diagnosis_steps
 from procedures.restart import ESCALATION, propose_restart
 
 __all__ = [
@@ -171,6 +172,11 @@ async def backend_down(run: Run, *, alert: Alert | None = None) -> None:
     logs = await run.step("Tail backend logs", tail_backend_logs(deps))
     database = await run.step("Check database", check_database_logs_and_connectivity(deps))
     findings = _findings(container, look, logs, database)
+    if look is not None and look.info is not None and look.info.state in ("exited", "restarting"):
+        # Container Won't Start: the runbook's diagnosis before restarting blindly.
+        _facts, causes = await diagnosis_steps(run, service=BACKEND)
+        if causes:
+            findings += f"\nWhy it does not run: {'; '.join(dict.fromkeys(causes))}."
     if look is not None and look.info is None:
         run.text = (
             f"{findings}\nNot proposing a restart: there is no {container} to restart; "

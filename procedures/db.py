@@ -15,6 +15,7 @@ from bot.engine import Outcome, Run
 from bot.messages import Field, Status, Table
 from bot.redact import redact
 from procedures.checks import check_database, format_size
+from procedures.dbperf import database_health_steps, explain_steps
 
 __all__ = ["SPEC", "db_check", "db_slow"]
 
@@ -78,6 +79,9 @@ async def _slow(deps: Deps) -> Outcome:
 
 async def db_slow(run: Run) -> None:
     await run.step("Find long-running queries (pg_stat_activity)", _slow(run.deps))
+    await database_health_steps(run)
+    long = await run.deps.db.active_queries(min_age_s=run.deps.settings.sms_slow_query_s)
+    await explain_steps(run, long)
 
 
 def _parse_check(args: list[str], ctx: CommandContext) -> Invocation:
@@ -103,7 +107,7 @@ SPEC = ProcedureSpec(
         CommandSpec(
             "db slow",
             usage="db slow",
-            summary="Active queries running longer than 5 s",
+            summary="Long queries, pool, cache hit ratio, locks, statements, EXPLAIN",
             parse=_parse_slow,
         ),
     ),

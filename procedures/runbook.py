@@ -20,13 +20,8 @@ from bot.messages import Message, Status, Table
 
 __all__ = ["MANUAL", "SPEC", "runbook_message"]
 
-MANUAL: tuple[RunbookEntry, ...] = (
-    RunbookEntry(
-        "Restore from backup",
-        "data loss; failed deployment",
-        "stop backend, restore database, start backend, verify",
-    ),
-)
+# Restore from backup is automated now (procedures/restore.py).
+MANUAL: tuple[RunbookEntry, ...] = ()
 
 
 def runbook_message(catalogue: Catalogue) -> Message:

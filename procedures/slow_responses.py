@@ -23,6 +23,7 @@ from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Field, Link, Status, Table, worst
 from bot.redact import redact
+from procedures.dbperf import database_health_steps, explain_steps
 from procedures.terminate import TERMINATE_ACTION, proposal_args
 
 __all__ = [
@@ -232,6 +233,9 @@ async def slow_responses(run: Run, *, alert: Alert | None = None) -> None:
         f"Queries running longer than {deps.settings.sms_slow_query_s:g} s",
         check_long_queries(deps),
     )
+    # The runbook's degradation actions (pool, cache, locks, statements, EXPLAIN).
+    await database_health_steps(run)
+    await explain_steps(run, long.queries if long is not None else ())
     proposed: list[int] = []
     queries = long.queries if long is not None else ()
     for query in queries[:MAX_TERMINATE_PROPOSALS]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bot.adapters.docker import ContainerInfo
 from bot.catalogue import (
     CommandContext,
@@ -14,6 +16,7 @@ from bot.catalogue import (
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.messages import Status, Table
+from procedures.diagnose import diagnosis_steps
 
 __all__ = ["SPEC", "format_uptime", "status"]
 
@@ -45,7 +48,12 @@ def _row(info: ContainerInfo, deps: Deps) -> tuple[str, str, str, str, str]:
     )
 
 
-async def _containers(deps: Deps) -> Outcome:
+@dataclass(frozen=True)
+class _Listed(Outcome):
+    broken: tuple[str, ...] = ()  # configured services exited, dead or restarting
+
+
+async def _containers(deps: Deps) -> _Listed:
     overview = await deps.docker.overview()
     known = {info.name for info in overview.containers}
     rows = [_row(info, deps) for info in overview.containers]
@@ -68,11 +76,27 @@ async def _containers(deps: Deps) -> Outcome:
         columns=("container", "service", "state", "health", "uptime"),
         rows=tuple(rows),
     )
-    return Outcome(status, summary, details=(table,))
+    broken = tuple(
+        sorted(
+            i.service
+            for i in overview.not_running
+            if i.service and i.state in ("exited", "dead", "restarting")
+        )
+    )
+    return _Listed(status, summary, details=(table,), broken=broken)
 
 
 async def status(run: Run) -> None:
-    await run.step("List containers", _containers(run.deps))
+    listed = await run.step("List containers", _containers(run.deps))
+    if not isinstance(listed, _Listed) or not listed.broken:
+        return
+    # Container Won't Start: the runbook's diagnosis, run at once for each broken service.
+    lines = []
+    for service in listed.broken:
+        _facts, causes = await diagnosis_steps(run, service=service)
+        cause = "; ".join(dict.fromkeys(causes)) or "no cause found"
+        lines.append(f"{service}: {cause}. `/sms diagnose {service}` offers to start it.")
+    run.text = "\n".join(lines)
 
 
 def _parse(args: list[str], ctx: CommandContext) -> Invocation:

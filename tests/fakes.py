@@ -17,16 +17,27 @@ from typing import Any
 from bot.adapters.alertmanager import AlertInfo
 from bot.adapters.backups import BackupStore
 from bot.adapters.docker import (
+    ContainerDetails,
     ContainerInfo,
     ContainerNotFound,
     ContainerOverview,
     ContainerState,
+    ContainerStats,
     ExecResult,
     FileNotInContainer,
     HealthState,
+    PortUse,
 )
 from bot.adapters.http_health import ComponentHealth, HealthReport
-from bot.adapters.postgres import ActiveQuery, DbCheck, UserCount
+from bot.adapters.postgres import (
+    ActiveQuery,
+    CacheHit,
+    DbCheck,
+    LockWait,
+    PoolState,
+    StatementStat,
+    UserCount,
+)
 from bot.adapters.prometheus import Sample, Series
 from bot.audit import AuditLog
 from bot.clock import Clock, utc_now
@@ -118,6 +129,8 @@ class FakeDocker:
         self.error = error
         self.log_calls: list[tuple[str, int]] = []
         self.restarts: list[str] = []
+        self.stops: list[str] = []
+        self.starts: list[str] = []
         # Per-service log text; services not in here answer with ``log_text``.
         self.service_logs: dict[str, str] = {}
         self.log_errors: dict[str, Exception] = {}
@@ -163,6 +176,16 @@ class FakeDocker:
         self.restarts.append(service)
         return info
 
+    async def stop(self, service: str, *, timeout_s: int = 10) -> ContainerInfo:
+        info = await self.status(service)
+        self.stops.append(service)
+        return info
+
+    async def start(self, service: str) -> ContainerInfo:
+        info = await self.status(service)
+        self.starts.append(service)
+        return info
+
     async def logs(self, service: str, *, tail: int = 100) -> str:
         name = self.container_name(service)
         if name not in {c.name for c in self.containers}:
@@ -196,6 +219,41 @@ class FakeDocker:
         if (service, path) not in self.files:
             raise FileNotInContainer(f"{path}: no such file in {name}")
         return self.files[(service, path)][-max_bytes:]
+
+    # -- issue 11: inspect facts, host ports, memory stats ---------------------
+
+    async def inspect(self, service: str) -> ContainerDetails:
+        info = await self.status(service)
+        return ContainerDetails(
+            name=info.name,
+            service=service,
+            state=info.state,
+            exit_code=0 if info.state == "running" else 1,
+            oom_killed=False,
+            error="",
+            restart_count=info.restart_count,
+            restart_policy="no",
+            started_at=info.started_at,
+            finished_at=None,
+            health=info.health,
+            health_log=(),
+            image=info.image,
+            network_mode="default",
+            ports=(),
+            mounts=(),
+            env_names=(),
+            labels={},
+        )
+
+    async def port_users(self) -> list[PortUse]:
+        return []
+
+    async def stats(self) -> list[ContainerStats]:
+        running = [c for c in self.containers if c.state == "running"]
+        return [
+            ContainerStats(c.name, c.service, (len(running) - i) * 100 * 2**20, 2**30)
+            for i, c in enumerate(running)
+        ]
 
     async def close(self) -> None:
         return None
@@ -383,6 +441,40 @@ class FakeDb:
             raise self.error
         self.vacuums.append(timeout_s)
         return self.vacuum_s
+
+    # -- issue 11: performance degradation -----------------------------------
+
+    async def pool(self) -> PoolState:
+        if self.error:
+            raise self.error
+        return PoolState((("idle", 10), ("active", 2)), 100)
+
+    async def cache_hit(self) -> CacheHit:
+        if self.error:
+            raise self.error
+        return CacheHit(9990, 10)
+
+    async def lock_waits(self) -> list[LockWait]:
+        if self.error:
+            raise self.error
+        return []
+
+    async def statements(
+        self, *, order: str = "calls", limit: int = 5
+    ) -> list[StatementStat] | None:
+        if self.error:
+            raise self.error
+        return None
+
+    async def explain(self, query: str) -> str:
+        if self.error:
+            raise self.error
+        return "Seq Scan on users  (cost=0.00..1.18 rows=18 width=36)"
+
+    async def analyze(self, *, timeout_s: float = 600.0) -> float:
+        if self.error:
+            raise self.error
+        return 0.5
 
     async def close(self) -> None:
         return None

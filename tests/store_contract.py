@@ -910,6 +910,71 @@ class StoreContract:
         assert won is not None and won.status == "approved"
         assert await store.proposal_claim("nope", by="U1", now=T0) is None
 
+    # --- migration 8 (recovery, issue 11): several approvers -------------
+
+    async def test_proposal_needing_two_approvers(self, store: Store) -> None:
+        p = make_proposal()
+        await store.proposal_add(p)
+        now = T0 + timedelta(minutes=1)
+        first = await store.proposal_approve(p.id, by="U1", now=now, needed=2)
+        assert (first.outcome, first.approvers) == ("recorded", ("U1",))
+        assert first.proposal is not None and first.proposal.status == "pending"
+        # The same person again changes nothing.
+        again = await store.proposal_approve(p.id, by="U1", now=now, needed=2)
+        assert (again.outcome, again.approvers) == ("duplicate", ("U1",))
+        assert await store.proposal_get(p.id) == p
+        second = await store.proposal_approve(p.id, by="U2", now=now, needed=2)
+        assert (second.outcome, second.approvers) == ("claimed", ("U1", "U2"))
+        assert second.proposal == Proposal(
+            **{**p.__dict__, "status": "approved", "decided_by": "U2", "decided_at": now}
+        )
+        late = await store.proposal_approve(p.id, by="U3", now=now, needed=2)
+        assert (late.outcome, late.approvers) == ("not_pending", ("U1", "U2"))
+        assert await store.proposal_approvals(p.id) == ("U1", "U2")
+        assert await store.proposal_claim(p.id, by="U4", now=now) is None
+
+    async def test_proposal_approve_refuses_expired_cancelled_and_missing(
+        self, store: Store
+    ) -> None:
+        p = make_proposal(ttl=timedelta(minutes=15))
+        await store.proposal_add(p)
+        expired = await store.proposal_approve(p.id, by="U1", now=p.expires_at, needed=1)
+        assert expired.outcome == "not_pending"
+        assert await store.proposal_approvals(p.id) == ()
+        q = make_proposal()
+        await store.proposal_add(q)
+        await store.proposal_cancel(q.id, by="U9", now=T0)
+        assert (await store.proposal_approve(q.id, by="U1", now=T0, needed=2)).outcome == (
+            "not_pending"
+        )
+        missing = await store.proposal_approve("nope", by="U1", now=T0, needed=2)
+        assert (missing.outcome, missing.proposal) == ("not_pending", None)
+        r = make_proposal()
+        await store.proposal_add(r)
+        one = await store.proposal_approve(r.id, by="U1", now=T0, needed=1)
+        assert one.outcome == "claimed" and one.proposal is not None
+        assert one.proposal.status == "approved"
+
+    async def test_proposal_second_approval_claims_exactly_once(
+        self, store: Store, other: Store
+    ) -> None:
+        p = make_proposal()
+        await store.proposal_add(p)
+        now = T0 + timedelta(minutes=1)
+        assert (await store.proposal_approve(p.id, by="U0", now=now, needed=2)).outcome == (
+            "recorded"
+        )
+        replicas = (store, other)
+        results = await asyncio.gather(
+            *(
+                replicas[n % 2].proposal_approve(p.id, by=f"U{n}", now=now, needed=2)
+                for n in range(1, 11)
+            )
+        )
+        assert [r.outcome for r in results].count("claimed") == 1
+        assert {r.outcome for r in results} == {"claimed", "not_pending"}
+        assert len(await other.proposal_approvals(p.id)) == 2
+
     async def test_proposal_cancel_then_claim(self, store: Store) -> None:
         p = make_proposal()
         await store.proposal_add(p)

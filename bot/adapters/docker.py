@@ -1,4 +1,4 @@
-"""Docker engine adapter: container state, health, logs, restarts and files.
+"""Docker engine adapter: container state, health, logs, restarts, files, inspect facts, stats.
 
 The ``docker`` SDK is synchronous, so every call runs in a worker thread and is
 bounded by ``asyncio.wait_for``; the event loop never blocks on the engine.
@@ -21,6 +21,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -32,10 +33,12 @@ if TYPE_CHECKING:
     import docker
 
 __all__ = [
+    "ContainerDetails",
     "ContainerInfo",
     "ContainerNotFound",
     "ContainerOverview",
     "ContainerState",
+    "ContainerStats",
     "Docker",
     "DockerAdapter",
     "DockerError",
@@ -43,7 +46,10 @@ __all__ = [
     "ExecResult",
     "ExecTimeout",
     "FileNotInContainer",
+    "HealthProbe",
     "HealthState",
+    "Mount",
+    "PortUse",
 ]
 
 ContainerState = Literal["running", "restarting", "exited", "created", "paused", "dead", "missing"]
@@ -55,6 +61,7 @@ _STATES: frozenset[str] = frozenset(
     {"running", "restarting", "exited", "created", "paused", "dead", "missing"}
 )
 _HEALTH: frozenset[str] = frozenset({"healthy", "unhealthy", "starting"})
+_STATS_WORKERS = 8
 _LOG_TAIL_MIN = 1
 _LOG_TAIL_MAX = 1000
 # What ``exec`` keeps of a command's output: its end, where the errors are.
@@ -179,6 +186,123 @@ class ContainerOverview:
         return [c for c in self.services.values() if c.state == "restarting"]
 
 
+@dataclass(frozen=True, slots=True)
+class HealthProbe:
+    """One run of the container's healthcheck, as ``docker inspect`` keeps it."""
+
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    type: str  # bind, volume, tmpfs
+    source: str
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDetails:
+    """The ``docker inspect`` facts the runbook's "Container Won't Start" reads.
+
+    ``env_names`` are the names only: values are secrets often enough that
+    the adapter does not hand them out at all. ``ports`` are the host ports the
+    container wants: published ones, and with host networking its exposed ones.
+    """
+
+    name: str
+    service: str | None
+    state: ContainerState
+    exit_code: int
+    oom_killed: bool
+    error: str
+    restart_count: int
+    restart_policy: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    health: HealthState | None
+    health_log: tuple[HealthProbe, ...]
+    image: str
+    network_mode: str
+    ports: tuple[int, ...]
+    mounts: tuple[Mount, ...]
+    env_names: tuple[str, ...]
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PortUse:
+    """A running container using a host port (published, or exposed on the host network)."""
+
+    container: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    """One line of ``docker stats --no-stream``: memory use, limit and share."""
+
+    name: str
+    service: str | None
+    memory_bytes: int
+    limit_bytes: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.memory_bytes / self.limit_bytes if self.limit_bytes else 0.0
+
+
+def _wanted_ports(attrs: Mapping[str, Any]) -> tuple[int, ...]:
+    host = attrs.get("HostConfig") or {}
+    config = attrs.get("Config") or {}
+    ports: set[int] = set()
+    for bindings in (host.get("PortBindings") or {}).values():
+        for binding in bindings or ():
+            raw = str((binding or {}).get("HostPort") or "")
+            if raw.isdigit():
+                ports.add(int(raw))
+    if host.get("NetworkMode") == "host":
+        for key in config.get("ExposedPorts") or {}:
+            raw = str(key).split("/", 1)[0]
+            if raw.isdigit():
+                ports.add(int(raw))
+    return tuple(sorted(ports))
+
+
+def _details(attrs: Mapping[str, Any], service: str | None) -> ContainerDetails:
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    host = attrs.get("HostConfig") or {}
+    health = state.get("Health") if isinstance(state.get("Health"), Mapping) else {}
+    probes = tuple(
+        HealthProbe(int(p.get("ExitCode") or 0), str(p.get("Output") or "").strip())
+        for p in (health or {}).get("Log") or ()
+    )
+    return ContainerDetails(
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        service=service,
+        state=_state_of(state.get("Status")),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=str(state.get("Error") or ""),
+        restart_count=int(attrs.get("RestartCount") or 0),
+        restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or "no"),
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+        health=_health_of(state),
+        health_log=probes[-5:],
+        image=str(config.get("Image") or ""),
+        network_mode=str(host.get("NetworkMode") or ""),
+        ports=_wanted_ports(attrs),
+        mounts=tuple(
+            Mount(str(m.get("Type") or ""), str(m.get("Source") or ""), str(m.get("Destination")))
+            for m in attrs.get("Mounts") or ()
+        ),
+        env_names=tuple(str(e).split("=", 1)[0] for e in config.get("Env") or ()),
+        labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+    )
+
+
 def _parse_time(value: object) -> datetime | None:
     """Parse Docker's RFC 3339 nanosecond timestamps into aware UTC datetimes."""
     if not isinstance(value, str) or not value or value.startswith(_ZERO_TIME_PREFIX):
@@ -231,6 +355,16 @@ class Docker(Protocol):
     async def read_tail(
         self, service: str, path: str, *, max_bytes: int = 1024 * 1024, timeout_s: float = 30.0
     ) -> str: ...
+
+    async def stop(self, service: str, *, timeout_s: int = 10) -> ContainerInfo: ...
+
+    async def start(self, service: str) -> ContainerInfo: ...
+
+    async def inspect(self, service: str) -> ContainerDetails: ...
+
+    async def port_users(self) -> list[PortUse]: ...
+
+    async def stats(self) -> list[ContainerStats]: ...
 
 
 class DockerAdapter:
@@ -411,6 +545,78 @@ class DockerAdapter:
                     close()
 
         return await self._call(fetch, container=name, extra_timeout=timeout_s)
+
+    async def inspect(self, service: str) -> ContainerDetails:
+        """``docker inspect`` of ``service``'s container: the facts a diagnosis reads."""
+        name = self.container_name(service)
+
+        def run() -> ContainerDetails:
+            attrs = self._api().inspect_container(name)
+            if str(attrs.get("Name", "")).lstrip("/") != name:
+                raise ContainerNotFound(name, service=self._by_container.get(name))
+            return _details(attrs, self._by_container.get(name))
+
+        return await self._call(run, container=name)
+
+    async def port_users(self) -> list[PortUse]:
+        """Host ports used by running containers (published, or exposed on the host network)."""
+
+        def run() -> list[PortUse]:
+            api = self._api()
+            uses: list[PortUse] = []
+            for summary in api.containers(all=False):
+                try:
+                    attrs = api.inspect_container(summary["Id"])
+                except docker.errors.NotFound:
+                    continue
+                name = str(attrs.get("Name", "")).lstrip("/")
+                uses += [PortUse(name, port) for port in _wanted_ports(attrs)]
+            return uses
+
+        return await self._call(run)
+
+    async def stats(self) -> list[ContainerStats]:
+        """``docker stats --no-stream`` for every running container, biggest memory user first.
+
+        One engine call per container (``one_shot``: no second sample, memory
+        needs none), all bounded together.
+        """
+
+        def one(container_id: str, name: str) -> ContainerStats | None:
+            try:
+                raw = self._api().stats(container_id, stream=False, one_shot=True)
+            except docker.errors.APIError as exc:
+                if exc.is_server_error():
+                    raise
+                return None  # stopped or gone between listing and asking
+            except ValueError:
+                # A container that stops while asked answers an empty body (no JSON).
+                return None
+            memory = raw.get("memory_stats") or {}
+            usage = int(memory.get("usage") or 0)
+            detail = memory.get("stats") or {}
+            # What `docker stats` shows: usage minus the page cache (cgroup v2 / v1).
+            cache = int(detail.get("inactive_file") or detail.get("total_inactive_file") or 0)
+            return ContainerStats(
+                name=name,
+                service=self._by_container.get(name),
+                memory_bytes=max(0, usage - cache) if usage > cache else usage,
+                limit_bytes=int(memory.get("limit") or 0),
+            )
+
+        def run() -> list[ContainerStats]:
+            summaries = self._api().containers(all=False)
+            # The engine takes most of a second per container: ask in parallel.
+            with ThreadPoolExecutor(max_workers=_STATS_WORKERS) as pool:
+                items = pool.map(
+                    lambda c: one(str(c["Id"]), str((c.get("Names") or [""])[0]).lstrip("/")),
+                    summaries,
+                )
+                found = [item for item in items if item is not None]
+            found.sort(key=lambda s: (-s.memory_bytes, s.name))
+            return found
+
+        return await self._call(run, extra_timeout=self._timeout)
 
     # -- worker-thread side ------------------------------------------------
 

@@ -21,13 +21,17 @@ from bot.errors import AdapterError
 
 __all__ = [
     "ActiveQuery",
+    "CacheHit",
     "Database",
     "DatabaseError",
     "DatabaseUnavailable",
     "DbCheck",
+    "LockWait",
+    "PoolState",
     "QueryFailed",
     "QueryTimeout",
     "SmsDatabase",
+    "StatementStat",
     "UserCount",
 ]
 
@@ -107,6 +111,75 @@ class ActiveQuery:
     query: str
 
 
+# --- performance degradation (issue 11) ---------------------------------------------
+POOL_SQL = (
+    "SELECT coalesce(state, 'background') AS state, count(*) AS n,"
+    " current_setting('max_connections')::int AS max_connections"
+    " FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1 ORDER BY 2 DESC"
+)
+CACHE_HIT_SQL = (
+    "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()"
+)
+# Who waits, and for whom: pg_blocking_pids names the holders of what a waiter wants.
+LOCK_WAITS_SQL = (
+    "SELECT a.pid, pg_blocking_pids(a.pid) AS blocking, a.query,"
+    " now() - a.query_start AS age,"
+    " (SELECT string_agg(DISTINCT l.mode || ' on ' || coalesce(l.relation::regclass::text,"
+    " l.locktype), ', ') FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted) AS wants"
+    " FROM pg_stat_activity a WHERE cardinality(pg_blocking_pids(a.pid)) > 0"
+    " ORDER BY a.query_start"
+)
+HAS_STATEMENTS_SQL = "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
+STATEMENTS_SQL = (
+    "SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms"
+    " FROM pg_stat_statements ORDER BY {order} DESC LIMIT $1"
+)
+# EXPLAIN of these only (never ANALYZE); anything else is not explained.
+_EXPLAINABLE = ("select", "with", "insert", "update", "delete", "values")
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """Connections of the SMS database by state, and the server's ``max_connections``."""
+
+    by_state: tuple[tuple[str, int], ...]
+    max_connections: int
+
+    @property
+    def total(self) -> int:
+        return sum(n for _s, n in self.by_state)
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    hits: int
+    reads: int
+
+    @property
+    def ratio(self) -> float | None:
+        total = self.hits + self.reads
+        return self.hits / total if total else None
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A backend waiting on a lock, and the pids holding what it waits for."""
+
+    pid: int
+    blocking: tuple[int, ...]
+    query: str
+    waiting_s: float
+    wants: str
+
+
+@dataclass(frozen=True)
+class StatementStat:
+    query: str
+    calls: int
+    total_ms: float
+    mean_ms: float
+
+
 def _redact(dsn: str) -> str:
     scheme, sep, rest = dsn.partition("://")
     if not sep or "@" not in rest:
@@ -137,6 +210,20 @@ class Database(Protocol):
     async def table_counts(self, tables: Sequence[str]) -> dict[str, int | None]: ...
 
     async def count_older(self, table: str, column: str, before: datetime) -> int | None: ...
+
+    async def pool(self) -> PoolState: ...
+
+    async def cache_hit(self) -> CacheHit: ...
+
+    async def lock_waits(self) -> list[LockWait]: ...
+
+    async def statements(
+        self, *, order: str = "calls", limit: int = 5
+    ) -> list[StatementStat] | None: ...
+
+    async def explain(self, query: str) -> str: ...
+
+    async def analyze(self, *, timeout_s: float = 600.0) -> float: ...
 
 
 class SmsDatabase:
@@ -311,6 +398,88 @@ class SmsDatabase:
         async with self._connect(timeout_s) as conn:
             start = time.perf_counter()
             await conn.execute("VACUUM ANALYZE", timeout=timeout_s)
+            return time.perf_counter() - start
+
+    # -- performance degradation (issue 11) ------------------------------------
+
+    async def pool(self) -> PoolState:
+        async with self._connect() as conn:
+            rows = await conn.fetch(POOL_SQL, timeout=self._query_timeout)
+            maximum = (
+                rows[0]["max_connections"]
+                if rows
+                else await conn.fetchval(
+                    "SELECT current_setting('max_connections')::int", timeout=self._query_timeout
+                )
+            )
+        return PoolState(
+            by_state=tuple((str(r["state"]), int(r["n"])) for r in rows),
+            max_connections=int(maximum),
+        )
+
+    async def cache_hit(self) -> CacheHit:
+        async with self._connect() as conn:
+            row = await conn.fetchrow(CACHE_HIT_SQL, timeout=self._query_timeout)
+        if row is None:
+            return CacheHit(0, 0)
+        return CacheHit(int(row["blks_hit"] or 0), int(row["blks_read"] or 0))
+
+    async def lock_waits(self) -> list[LockWait]:
+        async with self._connect() as conn:
+            rows = await conn.fetch(LOCK_WAITS_SQL, timeout=self._query_timeout)
+        return [
+            LockWait(
+                pid=int(r["pid"]),
+                blocking=tuple(int(p) for p in r["blocking"] or ()),
+                query=r["query"] or "",
+                waiting_s=r["age"].total_seconds() if isinstance(r["age"], timedelta) else 0.0,
+                wants=r["wants"] or "",
+            )
+            for r in rows
+        ]
+
+    async def statements(
+        self, *, order: str = "calls", limit: int = 5
+    ) -> list[StatementStat] | None:
+        """Top statements from ``pg_stat_statements``; None when the extension is not there."""
+        column = {"calls": "calls", "mean": "mean_exec_time"}[order]
+        async with self._connect() as conn:
+            if not await conn.fetchval(HAS_STATEMENTS_SQL, timeout=self._query_timeout):
+                return None
+            rows = await conn.fetch(
+                STATEMENTS_SQL.format(order=column), int(limit), timeout=self._query_timeout
+            )
+        return [
+            StatementStat(
+                r["query"] or "", int(r["calls"]), float(r["total_ms"]), float(r["mean_ms"])
+            )
+            for r in rows
+        ]
+
+    async def explain(self, query: str) -> str:
+        """``EXPLAIN`` (never ``ANALYZE``: that would run it) of one statement, read-only.
+
+        A prepared statement takes one command only, so a text with a second
+        statement fails instead of running it; the transaction is read-only and
+        rolled back; statements that are not queries are refused.
+        """
+        text = query.strip().rstrip(";")
+        if not text.lower().startswith(_EXPLAINABLE):
+            raise QueryFailed("only SELECT, WITH, INSERT, UPDATE, DELETE and VALUES are explained")
+        async with self._connect() as conn:
+            tx = conn.transaction(readonly=True)
+            await tx.start()
+            try:
+                rows = await conn.fetch(f"EXPLAIN {text}", timeout=self._query_timeout)
+            finally:
+                await tx.rollback()
+        return "\n".join(str(r[0]) for r in rows)
+
+    async def analyze(self, *, timeout_s: float = 600.0) -> float:
+        """``ANALYZE`` (update statistics) on the whole database; seconds it took."""
+        async with self._connect(timeout_s) as conn:
+            start = time.perf_counter()
+            await conn.execute("ANALYZE", timeout=timeout_s)
             return time.perf_counter() - start
 
 

@@ -19,6 +19,7 @@ from bot.errors import AdapterError
 
 __all__ = [
     "AlertEvent",
+    "Approval",
     "AuditEvent",
     "CapacitySample",
     "Change",
@@ -151,6 +152,21 @@ class Proposal:
     decided_by: str | None = None
     decided_at: datetime | None = None
     result: str | None = None  # one line on the outcome once done/failed
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What one click on a proposal needing several approvers did.
+
+    ``outcome``: ``recorded`` (counted, more needed), ``claimed`` (this click
+    completed the count and claimed the proposal, exactly once), ``duplicate``
+    (this user already approved; nothing changed) or ``not_pending`` (decided,
+    expired or missing; nothing changed). ``approvers`` in click order.
+    """
+
+    outcome: str
+    approvers: tuple[str, ...]
+    proposal: Proposal | None
 
 
 # One alert of a webhook delivery, as written to the inbox before answering 200: the

@@ -195,6 +195,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX changes_one_open ON changes (status) WHERE status = 'open'",
         ),
     ),
+    # Proposals that need several different approvers (a restore needs two): each click is
+    # a row, and the click that completes the count claims the proposal in the same
+    # transaction.
+    Migration(
+        9,
+        "proposal approvals",
+        (
+            """CREATE TABLE proposal_approvals (seq {serial_pk},
+            proposal_id TEXT NOT NULL REFERENCES proposals (id) ON DELETE CASCADE,
+            approver TEXT NOT NULL, at {ts} NOT NULL, UNIQUE (proposal_id, approver))""",
+        ),
+    ),
 )
 
 

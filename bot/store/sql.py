@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar, get_args, get_origin, get_type_hints
 
 from bot.store.base import (
     AlertEvent,
+    Approval,
     AuditEvent,
     CapacitySample,
     Change,
@@ -48,6 +49,7 @@ from bot.store.migrations import Migration, validate_migrations
 
 __all__ = [
     "ALERT_INBOX_LOCK_KEY",
+    "APPROVAL_LOCK_KEY",
     "DIGEST_LOCK_KEY",
     "MIGRATION_LOCK_KEY",
     "IncidentRepo",
@@ -70,6 +72,8 @@ MIGRATION_LOCK_KEY = 0x736D732D626F74
 ALERT_INBOX_LOCK_KEY = 0x736D732D616C7274
 # "Is there a current digest? If not, create one" is a read then a write.
 DIGEST_LOCK_KEY = 0x736D732D64696773
+# Serialises the clicks on proposals that need several approvers ("sms-appr").
+APPROVAL_LOCK_KEY = 0x736D732D61707072
 
 T = TypeVar("T")
 
@@ -250,6 +254,7 @@ _PROPOSAL_DECIDE = (
     "UPDATE proposals SET status = :status, decided_by = :by, decided_at = :now"
     " WHERE id = :id AND status = 'pending'{extra} RETURNING " + PROPOSAL
 )
+_APPROVERS = "SELECT approver FROM proposal_approvals WHERE proposal_id = :id ORDER BY seq"
 _INCIDENT_CHANGE = "UPDATE incidents SET {set} WHERE id = :id AND status = 'open'{extra} RETURNING "
 
 
@@ -596,6 +601,33 @@ class ProposalRepo(_Sql):
     async def proposal_claim(self, id: str, *, by: str, now: datetime) -> Proposal | None:
         """``pending -> approved`` if pending and unexpired, exactly once; else None."""
         return await self._decide(id, "approved", by, now, " AND expires_at > :now")
+
+    async def proposal_approve(self, id: str, *, by: str, now: datetime, needed: int) -> Approval:
+        """Record ``by``'s approval; the one completing ``needed`` claims, in one transaction."""
+        async with self._transaction() as s:
+            # One click at a time, on any replica (SQLite: its one writer already).
+            await s.lock(APPROVAL_LOCK_KEY)
+            rows = await s.fetch(f"SELECT {PROPOSAL} FROM proposals WHERE id = :id", id=id)
+            approvers = tuple(r["approver"] for r in await s.fetch(_APPROVERS, id=id))
+            current = _decode(Proposal, rows[0]) if rows else None
+            if current is None or current.status != "pending" or current.expires_at <= now:
+                return Approval("not_pending", approvers, current)
+            if by in approvers:
+                return Approval("duplicate", approvers, current)
+            add = _insert("proposal_approvals", "proposal_id, approver, at")
+            await s.execute(add, proposal_id=id, approver=by, at=now)
+            approvers += (by,)
+            if len(approvers) < needed:
+                return Approval("recorded", approvers, current)
+            decide = _PROPOSAL_DECIDE.format(extra=" AND expires_at > :now")
+            claimed = await s.fetch(decide, id=id, status="approved", by=by, now=now)
+        if not claimed:
+            return Approval("not_pending", approvers, current)
+        return Approval("claimed", approvers, _decode(Proposal, claimed[0]))
+
+    async def proposal_approvals(self, id: str) -> tuple[str, ...]:
+        """Who approved the proposal so far, in click order."""
+        return tuple(r["approver"] for r in await self._fetch(_APPROVERS, id=id))
 
     async def proposal_cancel(self, id: str, *, by: str, now: datetime) -> Proposal | None:
         """``pending -> cancelled`` if pending; else None."""

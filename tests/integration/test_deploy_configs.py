@@ -39,7 +39,9 @@ RECEIVER_CONFIG = DEPLOY / "alertmanager" / "sms-bot-receiver.yml"
 
 # sms-bot's alert routing matches these names exactly (runbook incident classes).
 ROUTED = {"BackendDown": "P0", "SlowResponses": "P1", "HighErrorRate": "P2"}
-ALL_ALERTS = {*ROUTED, "HighCPU", "HighMemory", "DiskSpace", "BackupStale"}
+# Common Issues and Performance Degradation (issue 11), routed by the catalogue.
+COMMON = {"ContainerRestarting": "P1", "HighMemoryUsage": "P1", "LowThroughput": "P1"}
+ALL_ALERTS = {*ROUTED, *COMMON, "HighCPU", "HighMemory", "DiskSpace", "BackupStale"}
 PRODUCTION_URL = "http://sms-bot:8090/alerts/alertmanager"
 
 
@@ -133,7 +135,7 @@ async def test_every_rule_carries_the_labels_and_annotations_the_bot_shows(
         assert rule["annotations"]["description"], where
         assert rule["annotations"]["runbook"].startswith("runbook.md#"), where
 
-    for name, priority in ROUTED.items():
+    for name, priority in {**ROUTED, **COMMON}.items():
         rules = [rule for rule in loaded_rules if rule["name"] == name]
         assert rules, name
         assert {rule["labels"]["priority"] for rule in rules} == {priority}, name
@@ -152,6 +154,17 @@ async def test_every_rule_carries_the_labels_and_annotations_the_bot_shows(
 
 
 # -- Alertmanager receiver -----------------------------------------------------
+
+
+def test_the_catalogue_routes_every_common_issue_alert() -> None:
+    from procedures.catalogue import CATALOGUE
+
+    routes = {r.alertname: (r.procedure, r.priority) for r in CATALOGUE.routes()}
+    assert routes["ContainerRestarting"] == ("diagnose", "P1")
+    assert routes["HighMemoryUsage"] == ("memory", "P1")
+    assert routes["HighMemory"] == ("memory", "P1")
+    assert routes["LowThroughput"] == ("perf", "P1")
+    assert routes["BackupStale"] == ("backup_freshness", "P1")
 
 
 def test_amtool_accepts_the_receiver_config() -> None:

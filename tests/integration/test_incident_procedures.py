@@ -138,7 +138,7 @@ async def test_backend_down_with_the_backend_stopped_proposes_a_restart(
         Status.WARN,
         f"4 lines from {backend}, 1 ERROR",
     )
-    log = done.code(f"{backend}: last")
+    log = done.code(f"{backend}: last 4 lines")
     assert "ERROR db timeout password=[REDACTED]" in log and "hunter2" not in log
     status, summary = steps["Check database"]
     assert status is Status.OK
@@ -146,6 +146,8 @@ async def test_backend_down_with_the_backend_stopped_proposes_a_restart(
     assert f"{postgres}: 2 log lines, 0 ERROR/FATAL/PANIC" in summary
     assert "database system is ready" in done.code(f"{postgres}: last")
     assert steps["Check the restart limit"][0] is Status.OK
+    # Container Won't Start: the stopped backend is diagnosed before a restart is proposed.
+    assert steps[f"Inspect {backend} (docker inspect)"][0] is Status.CRIT
 
     [proposal] = done.run.proposals
     stored = await app.deps.store.proposal_get(proposal.id)

@@ -152,6 +152,10 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "change start",
         "change done",
         "change abort",
+        "restore",
+        "diagnose",
+        "memory",
+        "perf",
     ]
     assert [(r.alertname, r.procedure, r.priority) for r in CATALOGUE.routes()] == [
         ("BackupStale", "backup_freshness", "P1"),
@@ -160,6 +164,10 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         ("SlowResponses", "slow_responses", "P1"),
         ("HighLatency", "slow_responses", "P1"),
         ("HighErrorRate", "high_error_rate", "P2"),
+        ("ContainerRestarting", "diagnose", "P1"),
+        ("HighMemoryUsage", "memory", "P1"),
+        ("HighMemory", "memory", "P1"),
+        ("LowThroughput", "perf", "P1"),
     ]
     assert [s.job for s in CATALOGUE.schedules()] == [
         "morning-summary",
@@ -173,12 +181,16 @@ def test_the_catalogue_declares_every_entry_point() -> None:
         "capacity-sample",
         "compliance",
     ]
-    assert {n for n in ("restart", "terminate", "backup", "vacuum") if CATALOGUE.action(n)} == {
+    actions = (
         "restart",
         "terminate",
         "backup",
         "vacuum",
-    }
+        "restore",
+        "start_container",
+        "analyze",
+    )
+    assert {n for n in actions if CATALOGUE.action(n)} == set(actions)
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,12 @@ async def test_backend_down_on_a_stopped_backend_proposes_a_restart(deps: Deps) 
         "Check container status",
         "Tail backend logs",
         "Check database",
+        # Container Won't Start: the runbook's diagnosis of the exited container.
+        "Inspect docker-backend-1 (docker inspect)",
+        "Last 50 log lines",
+        "Port conflicts",
+        "Mounts with a missing source",
+        "Environment variables (names only)",
         "Check the restart limit",
     ]
     assert steps["Check container status"] == (
@@ -104,7 +110,7 @@ async def test_backend_down_on_a_stopped_backend_proposes_a_restart(deps: Deps) 
     )
     assert steps["Check the restart limit"][0] is Status.OK
     # The runbook's line counts, and both logs shown redacted in the thread.
-    assert deps.docker.log_calls == [("backend", 100), ("postgres", 50)]  # type: ignore[attr-defined]
+    assert deps.docker.log_calls == [("backend", 100), ("postgres", 50), ("backend", 50)]  # type: ignore[attr-defined]
     blocks = {d.title: d.text for d in _details(surface) if isinstance(d, CodeBlock)}
     assert "ERROR db timeout password=[REDACTED]" in blocks["docker-backend-1: last 4 lines"]
     assert "FATAL:  password authentication" in blocks["docker-postgres-1: last 2 lines"]
@@ -117,6 +123,7 @@ async def test_backend_down_on_a_stopped_backend_proposes_a_restart(deps: Deps) 
     assert stored is not None and stored.status == "pending"
     assert run.text == (
         "docker-backend-1 is exited; 2 ERROR lines in its last log; the database answers.\n"
+        "Why it does not run: exited with code 1.\n"
         "Proposed: restart docker-backend-1. Waiting for an approver's click."
     )
     assert run.status is Status.CRIT
@@ -191,7 +198,16 @@ async def test_slow_responses_healthy(deps: Deps) -> None:
         "p95 per endpoint",
         "Active queries",
         "Queries running longer than 5 s",
+        # The runbook's degradation actions (issue 11).
+        "Connection pool (pg_stat_activity)",
+        "Cache hit ratio (pg_stat_database)",
+        "Locks (pg_locks)",
+        "Statements (pg_stat_statements)",
     ]
+    assert steps["Locks (pg_locks)"] == (Status.OK, "no query waits on a lock")
+    assert steps["Statements (pg_stat_statements)"][1].startswith(
+        "pg_stat_statements is not installed"
+    )
     assert steps["p95 per endpoint"] == (
         Status.OK,
         "all 3 endpoints within 500 ms; slowest /api/v1/courses 320 ms",
