@@ -39,6 +39,7 @@ APPROVER = "00000000-0000-0000-0000-0000000000ab"  # fake_teams' default clicker
 APPROVER_2 = "00000000-0000-0000-0000-0000000000ac"
 NOBODY = "00000000-0000-0000-0000-0000000000dd"
 SLACK_OPERATOR = "U0OPERATOR"
+SLACK_APPROVER = "U0APPROVER"
 REPORTS = "19:fakeReports0456@thread.tacv2"
 
 
@@ -73,7 +74,7 @@ async def make_bot(
             "sms_database_url": sms_dsn,
             "sms_prometheus_url": "http://127.0.0.1:1",
             "sms_operators": (f"teams:{OPERATOR}", SLACK_OPERATOR),
-            "sms_approvers": (f"teams:{APPROVER}", f"teams:{APPROVER_2}"),
+            "sms_approvers": (f"teams:{APPROVER}", f"teams:{APPROVER_2}", SLACK_APPROVER),
             "sms_recovery_timeout_s": 30,
             "sms_expected_containers": 3,
             "sms_check_timeout_s": 5,
@@ -691,3 +692,111 @@ async def test_connector_failures_are_retried_until_delivered(
     assert await bot.app.deps.store.outbox_items() == []  # nothing dead
     assert [c.method for c in fake_teams.calls[:2]] == ["POST", "POST"]  # the two refused
     assert len(_roots(fake_teams, conversation)) == 1  # and posted once
+
+
+# -- a proposal shown in Slack and Teams, clicked in both at once ------------------------------
+
+
+def _slack_approve(fake: FakeSlack, root: FakeMessage) -> tuple[FakeMessage, dict[str, Any]] | None:
+    for m in fake.replies(root.ts):
+        for block in m.blocks:
+            for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                if str(element.get("action_id", "")).startswith(APPROVE):
+                    return m, element
+    return None
+
+
+async def test_a_p0_restart_approved_in_slack_and_teams_at_once_runs_once(
+    bot: Bot,
+    fake_teams: FakeTeams,
+    fake_slack: FakeSlack,
+    sms_containers: Any,
+    tmp_path: Path,
+) -> None:
+    async with (
+        running_alertmanager(
+            webhook_url=f"{bot.url}/alerts/alertmanager",
+            token=WEBHOOK_TOKEN,
+            workdir=tmp_path / "am",
+            repeat_interval="1h",
+        ) as am,
+        aiohttp.ClientSession() as session,
+    ):
+        alert = {
+            "labels": {"alertname": "BackendDown", "instance": "sms-1", "severity": "critical"},
+            "annotations": {"summary": "Backend is down"},
+        }
+        await AlertmanagerClient(am.url, session).post_alerts([alert])
+        await _until(
+            "the Teams channel thread",
+            lambda: [t for t in fake_teams.threads() if "BackendDown" in _text(t)],
+        )
+        await _until("the Slack thread", lambda: _slack_roots(fake_slack, "[P0] BackendDown"))
+        [thread] = [t for t in fake_teams.threads() if "BackendDown" in _text(t)]
+        [slack_root] = _slack_roots(fake_slack, "[P0] BackendDown")
+        proposal = await _proposal(fake_teams, thread.conversation_id)
+        await _until("the proposal in Slack", lambda: _slack_approve(fake_slack, slack_root))
+        found = _slack_approve(fake_slack, slack_root)
+        assert found is not None
+        slack_proposal, element = found
+        data = _button(proposal, APPROVE)
+        assert data is not None and data["value"] == element["value"]  # one stored proposal
+        before = sms_containers.started_at("backend")
+        teams_click = fake_teams.card_action(
+            APPROVE,
+            data,
+            user_aad=APPROVER,
+            conversation_id=thread.conversation_id,
+            reply_to_id=proposal.id,
+        )
+        slack_status, (teams_status, _) = await asyncio.gather(
+            bot.click(
+                element["action_id"],
+                element["value"],
+                user=SLACK_APPROVER,
+                fake=fake_slack,
+                message_ts=slack_proposal.ts,
+            ),
+            bot.teams(teams_click, token=fake_teams.mint_token()),
+        )
+        assert (slack_status, teams_status) == (200, 200)
+        assert bot.app is not None
+        store = bot.app.deps.store
+
+        async def finished() -> bool:
+            p = await store.proposal_get(data["value"])
+            return p is not None and p.status in ("done", "failed")
+
+        await wait_until(finished, timeout=90, what="the restart to finish")
+    assert sms_containers.started_at("backend") > before
+    assert len([e for e in await bot.audit() if e.action == "restart"]) == 1
+    claims = [e for e in await bot.audit() if e.action == "click" and e.outcome == "approved"]
+    assert len(claims) == 1
+    await _until(
+        "the proposal without buttons in Teams",
+        lambda: _button(fake_teams.activity(proposal.id), APPROVE) is None,
+    )
+    await _until(
+        "the proposal without buttons in Slack",
+        lambda: _slack_approve(fake_slack, slack_root) is None,
+    )
+
+
+# -- a personal chat ---------------------------------------------------------------------------
+
+
+async def test_a_personal_chat_takes_slash_sms_and_is_answered_there(
+    bot: Bot, fake_teams: FakeTeams
+) -> None:
+    activity = fake_teams.personal_message("/sms health", user_aad=OPERATOR)
+    conversation = activity["conversation"]["id"]
+    assert (await bot.teams(activity, token=fake_teams.mint_token()))[0] == 200
+    names = [name for _, name in CHECKS]
+    await _until(
+        "the status card in the personal chat",
+        lambda: any(all(n in _text(a) for n in names) for a in _roots(fake_teams, conversation)),
+    )
+    await _drained(bot)
+    [card] = _roots(fake_teams, conversation)
+    assert card.updates, "one status card, updated in place"
+    assert fake_teams.threads() == []  # nothing in the channel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,30 @@ def test_check_config_says_which_teams_settings_are_missing(
     assert "TEAMS_REPORTS_CHANNEL not set" in out
 
 
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"TEAMS_APP_ID": APP_ID}, "TEAMS_APP_PASSWORD, TEAMS_TENANT_ID needed with TEAMS_APP_ID"),
+        ({"TEAMS_ALERT_CHANNEL": CHANNEL}, "TEAMS_APP_ID is needed with TEAMS_ALERT_CHANNEL"),
+    ],
+)
+def test_check_config_names_the_teams_settings_a_partial_set_up_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    said: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_STATE_URL", f"sqlite:///{tmp_path}/state.db")
+    for name in ("TEAMS_APP_ID", "TEAMS_APP_PASSWORD", "TEAMS_TENANT_ID", "TEAMS_ALERT_CHANNEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config"]) == 2
+    assert said in capsys.readouterr().err
+
+
 async def test_app_fans_incidents_out_by_priority_and_reports_to_both(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path,
@@ -361,3 +385,54 @@ async def test_a_refused_token_is_renewed_once(
     await _deliver_all(store, delivery)
     assert len(fake_teams.threads()) == 2
     assert fake_teams.token_requests == 2
+
+
+async def test_the_worker_sends_seven_a_second_into_a_conversation_edits_included(
+    fake_teams: FakeTeams, store: Store
+) -> None:
+    """Held by the pacer, not by a 429: the eighth send waits for the next second."""
+    mono = [100.0]
+    wall = [NOW]
+    tokens = TeamsTokenProvider(
+        app_id=APP_ID,
+        password=fake_teams.password,
+        tenant_id=TENANT_ID,
+        login_url=fake_teams.login_url,
+        http_client=fake_teams.requests_session(),
+    )
+    connector = aiohttp.TCPConnector(ssl=fake_teams.ssl_context())
+    delivery = TeamsDelivery(
+        store=store,
+        tokens=tokens,
+        app_id=APP_ID,
+        tenant_id=TENANT_ID,
+        service_url=fake_teams.service_url,
+        connector=connector,
+        pacer=Pacer(clock=lambda: mono[0]),
+    )
+    worker = OutboxWorker(
+        store, {"teams": delivery}, clock=lambda: wall[0], min_update_interval_s=0
+    )
+    surface = TeamsSurface(store=store, clock=lambda: wall[0], wake=lambda: None)
+    try:
+        root = await surface.post(Conversation("teams", CHANNEL), Message(title="root"))
+        await worker.drain_once()
+        for n in range(5):
+            await surface.reply(root, Message(title=f"reply {n}"))
+        await worker.drain_once()
+        await surface.update(root, Message(title="root, edited"))  # the seventh send
+        await surface.reply(root, Message(title="the eighth"))
+        while await worker.drain_once():
+            pass
+        assert [c.method for c in fake_teams.calls] == ["POST"] * 6 + ["PUT"]
+        (held,) = await store.outbox_items()
+        assert held.next_attempt_at is not None and held.next_attempt_at > NOW
+
+        mono[0] += 1.0
+        wall[0] = NOW + timedelta(seconds=1)
+        await worker.drain_once()
+        assert len(fake_teams.calls) == 8
+        assert await store.outbox_items() == []
+    finally:
+        await delivery.close()
+        await connector.close()
