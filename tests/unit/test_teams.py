@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zipfile
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from bot.messages import Button, Conversation, Message, MessageRef, Status
 from bot.outbox import OutboxWorker, RetryLater, Undeliverable, outgoing
 from bot.store import Store, open_store
 from handlers.auth import roles_of
+from handlers.jobs import job_procedure
 from tests.harness.fake_teams import APP_ID, CHANNEL, TENANT_ID, FakeTeams
 from tests.unit.conftest import make_settings
 
@@ -436,3 +438,31 @@ async def test_the_worker_sends_seven_a_second_into_a_conversation_edits_include
     finally:
         await delivery.close()
         await connector.close()
+
+
+async def test_run_job_post_goes_to_the_teams_reports_channel_without_slack(
+    fake_teams: FakeTeams, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``sms-bot run JOB --post`` posts where the scheduler would: Teams alone is enough."""
+    reports = "19:reports0123@thread.tacv2"
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "BOT_STATE_URL": f"sqlite:///{tmp_path}/state.db",
+        "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "SSL_CERT_FILE": str(fake_teams.ca_file),
+        "REQUESTS_CA_BUNDLE": str(fake_teams.ca_file),
+        "SMS_HEALTH_URL": "http://127.0.0.1:1/health",
+        "SMS_PROMETHEUS_URL": "http://127.0.0.1:1",
+        "SMS_DATABASE_URL": "postgresql://sms@127.0.0.1:1/sms",
+        "SMS_BACKUP_DIR": str(tmp_path / "backups"),
+        "SMS_CHECK_TIMEOUT_S": "2",
+        "TEAMS_REPORTS_CHANNEL": reports,
+        **{key.upper(): value for key, value in fake_teams.settings().items()},
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    # In a worker thread: main runs its own event loop while this one serves the fake.
+    code = await asyncio.to_thread(main, ["run", "morning-summary", "--post"])
+    assert code in (0, 1)  # posted; 1 as the checks fail here
+    (report,) = fake_teams.threads(reports)
+    assert job_procedure("morning-summary")[0].title in _card_text(report.card)
