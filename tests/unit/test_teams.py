@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from microsoft_agents.activity import Activity
 
+from bot.alerts import Alert
 from bot.app import build_app
 from bot.chat.fanout import FanOut
 from bot.chat.teams import Pacer, TeamsDelivery, TeamsSurface, event_from, strip_mentions
@@ -466,3 +467,53 @@ async def test_run_job_post_goes_to_the_teams_reports_channel_without_slack(
     assert code in (0, 1)  # posted; 1 as the checks fail here
     (report,) = fake_teams.threads(reports)
     assert job_procedure("morning-summary")[0].title in _card_text(report.card)
+
+
+def _incident_alert(priority: str) -> Alert:
+    return Alert(
+        fingerprint=f"fp-{priority}",
+        status="firing",
+        labels={"alertname": f"Drill{priority}", "priority": priority},
+        annotations={"summary": f"a {priority} drill"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("chat", "expected"),
+    [
+        # Slack alone, P0 and P1 only: a P2 incident is in the log, never in Slack.
+        (
+            {"slack_bot_token": "xoxb-test", "slack_signing_secret": "s"},
+            {"P1": [["slack", "C0ALERTS"]], "P2": [["log", "C0ALERTS"]]},
+        ),
+        # Teams alone, P0 only: a P1 incident is in the log rather than nowhere.
+        (
+            {
+                "teams_app_id": APP_ID,
+                "teams_app_password": "secret",
+                "teams_tenant_id": TENANT_ID,
+                "teams_alert_channel": CHANNEL,
+            },
+            {"P0": [["teams", CHANNEL]], "P1": [["log", "C0ALERTS"]]},
+        ),
+    ],
+)
+async def test_an_incident_no_chat_takes_is_shown_in_the_log(
+    tmp_path: Path, chat: dict[str, str], expected: dict[str, list[list[str]]]
+) -> None:
+    """SLACK_ALERT_PRIORITIES holds without Teams too, and no incident is shown nowhere."""
+    settings = make_settings(
+        tmp_path,
+        slack_alert_channel="C0ALERTS",
+        slack_alert_priorities="P0,P1",
+        **chat,
+    )
+    async with build_app(settings) as app:
+        assert app.incidents.places_for is not None
+        for priority, places in expected.items():
+            assert json.loads(app.incidents.places_for(priority).channel) == places
+        before = await app.deps.store.outbox_pending()
+        await app.incidents.handle(_incident_alert("P2" if "slack_bot_token" in chat else "P1"))
+        assert await app.deps.store.outbox_pending() == before  # nothing queued for a chat
+        [incident] = await app.deps.store.incidents_open()
+        assert incident.root_key  # its thread is the log's
