@@ -47,6 +47,7 @@ from bot.http import build_http_app
 from bot.incidents import IncidentService
 from bot.messages import Conversation
 from bot.outbox import OutboxSurface, OutboxWorker
+from bot.routing import PRIORITIES
 from bot.scheduler import Scheduler
 from bot.store import Store, StoreUnavailable, open_store
 from bot.tasks import FailureLog, start_background
@@ -201,7 +202,8 @@ async def build_app(
             teams_surface = TeamsSurface(store=store, clock=clock, wake=outbox.wake)
 
         # Alerts post where the alert channel is: Slack when configured, else the log;
-        # with a Teams alert channel, both at once by priority (bot/chat/fanout.py).
+        # with a Teams channel, or Slack for some priorities only, by priority through
+        # one fan-out (bot/chat/fanout.py), the log taking what no chat takes.
         alert_surface: ChatSurface = slack_surface_ or LogSurface()
         alert_channel = settings.slack_alert_channel
         report_surface, report_channel = alert_surface, alert_channel
@@ -211,11 +213,15 @@ async def build_app(
             team_channel = AlertChannel(
                 slack_surface_, Conversation(slack_surface_.name, alert_channel)
             )
-        if teams_surface is not None and (
+        teams_channels = teams_surface is not None and bool(
             settings.teams_alert_channel or settings.teams_reports_channel
-        ):
+        )
+        slack_some = slack_surface_ is not None and set(settings.slack_alert_priorities) != set(
+            PRIORITIES
+        )
+        if teams_channels or slack_some:
             fanout, places_for, alert_channel, report_channel, team = _fan_out(
-                settings, slack_surface_, teams_surface
+                settings, slack_surface_, teams_surface if teams_channels else None
             )
             alert_surface = report_surface = fanout
             team_channel = AlertChannel(fanout, team)
@@ -515,31 +521,41 @@ def _build_teams(
 
 
 def _fan_out(
-    settings: Settings, slack: ChatSurface | None, teams: TeamsSurface
+    settings: Settings, slack: ChatSurface | None, teams: TeamsSurface | None
 ) -> tuple[FanOut, Callable[[str], Conversation], str, str, Conversation]:
     """The alert surface on Slack and Teams: incidents by priority, reports to both.
 
-    Returns the surface, the places of an incident by priority, the channels
-    (fan-out conversations) of digests and of scheduled reports, and the team's
-    alert channel on both (announcements such as ``change start``: Teams' alert
-    channel, else its reports channel).
+    An incident of a priority no chat takes (SLACK_ALERT_PRIORITIES and
+    TEAMS_ALERT_PRIORITIES both leave it out) is shown in the log, as it is
+    without any chat, never nowhere. Returns the surface, the places of an
+    incident by priority, the channels (fan-out conversations) of digests and
+    of scheduled reports, and the team's alert channel on both (announcements
+    such as ``change start``: Teams' alert channel, else its reports channel).
     """
-    surfaces: dict[str, KeyedSurface] = {"teams": teams}
+    surfaces: dict[str, KeyedSurface] = {"log": LogSurface()}
+    if teams is not None:
+        surfaces["teams"] = teams
     if isinstance(slack, OutboxSurface):
         surfaces["slack"] = slack
     fanout = FanOut(surfaces)
     slack_place = [("slack", settings.slack_alert_channel)] if "slack" in surfaces else []
+    log_place = [("log", settings.slack_alert_channel)]
+    teams_alerts = settings.teams_alert_channel if teams is not None else ""
+    teams_reports = settings.teams_reports_channel if teams is not None else ""
 
     def places_for(priority: str) -> Conversation:
         places = [p for p in slack_place if priority in settings.slack_alert_priorities]
-        if settings.teams_alert_channel and priority in settings.teams_alert_priorities:
-            places.append(("teams", settings.teams_alert_channel))
-        return fanout.where(places)
+        if teams_alerts and priority in settings.teams_alert_priorities:
+            places.append(("teams", teams_alerts))
+        return fanout.where(places or log_place)
 
-    digest = fanout.where(slack_place or [("teams", settings.teams_alert_channel)])
-    reports = fanout.where([*slack_place, ("teams", settings.teams_reports_channel)])
+    digest = fanout.where(slack_place or ([("teams", teams_alerts)] if teams_alerts else log_place))
+    reports = fanout.where(
+        [*slack_place, *([("teams", teams_reports)] if teams_reports else [])] or log_place
+    )
+    teams_team = teams_alerts or teams_reports
     team = fanout.where(
-        [*slack_place, ("teams", settings.teams_alert_channel or settings.teams_reports_channel)]
+        [*slack_place, *([("teams", teams_team)] if teams_team else [])] or log_place
     )
     return fanout, places_for, digest.channel, reports.channel, team
 

@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--post",
         action="store_true",
-        help="with a job: post it to SLACK_ALERT_CHANNEL instead of printing it",
+        help=(
+            "with a job: post it to SLACK_ALERT_CHANNEL (and TEAMS_REPORTS_CHANNEL) "
+            "instead of printing it"
+        ),
     )
     sub.add_parser("check-config", help="validate the configuration and print it")
     package = sub.add_parser(
@@ -225,16 +228,21 @@ async def _run_job(settings: Settings, name: str, *, post: bool) -> int:
 
     async with build_app(settings) as app:
         if post:
-            if app.slack is None:
-                print("sms-bot: --post needs Slack (SLACK_BOT_TOKEN)", file=sys.stderr)
+            # Where the scheduler posts: Slack's alert channel, Teams' reports channel or both.
+            if app.slack is None and not (app.teams and settings.teams_reports_channel):
+                print(
+                    "sms-bot: --post needs Slack (SLACK_BOT_TOKEN) or Teams with "
+                    "TEAMS_REPORTS_CHANNEL",
+                    file=sys.stderr,
+                )
                 return EXIT_USAGE
             status = await app.scheduler.jobs[name].action()
-            # Deliver before exiting: the outbox is the only way out to Slack.
+            # Deliver before exiting: the outbox is the only way out to Slack and Teams.
             deadline = asyncio.get_running_loop().time() + 60
             while await app.deps.store.outbox_pending():
                 if asyncio.get_running_loop().time() > deadline:
                     print(
-                        "sms-bot: Slack did not take every message; they stay queued",
+                        "sms-bot: the chat did not take every message; they stay queued",
                         file=sys.stderr,
                     )
                     return EXIT_FAILED

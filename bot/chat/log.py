@@ -22,8 +22,10 @@ log = structlog.get_logger("sms_bot.chat")
 class LogSurface:
     name = "log"
 
-    async def post(self, where: Conversation, msg: Message) -> MessageRef:
-        ref = MessageRef(where, uuid.uuid4().hex)
+    async def post(
+        self, where: Conversation, msg: Message, *, key: str | None = None
+    ) -> MessageRef:
+        ref = MessageRef(where, key or uuid.uuid4().hex)
         log.info("chat.post", message_key=ref.id, channel=where.channel, text=_text(msg))
         return ref
 
