@@ -179,7 +179,7 @@ async def build_app(
 
         # Chat out first: incidents post to the alert channel through it.
         client: Any = None
-        outbox = OutboxWorker(store, {}, clock=clock)
+        outbox = OutboxWorker(store, {}, clock=clock, metrics=deps.metrics)
         slack_surface_: ChatSurface | None = None
         if settings.slack_enabled:
             # Slack's libraries load only when Slack is configured.
@@ -314,7 +314,18 @@ async def build_app(
 
 def _http_app(app: App, settings: Settings) -> web.Application:
     """``/healthz``, ``/readyz``, ``/metrics``, ``/slack/events`` when signed, the alert webhook."""
-    http = build_http_app(ready_check=app.deps.store.ping, registry=app.deps.metrics.registry)
+    deps = app.deps
+
+    async def refresh_metrics() -> None:
+        now = deps.clock()
+        due = app.scheduler.last_due_slots(now)
+        await deps.metrics.refresh(deps.store, now=now, due=due)
+
+    http = build_http_app(
+        ready_check=deps.store.ping,
+        registry=deps.metrics.registry,
+        metrics_refresh=refresh_metrics,
+    )
     if app.slack is not None:
         from bot.chat.slack import slack_http_routes
 

@@ -24,6 +24,16 @@ that queued it. So an update looks the same on any replica and after a
 restart, and one item can be rendered by Slack's delivery today and by a
 Teams delivery later. Backoff is computed from the item's stored
 ``attempts`` for the same reason.
+
+Several replicas deliver one item once, as far as the platform allows: a
+claim carries a token, and the worker marks the item (done, retry, dead) and
+a delivery records where it landed only with that token (fencing). A worker
+that stalled past its lease (a paused VM, a blocked loop) and whose item
+another replica claimed since would still send it, so each delivery asks
+``Outgoing.check_claim`` right before it calls the platform: the store
+answers whether the claim is still current and, if so, extends the lease
+past the platform call's timeout; if not, ``LostClaim`` ends the attempt
+and the item is left to its new owner.
 """
 
 from __future__ import annotations
@@ -32,8 +42,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -44,11 +54,13 @@ from bot.clock import Clock
 from bot.messages import Conversation, Message, MessageRef
 from bot.store import Store
 from bot.store.base import ChatMessage, OutboxItem, StoreUnavailable
+from bot.telemetry import BotMetrics
 
 __all__ = [
     "MAYBE_DELIVERED",
     "Delivery",
     "DeliveryError",
+    "LostClaim",
     "MaybeDelivered",
     "OutboxSurface",
     "OutboxWorker",
@@ -67,7 +79,23 @@ _MAX_BACKOFF_EXPONENT = 32
 
 
 class DeliveryError(Exception):
-    """A platform refused or failed an item."""
+    """A platform refused or failed an item.
+
+    ``reason`` is a short, bounded word for ``smsbot_delivery_failures_total``
+    (Slack's error code, ``unauthorized``...), never free text.
+    """
+
+    default_reason = "error"
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or self.default_reason
+
+
+class LostClaim(DeliveryError):
+    """Another worker claimed the item since this one did: leave it, send nothing more."""
+
+    default_reason = "lost_claim"
 
 
 class RetryLater(DeliveryError):
@@ -77,10 +105,17 @@ class RetryLater(DeliveryError):
     one channel): every item that would call it waits ``after`` seconds too.
     """
 
+    default_reason = "retry_later"
+
     def __init__(
-        self, message: str, *, after: float | None = None, pause: str | None = None
+        self,
+        message: str,
+        *,
+        after: float | None = None,
+        pause: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, reason=reason)
         self.after = after
         self.pause = pause
 
@@ -96,11 +131,18 @@ class MaybeDelivered(RetryLater):
     message before posting it again.
     """
 
+    default_reason = "maybe_delivered"
+
     def __init__(
-        self, message: str, *, after: float | None = None, pause: str | None = None
+        self,
+        message: str,
+        *,
+        after: float | None = None,
+        pause: str | None = None,
+        reason: str | None = None,
     ) -> None:
         text = message if message.startswith(MAYBE_DELIVERED) else MAYBE_DELIVERED + message
-        super().__init__(text, after=after, pause=pause)
+        super().__init__(text, after=after, pause=pause, reason=reason)
 
 
 def maybe_delivered(item: OutboxItem) -> bool:
@@ -110,6 +152,12 @@ def maybe_delivered(item: OutboxItem) -> bool:
 
 class Undeliverable(DeliveryError):
     """Permanent: retrying cannot help (bad blocks, unknown channel, revoked token)."""
+
+    default_reason = "undeliverable"
+
+
+async def _always_mine() -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -131,6 +179,13 @@ class Outgoing:
     user: str = ""
     thread_reply: bool = False
     rendered: Mapping[str, Any] = field(default_factory=dict)
+    # Asks the store whether the worker's claim is still current (and extends it).
+    still_mine: Callable[[], Awaitable[bool]] = field(default=_always_mine, compare=False)
+
+    async def check_claim(self) -> None:
+        """Call right before the platform: ``LostClaim`` if another worker has the item now."""
+        if not await self.still_mine():
+            raise LostClaim(f"outbox item {self.item.id} was claimed by another worker")
 
 
 def outgoing(item: OutboxItem) -> Outgoing:
@@ -151,7 +206,12 @@ def outgoing(item: OutboxItem) -> Outgoing:
 
 
 class Delivery(Protocol):
-    """Sends one outbox item to one platform, rendering its neutral message natively."""
+    """Sends one outbox item to one platform, rendering its neutral message natively.
+
+    ``deliver`` awaits ``out.check_claim()`` right before each platform call
+    that sends or changes a message, and records where a message landed with
+    ``chat_message_put(..., claim=out.item)``.
+    """
 
     surface: str
 
@@ -262,6 +322,7 @@ class OutboxWorker:
         idle_s: float = 0.5,
         max_backoff_s: float = 30.0,
         lease_s: float = 30.0,
+        metrics: BotMetrics | None = None,
     ) -> None:
         self._store = store
         self._deliveries = dict(deliveries)
@@ -275,6 +336,7 @@ class OutboxWorker:
         # Rate-limited methods (or method and channel): paused until this time.
         self._paused: dict[str, datetime] = {}
         self._failing = False
+        self._metrics = metrics or BotMetrics()
         self.delivered = 0
 
     def add_delivery(self, delivery: Delivery) -> None:
@@ -304,18 +366,24 @@ class OutboxWorker:
             await self._one(item)
         return len(items)
 
+    async def _still_mine(self, item: OutboxItem) -> bool:
+        return await self._store.outbox_still_mine(item, now=self._clock(), lease_s=self._lease_s)
+
+    async def _dead(self, item: OutboxItem, error: str) -> None:
+        await self._store.outbox_dead(item.id, error=error, token=item.claim_token)
+
     async def _one(self, item: OutboxItem) -> None:
         bound = log.bind(outbox_id=item.id, op=item.op, message_key=item.message_key)
         delivery = self._deliveries.get(item.surface)
         if delivery is None:
-            await self._store.outbox_dead(item.id, error=f"no delivery for surface {item.surface}")
+            await self._dead(item, f"no delivery for surface {item.surface}")
             bound.error("outbox.no_delivery", surface=item.surface)
             return
         try:
-            out = outgoing(item)
+            out = replace(outgoing(item), still_mine=lambda: self._still_mine(item))
         except MessageDecodeError as exc:
             # Retrying cannot make it readable: kept, dead, for inspection.
-            await self._store.outbox_dead(item.id, error=f"unreadable message: {exc}")
+            await self._dead(item, f"unreadable message: {exc}")
             bound.error("outbox.unreadable_message", error=str(exc))
             return
         if item.op == "update":
@@ -324,35 +392,45 @@ class OutboxWorker:
             if early > 0:
                 # Release it: newer states coalesce into it while it waits.
                 await self._store.outbox_retry(
-                    item.id, at=self._at(early), error=item.last_error or ""
+                    item.id, at=self._at(early), error=item.last_error or "", token=item.claim_token
                 )
                 return
         resume = self._paused_until(delivery.rate_keys(out))
         if resume is not None:
             # Not sent and not a failure: back when the platform said it may be.
             # last_error is kept as it is: it may say the last post may have arrived.
-            await self._store.outbox_retry(item.id, at=resume, error=item.last_error or "")
+            await self._store.outbox_retry(
+                item.id, at=resume, error=item.last_error or "", token=item.claim_token
+            )
             return
         try:
             await delivery.deliver(out)
+        except LostClaim:
+            # Its new owner sends it; nothing here may mark it.
+            bound.warning("outbox.claim_lost", surface=item.surface)
+            return
         except Undeliverable as exc:
-            await self._store.outbox_dead(item.id, error=str(exc))
+            self._failed(item, exc.reason)
+            await self._dead(item, str(exc))
             bound.error("outbox.undeliverable", error=str(exc))
             return
         except RetryLater as exc:
+            self._failed(item, exc.reason)
             if exc.pause is not None and exc.after is not None:
                 self._pause(exc.pause, exc.after)
             await self._retry(item, str(exc), exc.after)
             return
         except Exception as exc:
             bound.exception("outbox.delivery_crashed")
+            self._failed(item, "crashed")
             error = f"internal error: {exc!r}"
             if item.op in ("post", "reply"):
                 # It may have crashed after Slack posted (storing the ts, say): look first.
                 error = MAYBE_DELIVERED + error
             await self._retry(item, error, None)
             return
-        await self._store.outbox_done(item.id)
+        if not await self._store.outbox_done(item.id, token=item.claim_token):
+            bound.warning("outbox.claim_lost_after_delivery", surface=item.surface)
         self.delivered += 1
         if item.op in ("update", "post"):
             self._last_update[item.message_key] = time.monotonic()
@@ -373,9 +451,14 @@ class OutboxWorker:
         exponent = min(item.attempts + 1, _MAX_BACKOFF_EXPONENT)
         return float(min(self._max_backoff_s, 0.5 * 2**exponent))
 
+    def _failed(self, item: OutboxItem, reason: str) -> None:
+        self._metrics.delivery_failed(item.surface, reason)
+
     async def _retry(self, item: OutboxItem, error: str, after: float | None) -> None:
         delay = after if after is not None else self.backoff_s(item)
-        await self._store.outbox_retry(item.id, at=self._at(delay), error=error)
+        await self._store.outbox_retry(
+            item.id, at=self._at(delay), error=error, token=item.claim_token
+        )
         if not self._failing:
             self._failing = True
             log.warning("outbox.delivery_failing", error=error, retry_in_s=delay)

@@ -42,6 +42,8 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 LEADER_LOCK = "sms-bot-scheduler"
+# How far back ``last_due_slots`` looks, in steps (daily, weekly, monthly crons).
+_DUE_LOOKBACK_DAYS = (1, 8, 32)
 
 # What a job does once its slot is claimed: returns the run's status.
 JobAction = Callable[[], Awaitable[Status]]
@@ -124,6 +126,22 @@ class Scheduler:
             if await self.fire(name, slot):
                 ran.append(name)
         return ran
+
+    def last_due_slots(self, now: datetime) -> dict[str, datetime | None]:
+        """Each job's latest slot up to ``now`` (a month back at most), for ``/metrics``.
+
+        Looked for a day back first: stepping through a month of a frequent
+        cron's fire times at every scrape would cost more than the scrape.
+        """
+        out: dict[str, datetime | None] = {}
+        for name, job in self.jobs.items():
+            trigger, found = job.trigger(), None
+            for days in _DUE_LOOKBACK_DAYS:
+                found = previous_fire(trigger, now, lookback=timedelta(days=days))
+                if found is not None:
+                    break
+            out[name] = found
+        return out
 
     def upcoming(self) -> list[tuple[JobSpec, datetime | None]]:
         now = self.deps.clock()
