@@ -45,7 +45,7 @@ from bot.errors import ConfigError
 from bot.events import Click, Command
 from bot.http import build_http_app
 from bot.incidents import IncidentService
-from bot.messages import Conversation
+from bot.messages import Conversation, Message, Status
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.scheduler import Scheduler
 from bot.store import Store, StoreUnavailable, open_store
@@ -281,6 +281,12 @@ async def build_app(
                 clicks=clicks,
                 engine=engine,
             )
+        alert_place = Conversation(alert_surface.name, alert_channel)
+
+        async def report_lost(text: str) -> None:
+            lost = Message(title="Scheduled job did not finish", status=Status.FAILED, text=text)
+            await alert_surface.post(alert_place, lost)
+
         scheduler = Scheduler(
             deps,
             build_jobs(
@@ -291,6 +297,7 @@ async def build_app(
                 alerts=alerts,
             ),
             grace=timedelta(minutes=settings.sms_schedule_grace_min),
+            report_lost=report_lost,
         )
         stack.push_async_callback(engine.shutdown)
         app = App(
