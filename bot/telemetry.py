@@ -92,7 +92,7 @@ class BotMetrics:
         self.jobs_lost = Counter(
             "smsbot_scheduled_jobs_lost_total",
             "Scheduled slots found running past their lease (their replica stopped).",
-            ["job"],
+            ["job_name"],
             registry=self.registry,
         )
         self.outbox_backlog = Gauge(
@@ -113,19 +113,19 @@ class BotMetrics:
         self.job_last_success = Gauge(
             "smsbot_scheduled_job_last_success_timestamp_seconds",
             "When a run of the job last finished (ok, warn or crit), as a Unix time.",
-            ["job"],
+            ["job_name"],
             registry=self.registry,
         )
         self.job_last_success_slot = Gauge(
             "smsbot_scheduled_job_last_success_slot_timestamp_seconds",
             "The newest scheduled slot of the job that finished, as a Unix time.",
-            ["job"],
+            ["job_name"],
             registry=self.registry,
         )
         self.job_last_due_slot = Gauge(
             "smsbot_scheduled_job_last_due_slot_timestamp_seconds",
             "The job's latest scheduled slot up to now (from its cron), as a Unix time.",
-            ["job"],
+            ["job_name"],
             registry=self.registry,
         )
         self.store_scrape_success = Gauge(

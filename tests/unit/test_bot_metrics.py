@@ -90,7 +90,7 @@ async def test_metrics_read_backlogs_and_job_runs_from_the_store_at_scrape_time(
     assert samples[("smsbot_outbox_oldest_pending_age_seconds", ())] == 300
     assert samples[("smsbot_alert_inbox_backlog", ())] == 0
     assert samples[("smsbot_store_scrape_success", ())] == 1
-    job = (("job", "morning-summary"),)
+    job = (("job_name", "morning-summary"),)
     today = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
     assert (
         samples[("smsbot_scheduled_job_last_due_slot_timestamp_seconds", job)] == today.timestamp()

@@ -236,7 +236,7 @@ async def test_a_slot_left_running_by_a_dead_replica_is_reported_once_and_not_re
     assert await leader.catch_up() == []
     assert counter.calls == 0
     value = deps.metrics.registry.get_sample_value
-    assert value("smsbot_scheduled_jobs_lost_total", {"job": "morning-summary"}) == 1
+    assert value("smsbot_scheduled_jobs_lost_total", {"job_name": "morning-summary"}) == 1
 
 
 async def test_the_runner_renews_its_slot_while_the_job_runs(deps: Deps) -> None:
