@@ -30,10 +30,12 @@ claim carries a token, and the worker marks the item (done, retry, dead) and
 a delivery records where it landed only with that token (fencing). A worker
 that stalled past its lease (a paused VM, a blocked loop) and whose item
 another replica claimed since would still send it, so each delivery asks
-``Outgoing.check_claim`` right before it calls the platform: the store
-answers whether the claim is still current and, if so, extends the lease
-past the platform call's timeout; if not, ``LostClaim`` ends the attempt
-and the item is left to its new owner.
+``Outgoing.check_claim`` right before it calls the platform. With more than
+half of the lease left by the worker's clock no other claim can have taken
+the item, and nothing is asked; otherwise the store answers whether the
+claim is still current and, if so, extends the lease past the platform
+call's timeout; if not, ``LostClaim`` ends the attempt and the item is left
+to its new owner.
 """
 
 from __future__ import annotations
@@ -361,18 +363,20 @@ class OutboxWorker:
 
     async def drain_once(self) -> int:
         """Claim one batch of due items and try each; return how many were claimed."""
-        items = await self._store.outbox_claim(now=self._clock(), lease_s=self._lease_s)
+        now = self._clock()
+        items = await self._store.outbox_claim(now=now, lease_s=self._lease_s)
+        leased_until = now + timedelta(seconds=self._lease_s)
         for item in items:
-            await self._one(item)
+            lease = _Lease(
+                self._store, self._clock, item, until=leased_until, lease_s=self._lease_s
+            )
+            await self._one(item, lease)
         return len(items)
-
-    async def _still_mine(self, item: OutboxItem) -> bool:
-        return await self._store.outbox_still_mine(item, now=self._clock(), lease_s=self._lease_s)
 
     async def _dead(self, item: OutboxItem, error: str) -> None:
         await self._store.outbox_dead(item.id, error=error, token=item.claim_token)
 
-    async def _one(self, item: OutboxItem) -> None:
+    async def _one(self, item: OutboxItem, lease: _Lease) -> None:
         bound = log.bind(outbox_id=item.id, op=item.op, message_key=item.message_key)
         delivery = self._deliveries.get(item.surface)
         if delivery is None:
@@ -380,7 +384,7 @@ class OutboxWorker:
             bound.error("outbox.no_delivery", surface=item.surface)
             return
         try:
-            out = replace(outgoing(item), still_mine=lambda: self._still_mine(item))
+            out = replace(outgoing(item), still_mine=lease.still_mine)
         except MessageDecodeError as exc:
             # Retrying cannot make it readable: kept, dead, for inspection.
             await self._dead(item, f"unreadable message: {exc}")
@@ -484,6 +488,36 @@ class OutboxWorker:
 
     def _at(self, seconds: float) -> datetime:
         return self._clock() + timedelta(seconds=max(0.0, seconds))
+
+
+class _Lease:
+    """One claimed item's lease, as the worker that holds it knows it.
+
+    While more than half of the lease is left by this worker's clock, no other
+    claim can have taken the item, so ``still_mine`` answers without a store
+    round trip (a delivery's usual case: no latency added). Past that, a stall
+    may have let the lease run out: the store is asked, and extends the lease
+    when the claim is still the item's latest.
+    """
+
+    def __init__(
+        self, store: Store, clock: Clock, item: OutboxItem, *, until: datetime, lease_s: float
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._item = item
+        self._until = until
+        self._lease = timedelta(seconds=lease_s)
+
+    async def still_mine(self) -> bool:
+        now = self._clock()
+        if now + self._lease / 2 < self._until:
+            return True
+        lease_s = self._lease.total_seconds()
+        if not await self._store.outbox_still_mine(self._item, now=now, lease_s=lease_s):
+            return False
+        self._until = now + self._lease
+        return True
 
 
 def chat_message(item: OutboxItem, *, channel: str, ts: str, thread_ts: str | None) -> ChatMessage:
