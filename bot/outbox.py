@@ -380,6 +380,7 @@ class OutboxWorker:
         bound = log.bind(outbox_id=item.id, op=item.op, message_key=item.message_key)
         delivery = self._deliveries.get(item.surface)
         if delivery is None:
+            self._failed(item, "no_delivery")
             await self._dead(item, f"no delivery for surface {item.surface}")
             bound.error("outbox.no_delivery", surface=item.surface)
             return
@@ -387,6 +388,7 @@ class OutboxWorker:
             out = replace(outgoing(item), still_mine=lease.still_mine)
         except MessageDecodeError as exc:
             # Retrying cannot make it readable: kept, dead, for inspection.
+            self._failed(item, "unreadable")
             await self._dead(item, f"unreadable message: {exc}")
             bound.error("outbox.unreadable_message", error=str(exc))
             return

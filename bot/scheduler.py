@@ -53,8 +53,8 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 LEADER_LOCK = "sms-bot-scheduler"
-# How far back ``last_due_slots`` looks, in steps (daily, weekly, monthly crons).
-_DUE_LOOKBACK_DAYS = (1, 8, 32)
+# How far back ``last_due_slots`` looks, in steps (frequent, daily, weekly, monthly crons).
+_DUE_LOOKBACK = tuple(timedelta(hours=h) for h in (1, 24, 8 * 24, 32 * 24))
 
 # What a job does once its slot is claimed: returns the run's status.
 JobAction = Callable[[], Awaitable[Status]]
@@ -199,14 +199,15 @@ class Scheduler:
     def last_due_slots(self, now: datetime) -> dict[str, datetime | None]:
         """Each job's latest slot up to ``now`` (a month back at most), for ``/metrics``.
 
-        Looked for a day back first: stepping through a month of a frequent
-        cron's fire times at every scrape would cost more than the scrape.
+        Looked for an hour back first, then further: stepping through a month
+        of a frequent cron's fire times at every scrape would cost more than
+        the scrape.
         """
         out: dict[str, datetime | None] = {}
         for name, job in self.jobs.items():
             trigger, found = job.trigger(), None
-            for days in _DUE_LOOKBACK_DAYS:
-                found = previous_fire(trigger, now, lookback=timedelta(days=days))
+            for lookback in _DUE_LOOKBACK:
+                found = previous_fire(trigger, now, lookback=lookback)
                 if found is not None:
                     break
             out[name] = found

@@ -591,3 +591,15 @@ async def test_refused_token_is_counted_by_platform_and_reason(
     assert value("smsbot_delivery_failures_total", failures) == 1
     assert value("smsbot_token_refused_total", {"platform": "slack"}) == 1
     assert value("smsbot_token_refused_total", {"platform": "teams"}) == 0
+
+
+async def test_an_item_no_delivery_can_send_is_dead_and_counted(store: Store) -> None:
+    metrics = BotMetrics()
+    worker = OutboxWorker(store, {}, clock=utc_now, metrics=metrics)
+    surface = slack_surface(store=store, clock=utc_now, wake=lambda: None)
+    await surface.post(WHERE, _msg("BackendDown"))
+    assert await worker.drain_once() == 1
+    [dead] = await store.outbox_items()
+    assert dead.last_error == "no delivery for surface slack"
+    failed = {"platform": "slack", "reason": "no_delivery"}
+    assert metrics.registry.get_sample_value("smsbot_delivery_failures_total", failed) == 1
