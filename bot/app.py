@@ -45,7 +45,7 @@ from bot.errors import ConfigError
 from bot.events import Click, Command
 from bot.http import build_http_app
 from bot.incidents import IncidentService
-from bot.messages import Conversation
+from bot.messages import Conversation, Message, Status
 from bot.outbox import OutboxSurface, OutboxWorker
 from bot.routing import PRIORITIES
 from bot.scheduler import Scheduler
@@ -180,7 +180,7 @@ async def build_app(
 
         # Chat out first: incidents post to the alert channel through it.
         client: Any = None
-        outbox = OutboxWorker(store, {}, clock=clock)
+        outbox = OutboxWorker(store, {}, clock=clock, metrics=deps.metrics)
         slack_surface_: ChatSurface | None = None
         if settings.slack_enabled:
             # Slack's libraries load only when Slack is configured.
@@ -295,6 +295,12 @@ async def build_app(
                 clicks=clicks,
                 engine=engine,
             )
+        alert_place = Conversation(alert_surface.name, alert_channel)
+
+        async def report_lost(text: str) -> None:
+            lost = Message(title="Scheduled job did not finish", status=Status.FAILED, text=text)
+            await alert_surface.post(alert_place, lost)
+
         scheduler = Scheduler(
             deps,
             build_jobs(
@@ -305,6 +311,7 @@ async def build_app(
                 alerts=alerts,
             ),
             grace=timedelta(minutes=settings.sms_schedule_grace_min),
+            report_lost=report_lost,
         )
         stack.push_async_callback(engine.shutdown)
         app = App(
@@ -328,7 +335,18 @@ async def build_app(
 
 def _http_app(app: App, settings: Settings) -> web.Application:
     """``/healthz``, ``/readyz``, ``/metrics``, ``/slack/events`` when signed, the alert webhook."""
-    http = build_http_app(ready_check=app.deps.store.ping, registry=app.deps.metrics.registry)
+    deps = app.deps
+
+    async def refresh_metrics() -> None:
+        now = deps.clock()
+        due = app.scheduler.last_due_slots(now)
+        await deps.metrics.refresh(deps.store, now=now, due=due)
+
+    http = build_http_app(
+        ready_check=deps.store.ping,
+        registry=deps.metrics.registry,
+        metrics_refresh=refresh_metrics,
+    )
     if app.slack is not None:
         from bot.chat.slack import slack_http_routes
 

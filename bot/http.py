@@ -76,6 +76,9 @@ class Readiness:
 
 READINESS = web.AppKey("readiness", Readiness)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+# Reads what the gauges show from the store before a scrape is answered (bounded by itself).
+MetricsRefresh = Callable[[], Awaitable[None]]
+METRICS_REFRESH: web.AppKey[MetricsRefresh] = web.AppKey("metrics_refresh")
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -91,6 +94,9 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    refresh = request.app.get(METRICS_REFRESH)
+    if refresh is not None:
+        await refresh()
     body = generate_latest(request.app[METRICS_REGISTRY])
     # CONTENT_TYPE_LATEST carries a version parameter that ``content_type=`` would reject.
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
@@ -107,6 +113,7 @@ def build_http_app(
     registry: CollectorRegistry,
     ready_timeout_s: float = 3.0,
     routes: Iterable[web.AbstractRouteDef] = (),
+    metrics_refresh: MetricsRefresh | None = None,
 ) -> web.Application:
     """The application with ``/healthz``, ``/readyz`` and ``/metrics``, plus ``routes``.
 
@@ -118,6 +125,8 @@ def build_http_app(
     app.on_response_prepare.append(_drop_server_header)
     app[READINESS] = Readiness(ready_check, timeout_s=ready_timeout_s)
     app[METRICS_REGISTRY] = registry
+    if metrics_refresh is not None:
+        app[METRICS_REFRESH] = metrics_refresh
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -24,6 +24,18 @@ that queued it. So an update looks the same on any replica and after a
 restart, and one item can be rendered by Slack's delivery today and by a
 Teams delivery later. Backoff is computed from the item's stored
 ``attempts`` for the same reason.
+
+Several replicas deliver one item once, as far as the platform allows: a
+claim carries a token, and the worker marks the item (done, retry, dead) and
+a delivery records where it landed only with that token (fencing). A worker
+that stalled past its lease (a paused VM, a blocked loop) and whose item
+another replica claimed since would still send it, so each delivery asks
+``Outgoing.check_claim`` right before it calls the platform. With more than
+half of the lease left by the worker's clock no other claim can have taken
+the item, and nothing is asked; otherwise the store answers whether the
+claim is still current and, if so, extends the lease past the platform
+call's timeout; if not, ``LostClaim`` ends the attempt and the item is left
+to its new owner.
 """
 
 from __future__ import annotations
@@ -32,8 +44,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -44,11 +56,13 @@ from bot.clock import Clock
 from bot.messages import Conversation, Message, MessageRef
 from bot.store import Store
 from bot.store.base import ChatMessage, OutboxItem, StoreUnavailable
+from bot.telemetry import BotMetrics
 
 __all__ = [
     "MAYBE_DELIVERED",
     "Delivery",
     "DeliveryError",
+    "LostClaim",
     "MaybeDelivered",
     "OutboxSurface",
     "OutboxWorker",
@@ -67,7 +81,23 @@ _MAX_BACKOFF_EXPONENT = 32
 
 
 class DeliveryError(Exception):
-    """A platform refused or failed an item."""
+    """A platform refused or failed an item.
+
+    ``reason`` is a short, bounded word for ``smsbot_delivery_failures_total``
+    (Slack's error code, ``unauthorized``...), never free text.
+    """
+
+    default_reason = "error"
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or self.default_reason
+
+
+class LostClaim(DeliveryError):
+    """Another worker claimed the item since this one did: leave it, send nothing more."""
+
+    default_reason = "lost_claim"
 
 
 class RetryLater(DeliveryError):
@@ -77,10 +107,17 @@ class RetryLater(DeliveryError):
     one channel): every item that would call it waits ``after`` seconds too.
     """
 
+    default_reason = "retry_later"
+
     def __init__(
-        self, message: str, *, after: float | None = None, pause: str | None = None
+        self,
+        message: str,
+        *,
+        after: float | None = None,
+        pause: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, reason=reason)
         self.after = after
         self.pause = pause
 
@@ -96,11 +133,18 @@ class MaybeDelivered(RetryLater):
     message before posting it again.
     """
 
+    default_reason = "maybe_delivered"
+
     def __init__(
-        self, message: str, *, after: float | None = None, pause: str | None = None
+        self,
+        message: str,
+        *,
+        after: float | None = None,
+        pause: str | None = None,
+        reason: str | None = None,
     ) -> None:
         text = message if message.startswith(MAYBE_DELIVERED) else MAYBE_DELIVERED + message
-        super().__init__(text, after=after, pause=pause)
+        super().__init__(text, after=after, pause=pause, reason=reason)
 
 
 def maybe_delivered(item: OutboxItem) -> bool:
@@ -110,6 +154,12 @@ def maybe_delivered(item: OutboxItem) -> bool:
 
 class Undeliverable(DeliveryError):
     """Permanent: retrying cannot help (bad blocks, unknown channel, revoked token)."""
+
+    default_reason = "undeliverable"
+
+
+async def _always_mine() -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -131,6 +181,13 @@ class Outgoing:
     user: str = ""
     thread_reply: bool = False
     rendered: Mapping[str, Any] = field(default_factory=dict)
+    # Asks the store whether the worker's claim is still current (and extends it).
+    still_mine: Callable[[], Awaitable[bool]] = field(default=_always_mine, compare=False)
+
+    async def check_claim(self) -> None:
+        """Call right before the platform: ``LostClaim`` if another worker has the item now."""
+        if not await self.still_mine():
+            raise LostClaim(f"outbox item {self.item.id} was claimed by another worker")
 
 
 def outgoing(item: OutboxItem) -> Outgoing:
@@ -151,7 +208,12 @@ def outgoing(item: OutboxItem) -> Outgoing:
 
 
 class Delivery(Protocol):
-    """Sends one outbox item to one platform, rendering its neutral message natively."""
+    """Sends one outbox item to one platform, rendering its neutral message natively.
+
+    ``deliver`` awaits ``out.check_claim()`` right before each platform call
+    that sends or changes a message, and records where a message landed with
+    ``chat_message_put(..., claim=out.item)``.
+    """
 
     surface: str
 
@@ -262,6 +324,7 @@ class OutboxWorker:
         idle_s: float = 0.5,
         max_backoff_s: float = 30.0,
         lease_s: float = 30.0,
+        metrics: BotMetrics | None = None,
     ) -> None:
         self._store = store
         self._deliveries = dict(deliveries)
@@ -275,6 +338,7 @@ class OutboxWorker:
         # Rate-limited methods (or method and channel): paused until this time.
         self._paused: dict[str, datetime] = {}
         self._failing = False
+        self._metrics = metrics or BotMetrics()
         self.delivered = 0
 
     def add_delivery(self, delivery: Delivery) -> None:
@@ -299,23 +363,33 @@ class OutboxWorker:
 
     async def drain_once(self) -> int:
         """Claim one batch of due items and try each; return how many were claimed."""
-        items = await self._store.outbox_claim(now=self._clock(), lease_s=self._lease_s)
+        now = self._clock()
+        items = await self._store.outbox_claim(now=now, lease_s=self._lease_s)
+        leased_until = now + timedelta(seconds=self._lease_s)
         for item in items:
-            await self._one(item)
+            lease = _Lease(
+                self._store, self._clock, item, until=leased_until, lease_s=self._lease_s
+            )
+            await self._one(item, lease)
         return len(items)
 
-    async def _one(self, item: OutboxItem) -> None:
+    async def _dead(self, item: OutboxItem, error: str) -> None:
+        await self._store.outbox_dead(item.id, error=error, token=item.claim_token)
+
+    async def _one(self, item: OutboxItem, lease: _Lease) -> None:
         bound = log.bind(outbox_id=item.id, op=item.op, message_key=item.message_key)
         delivery = self._deliveries.get(item.surface)
         if delivery is None:
-            await self._store.outbox_dead(item.id, error=f"no delivery for surface {item.surface}")
+            self._failed(item, "no_delivery")
+            await self._dead(item, f"no delivery for surface {item.surface}")
             bound.error("outbox.no_delivery", surface=item.surface)
             return
         try:
-            out = outgoing(item)
+            out = replace(outgoing(item), still_mine=lease.still_mine)
         except MessageDecodeError as exc:
             # Retrying cannot make it readable: kept, dead, for inspection.
-            await self._store.outbox_dead(item.id, error=f"unreadable message: {exc}")
+            self._failed(item, "unreadable")
+            await self._dead(item, f"unreadable message: {exc}")
             bound.error("outbox.unreadable_message", error=str(exc))
             return
         if item.op == "update":
@@ -324,35 +398,45 @@ class OutboxWorker:
             if early > 0:
                 # Release it: newer states coalesce into it while it waits.
                 await self._store.outbox_retry(
-                    item.id, at=self._at(early), error=item.last_error or ""
+                    item.id, at=self._at(early), error=item.last_error or "", token=item.claim_token
                 )
                 return
         resume = self._paused_until(delivery.rate_keys(out))
         if resume is not None:
             # Not sent and not a failure: back when the platform said it may be.
             # last_error is kept as it is: it may say the last post may have arrived.
-            await self._store.outbox_retry(item.id, at=resume, error=item.last_error or "")
+            await self._store.outbox_retry(
+                item.id, at=resume, error=item.last_error or "", token=item.claim_token
+            )
             return
         try:
             await delivery.deliver(out)
+        except LostClaim:
+            # Its new owner sends it; nothing here may mark it.
+            bound.warning("outbox.claim_lost", surface=item.surface)
+            return
         except Undeliverable as exc:
-            await self._store.outbox_dead(item.id, error=str(exc))
+            self._failed(item, exc.reason)
+            await self._dead(item, str(exc))
             bound.error("outbox.undeliverable", error=str(exc))
             return
         except RetryLater as exc:
+            self._failed(item, exc.reason)
             if exc.pause is not None and exc.after is not None:
                 self._pause(exc.pause, exc.after)
             await self._retry(item, str(exc), exc.after)
             return
         except Exception as exc:
             bound.exception("outbox.delivery_crashed")
+            self._failed(item, "crashed")
             error = f"internal error: {exc!r}"
             if item.op in ("post", "reply"):
                 # It may have crashed after Slack posted (storing the ts, say): look first.
                 error = MAYBE_DELIVERED + error
             await self._retry(item, error, None)
             return
-        await self._store.outbox_done(item.id)
+        if not await self._store.outbox_done(item.id, token=item.claim_token):
+            bound.warning("outbox.claim_lost_after_delivery", surface=item.surface)
         self.delivered += 1
         if item.op in ("update", "post"):
             self._last_update[item.message_key] = time.monotonic()
@@ -373,9 +457,14 @@ class OutboxWorker:
         exponent = min(item.attempts + 1, _MAX_BACKOFF_EXPONENT)
         return float(min(self._max_backoff_s, 0.5 * 2**exponent))
 
+    def _failed(self, item: OutboxItem, reason: str) -> None:
+        self._metrics.delivery_failed(item.surface, reason)
+
     async def _retry(self, item: OutboxItem, error: str, after: float | None) -> None:
         delay = after if after is not None else self.backoff_s(item)
-        await self._store.outbox_retry(item.id, at=self._at(delay), error=error)
+        await self._store.outbox_retry(
+            item.id, at=self._at(delay), error=error, token=item.claim_token
+        )
         if not self._failing:
             self._failing = True
             log.warning("outbox.delivery_failing", error=error, retry_in_s=delay)
@@ -401,6 +490,36 @@ class OutboxWorker:
 
     def _at(self, seconds: float) -> datetime:
         return self._clock() + timedelta(seconds=max(0.0, seconds))
+
+
+class _Lease:
+    """One claimed item's lease, as the worker that holds it knows it.
+
+    While more than half of the lease is left by this worker's clock, no other
+    claim can have taken the item, so ``still_mine`` answers without a store
+    round trip (a delivery's usual case: no latency added). Past that, a stall
+    may have let the lease run out: the store is asked, and extends the lease
+    when the claim is still the item's latest.
+    """
+
+    def __init__(
+        self, store: Store, clock: Clock, item: OutboxItem, *, until: datetime, lease_s: float
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._item = item
+        self._until = until
+        self._lease = timedelta(seconds=lease_s)
+
+    async def still_mine(self) -> bool:
+        now = self._clock()
+        if now + self._lease / 2 < self._until:
+            return True
+        lease_s = self._lease.total_seconds()
+        if not await self._store.outbox_still_mine(self._item, now=now, lease_s=lease_s):
+            return False
+        self._until = now + self._lease
+        return True
 
 
 def chat_message(item: OutboxItem, *, channel: str, ts: str, thread_ts: str | None) -> ChatMessage:

@@ -6,6 +6,14 @@ take over when it goes. Every run claims its (job, slot) in the store first,
 so even two leaders at once would not post twice. After downtime, a job
 whose latest slot was missed runs once on start when that slot is still
 within ``SMS_SCHEDULE_GRACE_MIN``; older misses are skipped, never replayed.
+
+A claimed slot is leased to its runner, which renews the lease while the job
+runs. A replica that dies mid-run leaves its slot ``running`` with a lease
+that runs out; the leader (which may be the next one) finds such slots, marks
+them failed and reports each once in the alert channel ("morning-summary of
+07:30 did not finish: its replica stopped"). The slot is not run again: a
+half-done run may have posted or changed things already, and a human reading
+the report decides better than a silent re-run.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import structlog
 from apscheduler.triggers.cron import CronTrigger
@@ -25,7 +34,7 @@ from apscheduler.triggers.cron import CronTrigger
 from bot.cron import cron_trigger, next_fire, previous_fire
 from bot.deps import Deps
 from bot.messages import Status
-from bot.store.base import StoreUnavailable
+from bot.store.base import JobRun, StoreUnavailable
 from bot.tasks import FailureLog
 
 if TYPE_CHECKING:
@@ -35,16 +44,22 @@ __all__ = [
     "LEADER_LOCK",
     "JobAction",
     "JobSpec",
+    "LostReport",
     "Scheduler",
+    "lost_slot_text",
     "runner_id",
 ]
 
 log = structlog.get_logger(__name__)
 
 LEADER_LOCK = "sms-bot-scheduler"
+# How far back ``last_due_slots`` looks, in steps (frequent, daily, weekly, monthly crons).
+_DUE_LOOKBACK = tuple(timedelta(hours=h) for h in (1, 24, 8 * 24, 32 * 24))
 
 # What a job does once its slot is claimed: returns the run's status.
 JobAction = Callable[[], Awaitable[Status]]
+# Says, in the alert channel, that a slot's replica stopped before finishing it.
+LostReport = Callable[[str], Awaitable[None]]
 
 
 def runner_id() -> str:
@@ -63,6 +78,15 @@ class JobSpec:
         return cron_trigger(self.cron, self.timezone)
 
 
+def lost_slot_text(run: JobRun, timezone: str) -> str:
+    """What the alert channel reads about a slot whose replica stopped while running it."""
+    local = run.slot.astimezone(ZoneInfo(timezone))
+    return (
+        f"{run.job} of {local:%H:%M} ({local:%Y-%m-%d}) did not finish: its replica"
+        f" ({run.runner}) stopped. It is not run again; run it by hand if it is still needed."
+    )
+
+
 class Scheduler:
     def __init__(
         self,
@@ -72,12 +96,16 @@ class Scheduler:
         grace: timedelta,
         runner: str | None = None,
         retry_leadership_s: float = 5.0,
+        job_lease_s: float = 120.0,
+        report_lost: LostReport | None = None,
     ) -> None:
         self.deps = deps
         self.jobs = {job.name: job for job in jobs}
         self.grace = grace
         self.runner = runner or runner_id()
         self.retry_leadership_s = retry_leadership_s
+        self.job_lease_s = job_lease_s
+        self._report_lost = report_lost
         self._aps: AsyncIOScheduler | None = None
 
     # -- one slot ----------------------------------------------------------------------
@@ -86,20 +114,63 @@ class Scheduler:
         """Run ``name`` for ``slot`` if no one has yet; True when this call ran it."""
         job = self.jobs[name]
         store = self.deps.store
-        claimed = await store.job_claim(name, slot=slot, runner=self.runner, now=self.deps.clock())
+        claimed = await store.job_claim(
+            name, slot=slot, runner=self.runner, now=self.deps.clock(), lease_s=self.job_lease_s
+        )
         if not claimed:
             log.info("schedule.slot_taken", job=name, slot=slot.isoformat())
             return False
         log.info("schedule.job_started", job=name, slot=slot.isoformat())
         status = Status.FAILED
+        heartbeat = asyncio.create_task(self._heartbeat(name, slot), name=f"lease {name}")
         try:
             status = await job.action()
         except Exception:
             log.exception("schedule.job_crashed", job=name)
         finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             await store.job_finish(name, slot=slot, status=status.value, now=self.deps.clock())
         log.info("schedule.job_finished", job=name, status=status.value)
         return True
+
+    async def _heartbeat(self, name: str, slot: datetime) -> None:
+        """Renew the slot's lease while its job runs (three times per lease)."""
+        while True:
+            await asyncio.sleep(self.job_lease_s / 3)
+            try:
+                renewed = await self.deps.store.job_renew(
+                    name,
+                    slot=slot,
+                    runner=self.runner,
+                    now=self.deps.clock(),
+                    lease_s=self.job_lease_s,
+                )
+            except StoreUnavailable as exc:
+                log.warning("schedule.lease_renewal_failed", job=name, error=str(exc))
+                continue
+            if not renewed:
+                # Reported lost by another replica while this one stalled: it says so there.
+                log.warning("schedule.slot_lease_lost", job=name, slot=slot.isoformat())
+                return
+
+    async def report_lost(self) -> list[JobRun]:
+        """Report, once each, the slots left running by a replica that stopped."""
+        lost = await self.deps.store.job_lost(now=self.deps.clock())
+        for run in lost:
+            self.deps.metrics.jobs_lost.labels(run.job).inc()
+            job = self.jobs.get(run.job)
+            text = lost_slot_text(run, job.timezone if job else "UTC")
+            log.error(
+                "schedule.slot_lost", job=run.job, slot=run.slot.isoformat(), runner=run.runner
+            )
+            if self._report_lost is not None:
+                try:
+                    await self._report_lost(text)
+                except Exception:  # the slot is marked already: the log keeps the report
+                    log.exception("schedule.lost_report_failed", job=run.job)
+        return lost
 
     async def fire_due(self, name: str) -> bool:
         """What APScheduler calls: the slot is the latest fire time up to now."""
@@ -125,6 +196,23 @@ class Scheduler:
                 ran.append(name)
         return ran
 
+    def last_due_slots(self, now: datetime) -> dict[str, datetime | None]:
+        """Each job's latest slot up to ``now`` (a month back at most), for ``/metrics``.
+
+        Looked for an hour back first, then further: stepping through a month
+        of a frequent cron's fire times at every scrape would cost more than
+        the scrape.
+        """
+        out: dict[str, datetime | None] = {}
+        for name, job in self.jobs.items():
+            trigger, found = job.trigger(), None
+            for lookback in _DUE_LOOKBACK:
+                found = previous_fire(trigger, now, lookback=lookback)
+                if found is not None:
+                    break
+            out[name] = found
+        return out
+
     def upcoming(self) -> list[tuple[JobSpec, datetime | None]]:
         now = self.deps.clock()
         return [(job, next_fire(job.trigger(), now)) for job in self.jobs.values()]
@@ -148,6 +236,7 @@ class Scheduler:
             if not failures.failing:  # while the store fails, each retry leads again briefly
                 log.info("schedule.leading", runner=self.runner)
             try:
+                await self.report_lost()
                 await self.catch_up()
                 failures.succeeded()
                 self._start_aps()
@@ -155,6 +244,7 @@ class Scheduler:
                     await asyncio.sleep(self.retry_leadership_s)
                     if not await store.leader_check(LEADER_LOCK):
                         break
+                    await self.report_lost()
                 log.warning("schedule.leadership_lost", runner=self.runner)
             except StoreUnavailable as exc:
                 failures.failed(exc)

@@ -794,6 +794,69 @@ class StoreContract:
         rest = ids(await other.outbox_claim(now=T0, limit=100))
         assert sorted(claimed + rest) == updates
 
+    async def test_outbox_claim_token_fences_a_worker_whose_lease_was_taken(
+        self, store: Store, other: Store
+    ) -> None:
+        item_id = await add(store, "m1")
+        (stalled,) = await store.outbox_claim(now=T0, lease_s=30)
+        (taker,) = await other.outbox_claim(now=T0 + timedelta(seconds=31), lease_s=30)
+        assert stalled.id == taker.id == item_id
+        assert stalled.claim_token and taker.claim_token
+        assert stalled.claim_token != taker.claim_token
+        later = T0 + timedelta(seconds=32)
+        # The stalled worker may neither send, record, nor mark it.
+        assert await store.outbox_still_mine(stalled, now=later, lease_s=30) is False
+        landed = ChatMessage("m1", "slack", "C123", "1700.1", None)
+        assert await store.chat_message_put(landed, claim=stalled) is False
+        assert await store.chat_message_get("m1") is None
+        token = stalled.claim_token
+        assert await store.outbox_retry(item_id, at=later, error="x", token=token) is False
+        assert await store.outbox_dead(item_id, error="x", token=token) is False
+        assert await store.outbox_done(item_id, token=token) is False
+        assert ids(await store.outbox_items()) == [item_id]
+        # The replica that holds it now may.
+        assert await other.outbox_still_mine(taker, now=later, lease_s=30) is True
+        assert await other.chat_message_put(landed, claim=taker) is True
+        assert await store.chat_message_get("m1") == landed
+        assert await other.outbox_done(item_id, token=taker.claim_token) is True
+        assert await store.outbox_items() == []
+        # Once done, no claim is current any more.
+        assert await other.outbox_still_mine(taker, now=later, lease_s=30) is False
+        assert await other.chat_message_put(landed, claim=taker) is False
+
+    async def test_outbox_still_mine_extends_the_lease(self, store: Store) -> None:
+        item_id = await add(store, "m1")
+        (mine,) = await store.outbox_claim(now=T0, lease_s=30)
+        assert await store.outbox_still_mine(mine, now=T0 + timedelta(seconds=20), lease_s=30)
+        assert await store.outbox_claim(now=T0 + timedelta(seconds=31)) == []
+        (again,) = await store.outbox_claim(now=T0 + timedelta(seconds=50), lease_s=30)
+        assert again.id == item_id and again.claim_token != mine.claim_token
+        unclaimed = (await store.outbox_items())[0]
+        assert (
+            await store.outbox_still_mine(replace(unclaimed, claim_token=None), now=T0, lease_s=1)
+            is False
+        )
+
+    async def test_outbox_retry_by_the_owner_releases_the_claim(self, store: Store) -> None:
+        item_id = await add(store, "m1")
+        (mine,) = await store.outbox_claim(now=T0, lease_s=30)
+        at = T0 + timedelta(seconds=1)
+        assert await store.outbox_retry(item_id, at=at, error="503", token=mine.claim_token)
+        # Released: the old token no longer holds it, a new claim gets a new one.
+        assert await store.outbox_still_mine(mine, now=at, lease_s=30) is False
+        (next_,) = await store.outbox_claim(now=at)
+        assert next_.claim_token not in (None, mine.claim_token)
+
+    async def test_outbox_backlog_counts_pending_and_the_oldest(self, store: Store) -> None:
+        assert await store.outbox_backlog() == (0, None)
+        first = await add(store, "m1", now=T0)
+        await add(store, "m2", now=T0 + timedelta(seconds=5))
+        dead = await add(store, "m3", now=T0 - timedelta(seconds=5))
+        await store.outbox_dead(dead, error="channel_not_found")
+        assert await store.outbox_backlog() == (2, T0)
+        await store.outbox_done(first)
+        assert await store.outbox_backlog() == (1, T0 + timedelta(seconds=5))
+
     async def test_outbox_items_survive_close_and_reopen(
         self, store: Store, make_store: StoreFactory
     ) -> None:
@@ -1703,6 +1766,48 @@ class StoreContract:
             await store.job_finish(JOB, slot=SLOT, status="ok", now=datetime(2024, 5, 1))
         last = await store.job_last(JOB)
         assert last is not None and last.status == "running" and last.finished_at is None
+
+    async def test_job_slot_left_running_past_its_lease_is_reported_once(
+        self, store: Store, other: Store
+    ) -> None:
+        assert await store.job_claim(JOB, slot=SLOT, runner="a:1", now=T0, lease_s=60)
+        assert await store.job_renew(
+            JOB, slot=SLOT, runner="a:1", now=T0 + timedelta(seconds=50), lease_s=60
+        )
+        # Renewed until T0+110: not lost yet, whoever looks.
+        assert await other.job_lost(now=T0 + timedelta(seconds=100)) == []
+        assert (
+            await other.job_renew(JOB, slot=SLOT, runner="b:2", now=T0, lease_s=60) is False
+        )  # not b's to renew
+        late = T0 + timedelta(seconds=111)
+        found = await asyncio.gather(store.job_lost(now=late), other.job_lost(now=late))
+        lost = [run for batch in found for run in batch]
+        assert lost == [JobRun(JOB, SLOT, T0, "a:1", "failed", late)]
+        assert await store.job_lost(now=late + timedelta(hours=1)) == []
+        # The stopped runner cannot renew it, nor finish it as if nothing happened,
+        # and nobody runs the slot again.
+        assert await store.job_renew(JOB, slot=SLOT, runner="a:1", now=late, lease_s=60) is False
+        await store.job_finish(JOB, slot=SLOT, status="ok", now=late)
+        assert (await store.job_last(JOB)) == lost[0]
+        assert await other.job_claim(JOB, slot=SLOT, runner="b:2", now=late) is False
+
+    async def test_job_finished_in_time_is_never_lost(self, store: Store) -> None:
+        await store.job_claim(JOB, slot=SLOT, runner="a:1", now=T0, lease_s=60)
+        await store.job_finish(JOB, slot=SLOT, status="warn", now=T0 + timedelta(seconds=5))
+        assert await store.job_lost(now=T0 + timedelta(days=1)) == []
+
+    async def test_job_last_success_per_job(self, store: Store) -> None:
+        assert await store.job_last_success() == {}
+        day = timedelta(days=1)
+        for n, status in enumerate(("ok", "crit", "failed")):
+            slot = SLOT + n * day
+            await store.job_claim(JOB, slot=slot, runner="a:1", now=slot)
+            await store.job_finish(JOB, slot=slot, status=status, now=slot + timedelta(seconds=9))
+        await store.job_claim("weekly", slot=SLOT, runner="a:1", now=SLOT)
+        # crit is a finished run (its checks found problems); failed is not.
+        assert await store.job_last_success() == {
+            JOB: (SLOT + day, SLOT + day + timedelta(seconds=9))
+        }
 
     async def test_job_runs_survive_close_and_reopen(
         self, store: Store, make_store: StoreFactory

@@ -60,6 +60,7 @@ from bot.clock import Clock
 from bot.events import Click, Command
 from bot.http import read_body
 from bot.outbox import (
+    LostClaim,
     MaybeDelivered,
     OutboxSurface,
     Outgoing,
@@ -125,6 +126,7 @@ METADATA_EVENT = "sms_bot_outbox"
 _LOOKBACK_S = 60.0
 _LOOKUP_PAGE = 200
 _LOOKUP_PAGES = 5
+_ERROR_CODE = re.compile(r"[a-z_]{1,40}")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 # Methods whose rate limit Slack keeps per channel (about one message a second);
 # the others are limited per method and workspace.
@@ -193,40 +195,43 @@ class SlackDelivery:
     async def deliver(self, out: Outgoing) -> None:
         item = out.item
         if item.op == "post":
-            await self._post(item, _content(out, thread=False), out.reply_url)
+            await self._post(out, _content(out, thread=False))
         elif item.op == "update":
             await self._update(out)
         elif item.op == "reply":
-            await self._reply(item, _content(out, thread=True), out.reply_url)
+            await self._reply(out, _content(out, thread=True))
         elif item.op == "ephemeral":
-            await self._ephemeral(item, _content(out, thread=False), out.reply_url, out.user)
+            await self._ephemeral(out, _content(out, thread=False))
         else:
             raise Undeliverable(f"unknown outbox op {item.op!r}")
 
-    async def _post(self, item: OutboxItem, content: dict[str, Any], reply_url: str | None) -> None:
+    async def _landed(self, out: Outgoing, *, channel: str, ts: str, thread_ts: str | None) -> None:
+        """Record where the item's message is, while the item is still this worker's."""
+        landed = chat_message(out.item, channel=channel, ts=ts, thread_ts=thread_ts)
+        if not await self._store.chat_message_put(landed, claim=out.item):
+            raise LostClaim(f"outbox item {out.item.id} was claimed by another worker")
+
+    async def _post(self, out: Outgoing, content: dict[str, Any]) -> None:
+        item, reply_url = out.item, out.reply_url
         if maybe_delivered(item):
             found = await self._find_earlier(item, channel=item.channel, thread_ts=None)
             if found is not None:
-                await self._store.chat_message_put(
-                    chat_message(item, channel=found[0], ts=found[1], thread_ts=None)
-                )
+                await self._landed(out, channel=found[0], ts=found[1], thread_ts=None)
                 return
         try:
+            await out.check_claim()
             resp = await self._call(
                 "chat.postMessage", channel=item.channel, metadata=_metadata(item), **content
             )
         except Undeliverable as exc:
             if str(exc) in _USE_RESPONSE_URL and reply_url:
+                await out.check_claim()
                 await self._respond(reply_url, {"response_type": "in_channel", **content})
-                await self._store.chat_message_put(
-                    chat_message(item, channel=item.channel, ts=VIA_RESPONSE_URL, thread_ts=None)
-                )
+                await self._landed(out, channel=item.channel, ts=VIA_RESPONSE_URL, thread_ts=None)
                 return
             raise
         self._channel_ids[item.channel] = str(resp["channel"])
-        await self._store.chat_message_put(
-            chat_message(item, channel=str(resp["channel"]), ts=str(resp["ts"]), thread_ts=None)
-        )
+        await self._landed(out, channel=str(resp["channel"]), ts=str(resp["ts"]), thread_ts=None)
 
     async def _update(self, out: Outgoing) -> None:
         target = await self._store.chat_message_get(out.item.message_key)
@@ -238,13 +243,14 @@ class SlackDelivery:
         if target.ts == VIA_RESPONSE_URL:
             # No ts to update: only the final state is worth another message.
             if out.final and out.reply_url:
+                await out.check_claim()
                 await self._respond(out.reply_url, {"response_type": "in_channel", **content})
             return
+        await out.check_claim()
         await self._call("chat.update", channel=target.channel, ts=target.ts, **content)
 
-    async def _reply(
-        self, item: OutboxItem, content: dict[str, Any], reply_url: str | None
-    ) -> None:
+    async def _reply(self, out: Outgoing, content: dict[str, Any]) -> None:
+        item, reply_url = out.item, out.reply_url
         parent = await self._store.chat_message_get(item.parent_key) if item.parent_key else None
         if parent is None or parent.ts is None:
             raise Undeliverable("the thread's first message was never posted")
@@ -252,22 +258,20 @@ class SlackDelivery:
             # No lookup possible here: Slack keeps no ts or history of response_url posts.
             if not reply_url:
                 raise Undeliverable("no thread and no response_url to answer in")
+            await out.check_claim()
             await self._respond(reply_url, {"response_type": "in_channel", **content})
             # Stored as a reply (a thread with no ts either), so its updates keep its look.
-            await self._store.chat_message_put(
-                chat_message(
-                    item, channel=parent.channel, ts=VIA_RESPONSE_URL, thread_ts=VIA_RESPONSE_URL
-                )
+            await self._landed(
+                out, channel=parent.channel, ts=VIA_RESPONSE_URL, thread_ts=VIA_RESPONSE_URL
             )
             return
         thread_ts = parent.thread_ts or parent.ts
         if maybe_delivered(item):
             found = await self._find_earlier(item, channel=parent.channel, thread_ts=thread_ts)
             if found is not None:
-                await self._store.chat_message_put(
-                    chat_message(item, channel=found[0], ts=found[1], thread_ts=thread_ts)
-                )
+                await self._landed(out, channel=found[0], ts=found[1], thread_ts=thread_ts)
                 return
+        await out.check_claim()
         resp = await self._call(
             "chat.postMessage",
             channel=parent.channel,
@@ -275,15 +279,13 @@ class SlackDelivery:
             metadata=_metadata(item),
             **content,
         )
-        await self._store.chat_message_put(
-            chat_message(
-                item, channel=str(resp["channel"]), ts=str(resp["ts"]), thread_ts=thread_ts
-            )
+        await self._landed(
+            out, channel=str(resp["channel"]), ts=str(resp["ts"]), thread_ts=thread_ts
         )
 
-    async def _ephemeral(
-        self, item: OutboxItem, content: dict[str, Any], reply_url: str | None, user: str
-    ) -> None:
+    async def _ephemeral(self, out: Outgoing, content: dict[str, Any]) -> None:
+        item, reply_url, user = out.item, out.reply_url, out.user
+        await out.check_claim()
         if reply_url:
             await self._respond(
                 reply_url,
@@ -390,13 +392,16 @@ class SlackDelivery:
             if response.status_code == 429:
                 after = _retry_after(response.headers)
                 pause = self._pause_key(method, args.get("channel"))
-                raise RetryLater(f"{method}: rate limited", after=after, pause=pause) from exc
+                raise RetryLater(
+                    f"{method}: rate limited", after=after, pause=pause, reason="ratelimited"
+                ) from exc
             error = str(response.get("error") or f"HTTP {response.status_code}")
+            reason = _reason(error, response.status_code)
             if response.status_code >= 500 or error in _MAYBE_DONE:
-                raise MaybeDelivered(f"{method}: {error}") from exc
+                raise MaybeDelivered(f"{method}: {error}", reason=reason) from exc
             if error in _PERMANENT:
-                raise Undeliverable(error) from exc
-            raise _Refused(f"{method}: {error}") from exc
+                raise Undeliverable(error, reason=reason) from exc
+            raise _Refused(f"{method}: {error}", reason=reason) from exc
         except aiohttp.ClientConnectorError as exc:
             # Never connected, so nothing was sent.
             raise RetryLater(f"{method}: {type(exc).__name__}: {exc}") from exc
@@ -436,6 +441,11 @@ def _content(out: Outgoing, *, thread: bool) -> dict[str, Any]:
 
 class _Refused(RetryLater):
     """Slack answered with an error worth retrying: known not to have been carried out."""
+
+
+def _reason(error: str, status: int) -> str:
+    """A metric label for Slack's answer: its error code, or the HTTP status without one."""
+    return error if _ERROR_CODE.fullmatch(error) else f"http_{status}"
 
 
 def _metadata(item: OutboxItem) -> dict[str, Any]:

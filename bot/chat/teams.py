@@ -69,9 +69,15 @@ from bot.clock import Clock
 from bot.events import Click, Command
 from bot.http import read_body
 from bot.messages import Conversation, Message, MessageRef
-from bot.outbox import OutboxSurface, Outgoing, RetryLater, Undeliverable, chat_message
+from bot.outbox import (
+    LostClaim,
+    OutboxSurface,
+    Outgoing,
+    RetryLater,
+    Undeliverable,
+    chat_message,
+)
 from bot.store import Store
-from bot.store.base import OutboxItem
 
 __all__ = [
     "CARD_CONTENT_TYPE",
@@ -393,15 +399,16 @@ class TeamsDelivery:
             raise Undeliverable("no neutral message to render for Teams")
         activity = _activity(out.message)
         if item.op == "post" or item.op == "ephemeral":
-            await self._post(item, activity, store=item.op == "post")
+            await self._post(out, activity, store=item.op == "post")
         elif item.op == "reply":
-            await self._reply(item, activity)
+            await self._reply(out, activity)
         elif item.op == "update":
-            await self._update(item, activity)
+            await self._update(out, activity)
         else:
             raise Undeliverable(f"unknown outbox op {item.op!r}")
 
-    async def _post(self, item: OutboxItem, activity: Activity, *, store: bool) -> None:
+    async def _post(self, out: Outgoing, activity: Activity, *, store: bool) -> None:
+        item = out.item
         target = item.channel
         if _CHANNEL.match(target):
             params = ConversationParameters(
@@ -412,21 +419,20 @@ class TeamsDelivery:
                 tenant_id=self._tenant_id,
             )
             created = await self._call(
-                target, lambda c: c.conversations.create_conversation(params)
+                target, lambda c: c.conversations.create_conversation(params), out=out
             )
             conversation_id = str(created.id or "")
             activity_id = str(created.activity_id or conversation_id.rpartition("=")[2])
         else:
             sent = await self._call(
-                target, lambda c: c.conversations.send_to_conversation(target, activity)
+                target, lambda c: c.conversations.send_to_conversation(target, activity), out=out
             )
             conversation_id, activity_id = target, str(sent.id or "")
         if store:
-            await self._store.chat_message_put(
-                chat_message(item, channel=conversation_id, ts=activity_id, thread_ts=None)
-            )
+            await _landed(self._store, out, channel=conversation_id, ts=activity_id, thread_ts=None)
 
-    async def _reply(self, item: OutboxItem, activity: Activity) -> None:
+    async def _reply(self, out: Outgoing, activity: Activity) -> None:
+        item = out.item
         parent = await self._store.chat_message_get(item.parent_key) if item.parent_key else None
         if parent is None or parent.ts is None:
             raise Undeliverable("the thread's first message was never posted")
@@ -435,12 +441,14 @@ class TeamsDelivery:
         sent = await self._call(
             conversation_id,
             lambda c: c.conversations.reply_to_activity(conversation_id, root, activity),
+            out=out,
         )
-        await self._store.chat_message_put(
-            chat_message(item, channel=conversation_id, ts=str(sent.id or ""), thread_ts=root)
+        await _landed(
+            self._store, out, channel=conversation_id, ts=str(sent.id or ""), thread_ts=root
         )
 
-    async def _update(self, item: OutboxItem, activity: Activity) -> None:
+    async def _update(self, out: Outgoing, activity: Activity) -> None:
+        item = out.item
         target = await self._store.chat_message_get(item.message_key)
         if target is None or target.ts is None:
             raise Undeliverable("the message to update was never posted")
@@ -449,6 +457,7 @@ class TeamsDelivery:
         await self._call(
             conversation_id,
             lambda c: c.conversations.update_activity(conversation_id, activity_id, activity),
+            out=out,
         )
 
     async def _service_url(self, conversation_id: str) -> str:
@@ -473,8 +482,13 @@ class TeamsDelivery:
             self._sessions[base] = session
         return base, session
 
-    async def _call(self, conversation_id: str, call: Callable[[ConnectorClient], Any]) -> Any:
-        """One connector call, paced, with the token renewed once on a 401."""
+    async def _call(
+        self, conversation_id: str, call: Callable[[ConnectorClient], Any], *, out: Outgoing
+    ) -> Any:
+        """One connector call, paced, with the token renewed once on a 401.
+
+        The claim on ``out`` is checked right before the call (see ``bot.outbox``).
+        """
         pause = _conversation_key(conversation_id)
         hold = self._pacer.wait(pause)
         if hold > 0:
@@ -486,9 +500,10 @@ class TeamsDelivery:
             except TeamsTokenError as exc:
                 if exc.retryable:
                     raise RetryLater(f"token: {exc.reason}") from exc
-                raise Undeliverable(f"token: {exc.reason}") from exc
+                raise Undeliverable(f"token: {exc.reason}", reason="token_refused") from exc
             # The SDK's client only sets headers on the session it is given; never close it here.
             client = ConnectorClient(endpoint=base, token=token, session=session)
+            await out.check_claim()
             try:
                 return await call(client)
             except aiohttp.ClientResponseError as exc:
@@ -501,16 +516,34 @@ class TeamsDelivery:
         raise RetryLater("connector refused the renewed token")  # pragma: no cover
 
 
+async def _landed(
+    store: Store, out: Outgoing, *, channel: str, ts: str, thread_ts: str | None
+) -> None:
+    """Record where the item's activity is, while the item is still this worker's."""
+    landed = chat_message(out.item, channel=channel, ts=ts, thread_ts=thread_ts)
+    if not await store.chat_message_put(landed, claim=out.item):
+        raise LostClaim(f"outbox item {out.item.id} was claimed by another worker")
+
+
 def _sorted(exc: aiohttp.ClientResponseError, pause: str) -> RetryLater | Undeliverable:
     """The connector's error as the outbox understands it."""
     status = exc.status
     if status == 429:
         return RetryLater(
-            "connector: throttled (429)", after=_retry_after(exc.headers), pause=pause
+            "connector: throttled (429)",
+            after=_retry_after(exc.headers),
+            pause=pause,
+            reason="throttled",
         )
     if status in _RETRY or status >= 500:
-        return RetryLater(f"connector: HTTP {status}", after=_retry_after_or_none(exc.headers))
-    return Undeliverable(f"connector: HTTP {status}: {str(exc.message)[:200]}")
+        return RetryLater(
+            f"connector: HTTP {status}",
+            after=_retry_after_or_none(exc.headers),
+            reason=f"http_{status}",
+        )
+    # A 401 here came after a renewed token (``_call`` renews once): the app is refused.
+    reason = "unauthorized" if status == 401 else f"http_{status}"
+    return Undeliverable(f"connector: HTTP {status}: {str(exc.message)[:200]}", reason=reason)
 
 
 def _retry_after_or_none(headers: Any) -> float | None:

@@ -120,6 +120,9 @@ class OutboxItem:
     created_at: datetime
     next_attempt_at: datetime
     last_error: str | None = None
+    # The claim this copy came from (None when read unclaimed). Not part of the item's
+    # identity: it only proves, to the store, that the holder still owns the item.
+    claim_token: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

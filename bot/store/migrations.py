@@ -207,6 +207,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             approver TEXT NOT NULL, at {ts} NOT NULL, UNIQUE (proposal_id, approver))""",
         ),
     ),
+    # Several replicas: a claim of outbox items writes a fresh claim_token, and marking an
+    # item (done, retry, dead), extending its lease or recording where it landed checks the
+    # token, so a worker that stalled past its lease cannot act on an item another replica
+    # has claimed since (fencing). A job slot's runner renews lease_until while it runs; a
+    # running slot whose lease has passed belonged to a replica that stopped. Rows from
+    # before this migration have no lease and are never taken for lost.
+    Migration(
+        10,
+        "outbox claim tokens and job slot leases",
+        (
+            "ALTER TABLE outbox ADD COLUMN claim_token TEXT",
+            "ALTER TABLE job_runs ADD COLUMN lease_until {ts}",
+            "CREATE INDEX job_runs_running ON job_runs (lease_until) WHERE status = 'running'",
+        ),
+    ),
 )
 
 

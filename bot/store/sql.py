@@ -16,6 +16,7 @@ Claims are one guarded ``UPDATE ... RETURNING``: PostgreSQL's row locks (plus
 from __future__ import annotations
 
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -51,6 +52,7 @@ __all__ = [
     "ALERT_INBOX_LOCK_KEY",
     "APPROVAL_LOCK_KEY",
     "DIGEST_LOCK_KEY",
+    "JOB_LEASE_S",
     "MIGRATION_LOCK_KEY",
     "IncidentRepo",
     "JobRepo",
@@ -90,6 +92,8 @@ INCIDENT_STATUSES = frozenset({"open", "resolved"})
 INCIDENT_PRIORITIES = frozenset({"P0", "P1", "P2", "P3"})
 JOB_STATUSES = frozenset({"running", "ok", "warn", "crit", "failed"})
 JOB_FINISHED_STATUSES = JOB_STATUSES - {"running"}
+# How long a claimed slot is held without a heartbeat (``job_renew``) from its runner.
+JOB_LEASE_S = 120.0
 
 
 def check_status(status: str, allowed: frozenset[str], *, what: str) -> None:
@@ -168,7 +172,7 @@ STEP = "run_id, idx, name, status, started_at, duration_s, summary, error"
 AUDIT = "at, actor, source, action, target, outcome, conversation, detail"
 OUTBOX = (
     "id, message_key, op, surface, channel, parent_key, payload, attempts, created_at,"
-    " next_attempt_at, last_error"
+    " next_attempt_at, last_error, claim_token"
 )
 PROPOSAL = (
     "id, action, args, summary, run_id, conversation, message_key, requested_by,"
@@ -215,8 +219,9 @@ PING = (
 )
 # Due, unleased, and no earlier undelivered item for its message or its thread's root.
 _CLAIM_OUTBOX = (
-    "UPDATE outbox SET leased_until = :until WHERE id IN (SELECT o.id FROM outbox o"
-    " WHERE o.state = 'pending' AND o.next_attempt_at <= :now"
+    "UPDATE outbox SET leased_until = :until, claim_token = :token"
+    " WHERE id IN (SELECT o.id FROM outbox o WHERE o.state = 'pending'"
+    " AND o.next_attempt_at <= :now"
     " AND (o.leased_until IS NULL OR o.leased_until <= :now)"
     " AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.state = 'pending' AND b.id < o.id"
     " AND (b.message_key = o.message_key OR b.message_key = o.parent_key))"
@@ -242,7 +247,23 @@ _COALESCE = (
     " WHERE message_key = :message_key AND state = 'pending') AND op = 'update'"
     " AND state = 'pending' AND (leased_until IS NULL OR leased_until <= :now) RETURNING id"
 )
-_OUTBOX_END = "UPDATE outbox SET {set}, leased_until = NULL WHERE id = :id AND state = 'pending'"
+_OUTBOX_END = (
+    "UPDATE outbox SET {set}, leased_until = NULL, claim_token = NULL"
+    " WHERE id = :id AND state = 'pending'{fence}"
+)
+# The fence: the claim the caller holds is still the item's latest (NULL never matches).
+_FENCE = " AND claim_token = :token"
+# Where a delivered item landed, recorded only while its claim is the caller's. SQLite
+# needs the WHERE for INSERT ... SELECT ... ON CONFLICT to parse; there is one here.
+_CHAT_UPSERT = (
+    " ON CONFLICT (key) DO UPDATE SET surface = excluded.surface,"
+    " channel = excluded.channel, ts = excluded.ts, thread_ts = excluded.thread_ts"
+)
+_CHAT_FENCED = (
+    f"INSERT INTO chat_messages ({CHAT}) SELECT :key, :surface, :channel, :ts, :thread_ts"
+    " WHERE EXISTS (SELECT 1 FROM outbox WHERE id = :item AND state = 'pending'"
+    f" AND claim_token = :token){_CHAT_UPSERT}"
+)
 _RETRY = "attempts = attempts + 1, next_attempt_at = :at, last_error = :error"
 _ALERT_END = (
     "UPDATE alert_events SET {set}, leased_until = NULL WHERE id = :id AND state = 'pending'"
@@ -383,7 +404,13 @@ class _Sql(ABC):
         return int(rows[0]["n"]) if rows else 0
 
     async def _claim(
-        self, sql: str, cls: Callable[..., T], now: datetime, limit: int, lease_s: float
+        self,
+        sql: str,
+        cls: Callable[..., T],
+        now: datetime,
+        limit: int,
+        lease_s: float,
+        **params: Any,
     ) -> list[T]:
         """Lease up to ``limit`` rows until ``now + lease_s``, in id order."""
         if not lease_s > 0:
@@ -393,7 +420,7 @@ class _Sql(ABC):
             return []
         async with self._transaction() as s:
             sql = sql.format(skip_locked=self.SKIP_LOCKED)
-            rows = await s.fetch(sql, now=now, limit=limit, until=until)
+            rows = await s.fetch(sql, now=now, limit=limit, until=until, **params)
         return [_decode(cls, row) for row in sorted(rows, key=lambda row: int(row["id"]))]
 
 
@@ -523,25 +550,71 @@ class OutboxRepo(_Sql):
         An item waits while an earlier undelivered item has its message key or,
         for one with a ``parent_key``, has the parent's key (a post goes before
         its updates and its thread replies). Two claimers never get one item.
+
+        Each claim writes a fresh ``claim_token`` into its items (the returned
+        copies carry it): the worker passes it back to ``outbox_done``,
+        ``outbox_retry``, ``outbox_dead``, ``outbox_still_mine`` and
+        ``chat_message_put``, which act only while it is still the item's
+        token, so a worker whose lease ran out and whose item was claimed
+        again can no longer mark it or record where it landed.
         """
-        return await self._claim(_CLAIM_OUTBOX, OutboxItem, now, limit, lease_s)
+        token = uuid.uuid4().hex
+        return await self._claim(_CLAIM_OUTBOX, OutboxItem, now, limit, lease_s, token=token)
 
-    async def outbox_done(self, item_id: int) -> None:
-        """Delivered; a no-op for an item already done or dead."""
-        done = _OUTBOX_END.format(set="state = 'done', finished_at = :now")
-        await self._execute(done, id=item_id, now=datetime.now(UTC))
+    async def _outbox_end(self, item_id: int, set: str, token: str | None, **params: Any) -> bool:
+        sql = _OUTBOX_END.format(set=set, fence="" if token is None else _FENCE)
+        return await self._execute(sql, id=item_id, token=token, **params) == 1
 
-    async def outbox_retry(self, item_id: int, *, at: datetime, error: str) -> None:
-        """A failed attempt: count it, release the lease, try again at ``at``."""
-        retry = _OUTBOX_END.format(set=_RETRY)
-        await self._execute(retry, id=item_id, at=at, error=error)
+    async def outbox_done(self, item_id: int, *, token: str | None = None) -> bool:
+        """Delivered; False (and nothing changed) for an item done, dead, or claimed since.
 
-    async def outbox_dead(self, item_id: int, *, error: str) -> None:
-        """Give up on an item (counted as a failed attempt); kept for inspection."""
+        ``token`` is the claim's (the worker always passes it); None, for a tool
+        holding no claim, marks the item whoever holds it.
+        """
+        done = "state = 'done', finished_at = :now"
+        return await self._outbox_end(item_id, done, token, now=datetime.now(UTC))
+
+    async def outbox_retry(
+        self, item_id: int, *, at: datetime, error: str, token: str | None = None
+    ) -> bool:
+        """A failed attempt: count it, release the lease, try again at ``at``.
+
+        False (nothing changed) when the item is no longer pending or, with
+        ``token``, was claimed by someone else since.
+        """
+        return await self._outbox_end(item_id, _RETRY, token, at=at, error=error)
+
+    async def outbox_dead(self, item_id: int, *, error: str, token: str | None = None) -> bool:
+        """Give up on an item (counted as a failed attempt); kept for inspection.
+
+        False (nothing changed) as ``outbox_retry`` says.
+        """
         dead = "state = 'dead', attempts = attempts + 1, last_error = :error, finished_at = :now"
-        await self._execute(
-            _OUTBOX_END.format(set=dead), id=item_id, error=error, now=datetime.now(UTC)
+        return await self._outbox_end(item_id, dead, token, error=error, now=datetime.now(UTC))
+
+    async def outbox_still_mine(self, item: OutboxItem, *, now: datetime, lease_s: float) -> bool:
+        """Is ``item``'s claim still its latest? If so its lease runs ``lease_s`` from ``now``.
+
+        What a delivery asks right before it calls the platform: True means no
+        other claim can take the item for ``lease_s`` (longer than a platform
+        call may last); False means another worker has it, and this one must
+        neither send it nor mark it.
+        """
+        if item.claim_token is None:
+            return False
+        until = to_utc(now) + timedelta(seconds=lease_s)
+        sql = (
+            f"UPDATE outbox SET leased_until = :until WHERE id = :id AND state = 'pending'{_FENCE}"
         )
+        return await self._execute(sql, id=item.id, token=item.claim_token, until=until) == 1
+
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """Undelivered items, and when the oldest of them was queued (None when none)."""
+        sql = "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE state = 'pending'"
+        rows = await self._fetch(sql)
+        if not rows:
+            return 0, None
+        return int(rows[0]["n"]), decode_time(rows[0]["oldest"])
 
     async def outbox_pending(self) -> int:
         return await self._count("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
@@ -551,12 +624,22 @@ class OutboxRepo(_Sql):
         where = "" if include_done else " WHERE state != 'done'"
         return await self._all(OutboxItem, f"SELECT {OUTBOX} FROM outbox{where} ORDER BY id")
 
-    async def chat_message_put(self, msg: ChatMessage) -> None:
-        upsert = (
-            " ON CONFLICT (key) DO UPDATE SET surface = excluded.surface,"
-            " channel = excluded.channel, ts = excluded.ts, thread_ts = excluded.thread_ts"
-        )
-        await self._execute(_insert("chat_messages", CHAT, upsert), **_params(msg))
+    async def chat_message_put(self, msg: ChatMessage, *, claim: OutboxItem | None = None) -> bool:
+        """Record where a message landed; False (nothing written) if ``claim`` is not current.
+
+        A delivery passes the item it delivered as ``claim``: the record is then
+        written only while that claim is still the item's latest (see
+        ``outbox_claim``). Without ``claim`` (tests, tools) it is always written.
+        """
+        if claim is None:
+            return (
+                await self._execute(_insert("chat_messages", CHAT, _CHAT_UPSERT), **_params(msg))
+                > 0
+            )
+        if claim.claim_token is None:
+            return False
+        params = _params(msg, item=claim.id, token=claim.claim_token)
+        return await self._execute(_CHAT_FENCED, **params) > 0
 
     async def chat_message_get(self, key: str) -> ChatMessage | None:
         sql = f"SELECT {CHAT} FROM chat_messages WHERE key = :key"
@@ -811,19 +894,74 @@ class IncidentRepo(_Sql):
 class JobRepo(_Sql):
     """Scheduled job slots, and leadership among replicas (which each backend holds its way)."""
 
-    async def job_claim(self, job: str, *, slot: datetime, runner: str, now: datetime) -> bool:
+    async def job_claim(
+        self,
+        job: str,
+        *,
+        slot: datetime,
+        runner: str,
+        now: datetime,
+        lease_s: float = JOB_LEASE_S,
+    ) -> bool:
         """Record ``(job, slot)`` as started by ``runner``; True for exactly one caller ever.
 
         Atomic across replicas: of any number of concurrent claims of one slot,
         one returns True and the others False. A slot is never claimed again,
-        even if its runner died before finishing it.
+        even if its runner died before finishing it. The runner holds the slot
+        for ``lease_s`` and renews it with ``job_renew`` while it runs; once the
+        lease has passed, ``job_lost`` reports the slot.
         """
         # The primary key decides: of concurrent claims of one slot, one inserts a row.
         if not job or not runner:  # a slot nobody can attribute is a bug
             raise ValueError(f"a job run needs a {'runner' if job else 'job name'}")
         claim = " ON CONFLICT (job, slot) DO NOTHING"
-        sql = _insert("job_runs", "job, slot, started_at, runner", claim)
-        return await self._execute(sql, job=job, slot=slot, started_at=now, runner=runner) == 1
+        sql = _insert("job_runs", "job, slot, started_at, runner, lease_until", claim)
+        until = to_utc(now) + timedelta(seconds=lease_s)
+        params = {"job": job, "slot": slot, "started_at": now, "runner": runner}
+        return await self._execute(sql, **params, lease_until=until) == 1
+
+    async def job_renew(
+        self, job: str, *, slot: datetime, runner: str, now: datetime, lease_s: float
+    ) -> bool:
+        """The runner's heartbeat: its running slot is held ``lease_s`` from ``now``.
+
+        False when the slot is no longer running under ``runner`` (finished, or
+        reported lost by another replica after this one stalled).
+        """
+        sql = (
+            "UPDATE job_runs SET lease_until = :until WHERE job = :job AND slot = :slot"
+            " AND runner = :runner AND status = 'running'"
+        )
+        until = to_utc(now) + timedelta(seconds=lease_s)
+        return await self._execute(sql, job=job, slot=slot, runner=runner, until=until) == 1
+
+    async def job_lost(self, *, now: datetime) -> list[JobRun]:
+        """Slots left running past their lease (their replica stopped), marked failed.
+
+        Each such slot is returned once, to one caller, however many replicas
+        look: the guarded ``running -> failed`` update is the report's claim.
+        The slot is not run again (``job_claim`` never claims it twice).
+        """
+        sql = (
+            "UPDATE job_runs SET status = 'failed', finished_at = :now"
+            " WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until <= :now"
+            f" RETURNING {JOB}"
+        )
+        lost = await self._all(JobRun, sql, now=now)
+        return sorted(lost, key=lambda run: (run.slot, run.job))
+
+    async def job_last_success(self) -> dict[str, tuple[datetime, datetime]]:
+        """Per job, the newest slot that finished (ok, warn or crit) and when a run last did."""
+        sql = (
+            "SELECT job, MAX(slot) AS slot, MAX(finished_at) AS at FROM job_runs"
+            " WHERE status IN ('ok', 'warn', 'crit') AND finished_at IS NOT NULL GROUP BY job"
+        )
+        out: dict[str, tuple[datetime, datetime]] = {}
+        for row in await self._fetch(sql):
+            slot, at = decode_time(row["slot"]), decode_time(row["at"])
+            if slot is not None and at is not None:
+                out[str(row["job"])] = (slot, at)
+        return out
 
     async def job_finish(self, job: str, *, slot: datetime, status: str, now: datetime) -> None:
         """``running -> ok|warn|crit|failed``; a finished or never-claimed slot is left as is."""

@@ -35,6 +35,10 @@ ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "sms-alerts.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "sms-alerts.tests.yml"
+BOT_RULES = DEPLOY / "prometheus" / "sms-bot.rules.yml"
+BOT_RULE_TESTS = DEPLOY / "prometheus" / "sms-bot.tests.yml"
+# The bot's own alerts: routed anywhere but to the bot, which may be what is down.
+BOT_ALERTS = {"SmsBotDown", "SmsBotOutboxStuck", "SmsBotScheduledJobMissed", "SmsBotTokenRefused"}
 RECEIVER_CONFIG = DEPLOY / "alertmanager" / "sms-bot-receiver.yml"
 
 # sms-bot's alert routing matches these names exactly (runbook incident classes).
@@ -72,6 +76,45 @@ def test_rule_unit_tests_pass() -> None:
     result = _run(_tool("promtool"), "test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_promtool_accepts_the_bot_rules_and_their_unit_tests_pass() -> None:
+    checked = _run(_tool("promtool"), "check", "rules", str(BOT_RULES))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = _run(_tool("promtool"), "test", "rules", str(BOT_RULE_TESTS))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_the_bot_rules_read_metrics_the_bot_exports() -> None:
+    """Each smsbot_ series a rule reads is one ``BotMetrics`` registers (a rename breaks this)."""
+    from bot.telemetry import BotMetrics
+
+    exported = {
+        sample
+        for family in BotMetrics().registry.collect()
+        for sample in (family.name, f"{family.name}_total")
+    }
+    text = BOT_RULES.read_text()
+    used = set(re.findall(r"\bsmsbot_[a-z_]+", text))
+    assert used and used <= exported, used - exported
+    assert set(re.findall(r"alert: (\w+)", text)) == BOT_ALERTS
+
+
+@pytest.mark.parametrize("alertname", sorted(BOT_ALERTS))
+def test_the_bot_alerts_do_not_route_to_the_bot(alertname: str) -> None:
+    result = _run(
+        _tool("amtool"),
+        "config",
+        "routes",
+        "test",
+        f"--config.file={RECEIVER_CONFIG}",
+        f"alertname={alertname}",
+        "job=sms-bot",
+        "severity=critical",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["default"]
 
 
 def test_rule_file_names_the_alerts_the_bot_routes_on() -> None:

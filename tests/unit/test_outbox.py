@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -17,8 +17,9 @@ from bot.chat.codec import message_from_json
 from bot.chat.slack import SlackDelivery, slack_client, slack_surface
 from bot.clock import utc_now
 from bot.messages import Button, Conversation, Field, Link, Message, Status, StepView
-from bot.outbox import OutboxSurface, OutboxWorker
+from bot.outbox import OutboxSurface, OutboxWorker, Outgoing
 from bot.store import Store, open_store
+from bot.telemetry import BotMetrics
 from tests.fakes import NOW
 from tests.harness.fake_slack import FakeSlack
 
@@ -508,3 +509,97 @@ async def test_a_restarted_worker_goes_on_with_the_backoff(
     assert delays == [1.0, 2.0, 4.0, 8.0]
     [item] = await store.outbox_items()
     assert item.attempts == 4
+
+
+class _Clock:
+    """A clock a test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class _Stalling:
+    """Slack's delivery behind a stall: the worker's process paused before it posts."""
+
+    def __init__(self, inner: SlackDelivery) -> None:
+        self.surface = inner.surface
+        self.inner = inner
+        self.reached = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def rate_keys(self, out: Outgoing) -> tuple[str, ...]:
+        return self.inner.rate_keys(out)
+
+    async def deliver(self, out: Outgoing) -> None:
+        self.reached.set()
+        await self.go.wait()
+        await self.inner.deliver(out)
+
+
+async def test_a_worker_stalled_past_its_lease_does_not_post_what_another_worker_posted(
+    store: Store, fake_slack: FakeSlack
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+        stalled_clock, other_clock = _Clock(NOW), _Clock(NOW)
+        stalling = _Stalling(SlackDelivery(client, session, store))
+        stalled = OutboxWorker(store, {"slack": stalling}, clock=stalled_clock, lease_s=30)
+        other = OutboxWorker(
+            store, {"slack": SlackDelivery(client, session, store)}, clock=other_clock, lease_s=30
+        )
+        surface = slack_surface(store=store, clock=lambda: NOW, wake=lambda: None)
+        await surface.post(WHERE, _msg("BackendDown"))
+
+        first = asyncio.create_task(stalled.drain_once())
+        await stalling.reached.wait()
+        assert await other.drain_once() == 0  # leased to the stalled worker
+        other_clock.now = NOW + timedelta(seconds=31)  # its lease has passed
+        assert await other.drain_once() == 1
+        stalled_clock.now = NOW + timedelta(seconds=32)
+        stalling.go.set()  # the stalled worker resumes, still holding its old claim
+        assert await first == 1
+
+    assert len(_roots(fake_slack)) == 1
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    assert (other.delivered, stalled.delivered) == (1, 0)
+    assert await store.outbox_items() == []
+    landed = await store.chat_message_get(
+        (await store.outbox_items(include_done=True))[0].message_key
+    )
+    assert landed is not None and landed.ts == _roots(fake_slack)[0].ts
+
+
+async def test_refused_token_is_counted_by_platform_and_reason(
+    store: Store, fake_slack: FakeSlack
+) -> None:
+    metrics = BotMetrics()
+    async with aiohttp.ClientSession() as session:
+        client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+        worker = OutboxWorker(
+            store, {"slack": SlackDelivery(client, session, store)}, clock=utc_now, metrics=metrics
+        )
+        surface = slack_surface(store=store, clock=utc_now, wake=lambda: None)
+        await surface.post(WHERE, _msg("BackendDown"))
+        fake_slack.error_next("chat.postMessage", "token_revoked")
+        assert await worker.drain_once() == 1
+
+    value = metrics.registry.get_sample_value
+    failures = {"platform": "slack", "reason": "token_revoked"}
+    assert value("smsbot_delivery_failures_total", failures) == 1
+    assert value("smsbot_token_refused_total", {"platform": "slack"}) == 1
+    assert value("smsbot_token_refused_total", {"platform": "teams"}) == 0
+
+
+async def test_an_item_no_delivery_can_send_is_dead_and_counted(store: Store) -> None:
+    metrics = BotMetrics()
+    worker = OutboxWorker(store, {}, clock=utc_now, metrics=metrics)
+    surface = slack_surface(store=store, clock=utc_now, wake=lambda: None)
+    await surface.post(WHERE, _msg("BackendDown"))
+    assert await worker.drain_once() == 1
+    [dead] = await store.outbox_items()
+    assert dead.last_error == "no delivery for surface slack"
+    failed = {"platform": "slack", "reason": "no_delivery"}
+    assert metrics.registry.get_sample_value("smsbot_delivery_failures_total", failed) == 1

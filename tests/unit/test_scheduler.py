@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import Settings
 from bot.cron import cron_trigger, next_fire, previous_fire
 from bot.deps import Deps
 from bot.messages import Status
 from bot.scheduler import JobSpec, Scheduler
-from bot.store import open_store
+from bot.store import StoreUnavailable, open_store
 from handlers.jobs import schedule_rows
 from tests.unit.conftest import make_settings
 
@@ -169,3 +170,90 @@ async def test_only_one_of_two_schedulers_leads(deps: Deps, tmp_path: Path) -> N
         assert (a_count.calls == 0) != (b_count.calls == 0), (a_count.calls, b_count.calls)
     finally:
         await other_store.close()
+
+
+class Blocking:
+    """A job that runs until the test lets it finish (or its replica is killed)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.finish = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self) -> Status:
+        self.calls += 1
+        self.started.set()
+        await self.finish.wait()
+        return Status.OK
+
+
+async def test_a_slot_left_running_by_a_dead_replica_is_reported_once_and_not_rerun(
+    deps: Deps, settings: Settings
+) -> None:
+    slot = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
+    at = {"now": slot}
+    clocked = replace(deps, clock=lambda: at["now"])
+    # Replica a: its own store handle, killed while the job runs.
+    dead_store = open_store(settings.bot_state_url)
+    await dead_store.open()
+    job = Blocking()
+    dying = Scheduler(
+        replace(clocked, store=dead_store),
+        [JobSpec("morning-summary", "Morning summary", "30 7 * * *", "Europe/Berlin", job)],
+        grace=timedelta(hours=1),
+        runner="host-a:1",
+        job_lease_s=60,
+    )
+    running = asyncio.create_task(dying.fire("morning-summary", slot))
+    await job.started.wait()
+    await dead_store.close()  # the replica is gone: nothing it does reaches the store again
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+        await running
+
+    reports: list[str] = []
+
+    async def report(text: str) -> None:
+        reports.append(text)
+
+    counter = Counter()
+    job_b = JobSpec("morning-summary", "Morning summary", "30 7 * * *", "Europe/Berlin", counter)
+    leader = Scheduler(
+        clocked, [job_b], grace=timedelta(hours=1), runner="host-b:2", report_lost=report
+    )
+    at["now"] = slot + timedelta(seconds=30)  # within the lease: not lost yet
+    assert await leader.report_lost() == []
+    at["now"] = slot + timedelta(seconds=61)
+    (lost,) = await leader.report_lost()
+    assert (lost.runner, lost.status) == ("host-a:1", "failed")
+    assert await leader.report_lost() == []  # reported once
+    assert reports == [
+        "morning-summary of 08:30 (2026-11-26) did not finish: its replica (host-a:1) stopped."
+        " It is not run again; run it by hand if it is still needed."
+    ]
+    # Not run again, neither on its slot nor by catching up.
+    assert await leader.fire("morning-summary", slot) is False
+    assert await leader.catch_up() == []
+    assert counter.calls == 0
+    value = deps.metrics.registry.get_sample_value
+    assert value("smsbot_scheduled_jobs_lost_total", {"job_name": "morning-summary"}) == 1
+
+
+async def test_the_runner_renews_its_slot_while_the_job_runs(deps: Deps) -> None:
+    live = replace(deps, clock=lambda: datetime.now(UTC))
+    job = Blocking()
+    spec = JobSpec("morning-summary", "Morning summary", "30 7 * * *", "UTC", job)
+    runner = Scheduler(live, [spec], grace=timedelta(0), runner="a", job_lease_s=0.6)
+    watcher = Scheduler(live, [spec], grace=timedelta(0), runner="b")
+    slot = datetime.now(UTC).replace(microsecond=0)
+    running = asyncio.create_task(runner.fire("morning-summary", slot))
+    await job.started.wait()
+    # Three leases long, a watcher looking all the while: the heartbeat keeps it alive.
+    deadline = time.monotonic() + 1.8
+    while time.monotonic() < deadline:
+        assert await watcher.report_lost() == []
+        await asyncio.sleep(0.05)
+    job.finish.set()
+    assert await running is True
+    last = await deps.store.job_last("morning-summary")
+    assert last is not None and last.status == "ok"

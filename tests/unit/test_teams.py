@@ -24,6 +24,7 @@ from bot.events import Click, Command
 from bot.messages import Button, Conversation, Message, MessageRef, Status
 from bot.outbox import OutboxWorker, RetryLater, Undeliverable, outgoing
 from bot.store import Store, open_store
+from bot.telemetry import BotMetrics
 from handlers.auth import roles_of
 from handlers.jobs import job_procedure
 from tests.harness.fake_teams import APP_ID, CHANNEL, TENANT_ID, FakeTeams
@@ -517,3 +518,21 @@ async def test_an_incident_no_chat_takes_is_shown_in_the_log(
         assert await app.deps.store.outbox_pending() == before  # nothing queued for a chat
         [incident] = await app.deps.store.incidents_open()
         assert incident.root_key  # its thread is the log's
+
+
+async def test_a_token_refused_after_renewal_is_undeliverable_and_counted(
+    fake_teams: FakeTeams, store: Store, delivery: TeamsDelivery
+) -> None:
+    metrics = BotMetrics()
+    worker = OutboxWorker(store, {"teams": delivery}, clock=lambda: NOW, metrics=metrics)
+    surface = TeamsSurface(store=store, clock=lambda: NOW, wake=lambda: None)
+    await surface.post(Conversation("teams", CHANNEL), Message(title="x"))
+    fake_teams.fail_next(2, status=401)  # the cached token, then the renewed one
+    assert await worker.drain_once() == 1
+    [dead] = await store.outbox_items()
+    assert "HTTP 401" in (dead.last_error or "")
+    value = metrics.registry.get_sample_value
+    failed = {"platform": "teams", "reason": "unauthorized"}
+    assert value("smsbot_delivery_failures_total", failed) == 1
+    assert value("smsbot_token_refused_total", {"platform": "teams"}) == 1
+    assert value("smsbot_token_refused_total", {"platform": "slack"}) == 0
