@@ -36,8 +36,9 @@ import asyncpg
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.sql import Row, Store
+from bot.store.url import redact_dsn
 
-__all__ = ["LEADER_CHECK_TIMEOUT_S", "PostgresStore", "leader_lock_key", "redact_dsn"]
+__all__ = ["LEADER_CHECK_TIMEOUT_S", "PostgresStore", "leader_lock_key"]
 
 # A leader that cannot answer a round-trip this quickly is treated as lost.
 LEADER_CHECK_TIMEOUT_S = 2.0
@@ -70,16 +71,6 @@ _DB_ERRORS: tuple[type[Exception], ...] = (
 _CONNECT_ERRORS: tuple[type[Exception], ...] = (*_DB_ERRORS, ValueError)
 # A :name parameter (not a ::type cast).
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for error messages and logs."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
-        return dsn
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
 
 
 def leader_lock_key(name: str) -> int:

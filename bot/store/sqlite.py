@@ -47,10 +47,10 @@ import aiosqlite
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.sql import Row, Store
+from bot.store.url import MEMORY
 
 __all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore", "leader_lock_path"]
 
-MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5000
 # The first 16 bytes of every SQLite 3 database file.
 _HEADER = b"SQLite format 3\x00"
