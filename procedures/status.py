@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from bot.adapters.docker import ContainerInfo
 from bot.catalogue import (
-    CommandContext,
     CommandSpec,
-    Invocation,
     ProcedureSpec,
     RunbookEntry,
-    no_more,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Outcome, Run
@@ -75,17 +73,15 @@ async def status(run: Run) -> None:
     await run.step("List containers", _containers(run.deps))
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "status")
-    return Invocation(name="status", title="Container status", procedure=status)
-
-
 SPEC = ProcedureSpec(
     name="status",
     summary="Every container with its state, health and uptime",
     commands=(
         CommandSpec(
-            "status", usage="status", summary="Containers: state, health and uptime", parse=_parse
+            "status",
+            usage="status",
+            summary="Containers: state, health and uptime",
+            parse=without_args("status", "Container status", status),
         ),
     ),
     runbook=(
