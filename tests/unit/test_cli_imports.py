@@ -30,10 +30,13 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def _loaded_after(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+def _loaded_after(
+    tmp_path: Path, *args: str, extra: dict[str, str] | None = None
+) -> tuple[int, set[str]]:
     """The exit code, and every module loaded (packages as ``a`` and ``a.b``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SMS_", "SLACK_"))}
     env["BOT_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
+    env.update(extra or {})
     report = tmp_path / "modules.json"
     subprocess.run(
         [sys.executable, "-c", _PROBE, str(report), *args],
@@ -83,3 +86,12 @@ def test_a_terminal_command_loads_no_rich_traceback_nor_pygments(tmp_path: Path)
     assert code == 0
     assert modules & {"rich.traceback", "rich.pretty", "pygments"} == set()
     assert "structlog" in modules
+
+
+def test_check_config_with_alert_routes_loads_no_rich_traceback(tmp_path: Path) -> None:
+    """Routes are checked against the catalogue, which logs: structlog comes via ``bot.logs``."""
+    routes = '[{"alertname": "DiskFull", "procedure": "backend_down", "priority": "P0"}]'
+    code, modules = _loaded_after(tmp_path, "check-config", extra={"SMS_ALERT_ROUTES": routes})
+    assert code == 0
+    assert "procedures.catalogue" in modules
+    assert modules & {"rich.traceback", "rich.pretty", "pygments"} == set()
