@@ -48,6 +48,7 @@ __all__ = [
     "count_arg",
     "no_more",
     "service_arg",
+    "without_args",
 ]
 
 
@@ -101,6 +102,16 @@ def no_more(args: Sequence[str], usage: str) -> None:
     """Refuse words past the command's last argument."""
     if args:
         raise UsageError(f"Unexpected argument {' '.join(args)!r}.", usage=f"/sms {usage}")
+
+
+def without_args(name: str, title: str, procedure: Procedure) -> Parser:
+    """The parser of a command that takes no argument: it runs ``procedure`` as ``title``."""
+
+    def parse(args: list[str], ctx: CommandContext) -> Invocation:
+        no_more(args, name)
+        return Invocation(name=name, title=title, procedure=procedure)
+
+    return parse
 
 
 def service_arg(args: Sequence[str], deps: Deps, usage: str) -> str:

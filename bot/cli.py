@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if settings.sms_alert_routes:
             # Routes name procedures: checked against the catalogue (loaded only then).
+            # bot.logs first: it is what loads structlog without rich's extras.
+            import bot.logs  # noqa: F401
             from handlers.registry import check_routes
             from procedures.catalogue import CATALOGUE
 

@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.cron import cron_trigger
 from bot.errors import ConfigError
 from bot.routing import PRIORITIES, RouteRule
-from bot.store import validate_state_url
+from bot.store.url import validate_state_url
 
 __all__ = [
     "DEFAULT_SERVICES",

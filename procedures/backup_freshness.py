@@ -15,14 +15,12 @@ from bot.alerts import Alert as AlertModel
 from bot.alerts import AlertBatch
 from bot.catalogue import (
     AlertSpec,
-    CommandContext,
     CommandSpec,
-    Invocation,
     JobContext,
     ProcedureSpec,
     Role,
     Schedule,
-    no_more,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Outcome, Run
@@ -139,11 +137,6 @@ async def _propose_on_request(run: Run) -> None:
     await propose_manual_backup(run, reason="requested with /sms backup")
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "backup")
-    return Invocation(name="backup", title="Manual backup?", procedure=_propose_on_request)
-
-
 SPEC = ProcedureSpec(
     name="backup_freshness",
     summary="Is there a fresh backup? If not, propose the runbook's Manual Backup",
@@ -152,7 +145,7 @@ SPEC = ProcedureSpec(
             "backup",
             usage="backup",
             summary="Offer to run the runbook's manual backup now (an approver clicks)",
-            parse=_parse,
+            parse=without_args("backup", "Manual backup?", _propose_on_request),
             role=Role.OPERATOR,
             changes=True,
         ),

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from bot.catalogue import (
-    CommandContext,
     CommandSpec,
-    Invocation,
     ProcedureSpec,
     RunbookEntry,
-    no_more,
+    without_args,
 )
 from bot.engine import Run
 from procedures.checks import check_backups
@@ -20,11 +18,6 @@ async def backups(run: Run) -> None:
     await run.step("List newest backups", check_backups(run.deps))
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "backups")
-    return Invocation(name="backups", title="Backups", procedure=backups)
-
-
 SPEC = ProcedureSpec(
     name="backups",
     summary="The newest backups, with age and size",
@@ -33,7 +26,7 @@ SPEC = ProcedureSpec(
             "backups",
             usage="backups",
             summary="The five newest backups with age and size",
-            parse=_parse,
+            parse=without_args("backups", "Backups", backups),
         ),
     ),
     runbook=(

@@ -18,14 +18,12 @@ from datetime import datetime, timedelta
 from bot.adapters.prometheus import PrometheusError
 from bot.baseline import baseline_metrics
 from bot.catalogue import (
-    CommandContext,
     CommandSpec,
-    Invocation,
     JobContext,
     ProcedureSpec,
     RunbookEntry,
     Schedule,
-    no_more,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Outcome, Run
@@ -320,11 +318,6 @@ async def capacity_report(run: Run) -> None:
     run.text = "\n".join(lines)
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "capacity")
-    return Invocation(name="capacity", title="Capacity", procedure=capacity_report)
-
-
 SPEC = ProcedureSpec(
     name="capacity",
     summary="The runbook's capacity planning: figures, growth and projections",
@@ -333,7 +326,7 @@ SPEC = ProcedureSpec(
             "capacity",
             usage="capacity",
             summary="Users, courses, database size, disk and concurrent users against capacity",
-            parse=_parse,
+            parse=without_args("capacity", "Capacity", capacity_report),
         ),
     ),
     schedules=(

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from bot.catalogue import (
-    CommandContext,
     CommandSpec,
-    Invocation,
     ProcedureSpec,
     RunbookEntry,
-    no_more,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Outcome, Run
@@ -84,16 +82,6 @@ async def db_slow(run: Run) -> None:
     await explain_steps(run, long)
 
 
-def _parse_check(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "db check")
-    return Invocation(name="db check", title="Database check", procedure=db_check)
-
-
-def _parse_slow(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "db slow")
-    return Invocation(name="db slow", title="Slow queries", procedure=db_slow)
-
-
 SPEC = ProcedureSpec(
     name="db",
     summary="The SMS database: connectivity, server status and slow queries",
@@ -102,13 +90,13 @@ SPEC = ProcedureSpec(
             "db check",
             usage="db check",
             summary="Database connectivity and server status",
-            parse=_parse_check,
+            parse=without_args("db check", "Database check", db_check),
         ),
         CommandSpec(
             "db slow",
             usage="db slow",
             summary="Long queries, pool, cache hit ratio, locks, statements, EXPLAIN",
-            parse=_parse_slow,
+            parse=without_args("db slow", "Slow queries", db_slow),
         ),
     ),
     runbook=(

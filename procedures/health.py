@@ -7,16 +7,16 @@ the whole check takes about as long as its slowest step.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from bot.catalogue import (
-    CommandContext,
     CommandSpec,
-    Invocation,
     ProcedureSpec,
     RunbookEntry,
-    no_more,
+    without_args,
 )
-from bot.engine import Run
+from bot.deps import Deps
+from bot.engine import Outcome, Run
 from bot.messages import Status
 from procedures.checks import (
     ACTIONS_IF_FAILED,
@@ -27,7 +27,7 @@ from procedures.checks import (
     check_performance,
 )
 
-__all__ = ["CHECKS", "SPEC", "health"]
+__all__ = ["CHECKS", "CHECK_WORK", "SPEC", "health"]
 
 # (key, step name as the user reads it); the order of the runbook's checklist.
 CHECKS = (
@@ -37,18 +37,18 @@ CHECKS = (
     ("database", "Database connectivity"),
     ("backups", "Backup verification"),
 )
+# key -> the check itself; the morning summary runs the same five.
+CHECK_WORK: dict[str, Callable[[Deps], Awaitable[Outcome]]] = {
+    "containers": check_containers,
+    "health": check_health_endpoint,
+    "performance": check_performance,
+    "database": check_database,
+    "backups": check_backups,
+}
 
 
 async def health(run: Run) -> None:
-    deps = run.deps
-    work = {
-        "containers": check_containers(deps),
-        "health": check_health_endpoint(deps),
-        "performance": check_performance(deps),
-        "database": check_database(deps),
-        "backups": check_backups(deps),
-    }
-    await asyncio.gather(*(run.step(name, work[key]) for key, name in CHECKS))
+    await asyncio.gather(*(run.step(name, CHECK_WORK[key](run.deps)) for key, name in CHECKS))
     attention = [
         (key, step)
         for (key, _name), step in zip(CHECKS, run.steps, strict=True)
@@ -64,11 +64,6 @@ async def health(run: Run) -> None:
     run.text = "\n".join(lines)
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "health")
-    return Invocation(name="health", title="Health check", procedure=health)
-
-
 SPEC = ProcedureSpec(
     name="health",
     summary="The runbook's five daily checks against the baseline table",
@@ -77,7 +72,7 @@ SPEC = ProcedureSpec(
             "health",
             usage="health",
             summary="The five morning checks, against the baseline",
-            parse=_parse,
+            parse=without_args("health", "Health check", health),
         ),
     ),
     runbook=(

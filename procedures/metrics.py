@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from bot.baseline import format_value
 from bot.catalogue import (
-    CommandContext,
     CommandSpec,
-    Invocation,
     ProcedureSpec,
     RunbookEntry,
-    no_more,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Outcome, Run
@@ -55,11 +53,6 @@ async def metrics(run: Run) -> None:
     await run.step("Query Prometheus", _table(run.deps))
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "metrics")
-    return Invocation(name="metrics", title="Performance metrics", procedure=metrics)
-
-
 SPEC = ProcedureSpec(
     name="metrics",
     summary="The runbook's baseline table with current values from Prometheus",
@@ -68,7 +61,7 @@ SPEC = ProcedureSpec(
             "metrics",
             usage="metrics",
             summary="The baseline table with current values",
-            parse=_parse,
+            parse=without_args("metrics", "Performance metrics", metrics),
         ),
     ),
     runbook=(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,13 +21,8 @@ from bot.engine import Outcome, Run
 from bot.messages import Field, Status
 from procedures.checks import (
     ACTIONS_IF_FAILED,
-    check_backups,
-    check_containers,
-    check_database,
-    check_health_endpoint,
-    check_performance,
 )
-from procedures.health import CHECKS
+from procedures.health import CHECK_WORK, CHECKS
 
 __all__ = [
     "COMPARED",
@@ -46,15 +40,6 @@ STEADY_PCT = 5.0
 COMPARED = (("p95_ms", "p95"), ("error_rate_pct", "error rate"), ("throughput_rps", "throughput"))
 # Performance figures named in the verdict line when every metric is within baseline.
 _HEADLINE = ("p95_ms", "error_rate_pct", "throughput_rps")
-
-_CheckFn = Callable[[Deps], Awaitable[Outcome]]
-_WORK: dict[str, _CheckFn] = {
-    "containers": check_containers,
-    "health": check_health_endpoint,
-    "performance": check_performance,
-    "database": check_database,
-    "backups": check_backups,
-}
 
 
 @dataclass(frozen=True)
@@ -140,7 +125,7 @@ def _performance_line(deps: Deps, outcome: Outcome | None, summary: str) -> str:
 async def morning_summary(run: Run) -> None:
     deps = run.deps
     results = await asyncio.gather(
-        *(run.step(name, _WORK[key](deps)) for key, name in CHECKS),
+        *(run.step(name, CHECK_WORK[key](deps)) for key, name in CHECKS),
         run.step("Compare with yesterday", compare_with_yesterday(deps)),
     )
     by_name = {step.name: step for step in run.steps}

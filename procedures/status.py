@@ -6,12 +6,10 @@ from dataclasses import dataclass
 
 from bot.adapters.docker import ContainerInfo
 from bot.catalogue import (
-    CommandContext,
     CommandSpec,
-    Invocation,
     ProcedureSpec,
     RunbookEntry,
-    no_more,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Outcome, Run
@@ -99,17 +97,15 @@ async def status(run: Run) -> None:
     run.text = "\n".join(lines)
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "status")
-    return Invocation(name="status", title="Container status", procedure=status)
-
-
 SPEC = ProcedureSpec(
     name="status",
     summary="Every container with its state, health and uptime",
     commands=(
         CommandSpec(
-            "status", usage="status", summary="Containers: state, health and uptime", parse=_parse
+            "status",
+            usage="status",
+            summary="Containers: state, health and uptime",
+            parse=without_args("status", "Container status", status),
         ),
     ),
     runbook=(

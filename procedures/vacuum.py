@@ -12,12 +12,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from bot.catalogue import (
     ActionSpec,
-    CommandContext,
     CommandSpec,
-    Invocation,
     ProcedureSpec,
     Role,
-    no_more,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Outcome, Run
@@ -135,11 +133,6 @@ async def _propose(run: Run) -> None:
     await propose_vacuum(run)
 
 
-def _parse(args: list[str], ctx: CommandContext) -> Invocation:
-    no_more(args, "vacuum")
-    return Invocation(name="vacuum", title="VACUUM ANALYZE?", procedure=_propose)
-
-
 SPEC = ProcedureSpec(
     name="vacuum",
     summary="VACUUM ANALYZE on the SMS database, after an approval",
@@ -148,7 +141,7 @@ SPEC = ProcedureSpec(
             "vacuum",
             usage="vacuum",
             summary="Offer to run VACUUM ANALYZE on the SMS database (an approver clicks)",
-            parse=_parse,
+            parse=without_args("vacuum", "VACUUM ANALYZE?", _propose),
             role=Role.OPERATOR,
             changes=True,
         ),

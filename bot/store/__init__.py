@@ -4,17 +4,25 @@ The records (``RunRecord``, ``Incident``, ...) are imported from ``bot.store.bas
 
 ``BOT_STATE_URL`` picks the backend. ``validate_state_url`` is what config
 validation calls so a typo fails at start with a reason, not at first use.
+
+Why the names below load on first use: importing the package (as
+configuration does, for ``validate_state_url``) must not load the queries nor
+either driver; ``open_store`` loads the one backend the URL names.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from bot.store.base import StoreUnavailable, UnknownRun
-from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
-from bot.store.postgres import PostgresStore, redact_dsn
-from bot.store.sql import Store
-from bot.store.sqlite import MEMORY, SqliteStore
+from bot.store.url import sqlite_path, validate_state_url
+
+if TYPE_CHECKING:
+    from bot.store.base import StoreUnavailable, UnknownRun
+    from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
+    from bot.store.postgres import PostgresStore
+    from bot.store.sql import Store
+    from bot.store.sqlite import SqliteStore
 
 __all__ = [
     "LATEST_VERSION",
@@ -30,67 +38,35 @@ __all__ = [
     "validate_state_url",
 ]
 
-_SQLITE_PREFIX = "sqlite:///"
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
-_EXAMPLES = (
-    "sqlite:///./data/sms-bot.db, sqlite:////abs/path.db, sqlite:///:memory:, "
-    "postgresql://user:pass@host:5432/db"
-)
+# Name -> the module that defines it, imported when the name is first asked for.
+_LAZY = {
+    "LATEST_VERSION": "migrations",
+    "MIGRATIONS": "migrations",
+    "Migration": "migrations",
+    "PostgresStore": "postgres",
+    "SqliteStore": "sqlite",
+    "Store": "sql",
+    "StoreUnavailable": "base",
+    "UnknownRun": "base",
+}
 
 
-def sqlite_path(url: str) -> str:
-    """The file path in a ``sqlite:///`` URL (``:memory:`` kept as is)."""
-    if not url.startswith(_SQLITE_PREFIX):
-        raise ValueError(
-            f"SQLite state URL must start with 'sqlite:///' (three slashes, no host), "
-            f"got {url!r}; examples: {_EXAMPLES}"
-        )
-    path = url[len(_SQLITE_PREFIX) :]
-    if not path:
-        raise ValueError(f"SQLite state URL {url!r} has no file path; examples: {_EXAMPLES}")
-    if "?" in path or "#" in path:
-        raise ValueError(f"SQLite state URL {url!r} must not have query parameters")
-    if path != MEMORY and path.endswith("/"):
-        raise ValueError(f"SQLite state URL {url!r} names a directory, not a database file")
-    return path
-
-
-def validate_state_url(url: str) -> None:
-    """Raise ``ValueError`` explaining what is wrong with a ``BOT_STATE_URL``."""
-    if not url or not url.strip():
-        raise ValueError(f"state URL is empty; examples: {_EXAMPLES}")
-    if url != url.strip():
-        raise ValueError(f"state URL {url!r} has surrounding whitespace")
-    scheme = url.partition(":")[0].lower()
-    if scheme == "sqlite":
-        sqlite_path(url)
-        return
-    if scheme in _POSTGRES_SCHEMES:
-        if not url.lower().startswith(f"{scheme}://"):
-            raise ValueError(
-                f"PostgreSQL state URL {redact_dsn(url)!r} must start with '{scheme}://'"
-            )
-        try:
-            port = urlsplit(url).port  # parses the port; raises on garbage
-        except ValueError as exc:
-            raise ValueError(f"PostgreSQL state URL has an invalid port: {exc}") from exc
-        if port == 0:
-            raise ValueError("PostgreSQL state URL has port 0")
-        return
-    if scheme.startswith(("postgresql+", "postgres+", "sqlite+")):
-        raise ValueError(
-            f"state URL scheme {scheme!r} is an SQLAlchemy driver spelling; "
-            f"use plain 'postgresql://' or 'sqlite:///'"
-        )
-    raise ValueError(
-        f"unsupported state URL {redact_dsn(url)!r}: expected sqlite:/// or postgresql://; "
-        f"examples: {_EXAMPLES}"
-    )
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def open_store(url: str) -> Store:
     """Build (not yet open) the store a state URL names; ``await store.open()`` next."""
     validate_state_url(url)
     if url.lower().startswith("sqlite:"):
+        from bot.store.sqlite import SqliteStore
+
         return SqliteStore(sqlite_path(url))
+    from bot.store.postgres import PostgresStore
+
     return PostgresStore(url)

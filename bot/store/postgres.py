@@ -36,8 +36,9 @@ import asyncpg
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.sql import Row, Store
+from bot.store.url import redact_dsn
 
-__all__ = ["LEADER_CHECK_TIMEOUT_S", "PostgresStore", "leader_lock_key", "redact_dsn"]
+__all__ = ["LEADER_CHECK_TIMEOUT_S", "PostgresStore", "leader_lock_key"]
 
 # A leader that cannot answer a round-trip this quickly is treated as lost.
 LEADER_CHECK_TIMEOUT_S = 2.0
@@ -70,16 +71,6 @@ _DB_ERRORS: tuple[type[Exception], ...] = (
 _CONNECT_ERRORS: tuple[type[Exception], ...] = (*_DB_ERRORS, ValueError)
 # A :name parameter (not a ::type cast).
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for error messages and logs."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
-        return dsn
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
 
 
 def leader_lock_key(name: str) -> int:
@@ -159,6 +150,9 @@ class PostgresStore(Store):
         self._max_size = max_size
         self._connect_timeout = connect_timeout
         self._timeout = query_timeout
+        # Leadership's quick round-trips: a leader that cannot answer this fast is lost.
+        self._quick = min(LEADER_CHECK_TIMEOUT_S, query_timeout)
+        self._where = f"PostgreSQL store {redact_dsn(dsn)}"  # errors name it, password hidden
         self._pool: asyncpg.Pool | None = None
         # Leader name -> the dedicated connection whose session holds its lock.
         self._leaders: dict[str, asyncpg.Connection] = {}
@@ -183,9 +177,7 @@ class PostgresStore(Store):
                 command_timeout=self._timeout,
             )
         except _CONNECT_ERRORS as exc:
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL store {redact_dsn(self.dsn)}: {exc}"
-            ) from exc
+            raise StoreUnavailable(f"cannot connect to {self._where}: {exc}") from exc
         self._pool = pool
         try:
             await self._migrate()
@@ -207,15 +199,17 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[_Session]:
         """A pooled connection, with driver errors turned into ``StoreUnavailable``."""
-        if self._pool is None:
-            raise StoreUnavailable(f"PostgreSQL store {redact_dsn(self.dsn)} is not open")
+        pool = self._open_pool()
         try:
-            async with self._pool.acquire(timeout=self._connect_timeout) as conn:
+            async with pool.acquire(timeout=self._connect_timeout) as conn:
                 yield _Session(conn)
         except _DB_ERRORS as exc:
-            raise StoreUnavailable(
-                f"PostgreSQL store {redact_dsn(self.dsn)}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise StoreUnavailable(f"{self._where}: {type(exc).__name__}: {exc}") from exc
+
+    def _open_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreUnavailable(f"{self._where} is not open")
+        return self._pool
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Session]:
@@ -229,19 +223,19 @@ class PostgresStore(Store):
         tables emptied; reading them fails then, as the next write would.
         The bound covers waiting for a pooled connection as well as the query.
         """
-        where = f"PostgreSQL store {redact_dsn(self.dsn)}"
         try:
             async with asyncio.timeout(self._timeout):
-                await self._ping_tables(where)
+                await self._ping_tables(self._where)
         except TimeoutError as exc:
-            raise StoreUnavailable(f"{where} did not answer within {self._timeout:g} s") from exc
+            raise StoreUnavailable(
+                f"{self._where} did not answer within {self._timeout:g} s"
+            ) from exc
 
     # --- leadership -------------------------------------------------------
 
     async def leader_acquire(self, name: str) -> bool:
         check_leader_name(name)
-        if self._pool is None:
-            raise StoreUnavailable(f"PostgreSQL store {redact_dsn(self.dsn)} is not open")
+        self._open_pool()
         async with self._leader_lock:
             if name in self._leaders and await self._leader_held(name):
                 return True
@@ -301,7 +295,7 @@ class PostgresStore(Store):
                         _LEADER_HELD,
                         (key >> 32) & 0xFFFFFFFF,
                         key & 0xFFFFFFFF,
-                        timeout=min(LEADER_CHECK_TIMEOUT_S, self._timeout),
+                        timeout=self._quick,
                     )
                 )
             except _DB_ERRORS:
@@ -327,7 +321,7 @@ class PostgresStore(Store):
             await conn.execute(
                 "SELECT pg_advisory_unlock($1)",
                 leader_lock_key(name),
-                timeout=min(LEADER_CHECK_TIMEOUT_S, self._timeout),
+                timeout=self._quick,
             )
         except _DB_ERRORS:
             conn.terminate()  # gone already, or unresponsive: dropping it frees the lock
@@ -336,11 +330,9 @@ class PostgresStore(Store):
 
     async def _close_leader_conn(self, conn: asyncpg.Connection) -> None:
         try:
-            await conn.close(timeout=min(LEADER_CHECK_TIMEOUT_S, self._timeout))
+            await conn.close(timeout=self._quick)
         except _DB_ERRORS:
             conn.terminate()
 
     def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"PostgreSQL store {redact_dsn(self.dsn)}: {what}: {type(exc).__name__}: {exc}"
-        )
+        return StoreUnavailable(f"{self._where}: {what}: {type(exc).__name__}: {exc}")

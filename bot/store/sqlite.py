@@ -47,10 +47,10 @@ import aiosqlite
 from bot.store.base import StoreUnavailable, check_leader_name, to_utc
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.sql import Row, Store
+from bot.store.url import MEMORY
 
 __all__ = ["MEMORY", "SYNCHRONOUS", "SqliteStore", "leader_lock_path"]
 
-MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5000
 # The first 16 bytes of every SQLite 3 database file.
 _HEADER = b"SQLite format 3\x00"
@@ -171,6 +171,7 @@ class SqliteStore(Store):
     def __init__(self, path: str, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         super().__init__(migrations)
         self.path = path
+        self._where = f"SQLite store {path}"
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         # Leader name -> fd holding its lock file (None for ``:memory:``, which
@@ -190,7 +191,7 @@ class SqliteStore(Store):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(self.path, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open {self._where}: {exc}") from exc
         db.row_factory = sqlite3.Row
         self._db = db
         try:
@@ -238,18 +239,22 @@ class SqliteStore(Store):
             try:
                 await db.close()
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"closing SQLite store {self.path} failed: {exc}") from exc
+                raise StoreUnavailable(f"closing {self._where} failed: {exc}") from exc
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[_Session]:
         """The connection, serialised, with sqlite errors turned into ``StoreUnavailable``."""
         async with self._lock:
-            if self._db is None:
-                raise StoreUnavailable(f"SQLite store {self.path} is not open")
+            db = self._open_db()
             try:
-                yield _Session(self._db)
+                yield _Session(db)
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+                raise StoreUnavailable(f"{self._where}: {exc}") from exc
+
+    def _open_db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable(f"{self._where} is not open")
+        return self._db
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Session]:
@@ -286,14 +291,13 @@ class SqliteStore(Store):
             problem = await asyncio.to_thread(_file_problem, self.path, self._identity)
             if problem is not None:
                 raise StoreUnavailable(problem)
-        await self._ping_tables(f"SQLite store {self.path}")
+        await self._ping_tables(self._where)
 
     # --- leadership -------------------------------------------------------
 
     async def leader_acquire(self, name: str) -> bool:
         check_leader_name(name)
-        if self._db is None:
-            raise StoreUnavailable(f"SQLite store {self.path} is not open")
+        self._open_db()
         if name in self._leaders and await self.leader_check(name):
             return True
         if self.path == MEMORY:
@@ -303,7 +307,7 @@ class SqliteStore(Store):
         try:
             fd = _try_lock_file(path)
         except OSError as exc:
-            raise StoreUnavailable(f"SQLite store {self.path}: leader lock {path}: {exc}") from exc
+            raise StoreUnavailable(f"{self._where}: leader lock {path}: {exc}") from exc
         if fd is None:
             return False
         self._leaders[name] = fd

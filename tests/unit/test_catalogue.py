@@ -20,13 +20,16 @@ from bot.catalogue import (
     ActionArgsInvalid,
     ActionSpec,
     Catalogue,
+    CommandContext,
     CommandSpec,
     Invocation,
     ProcedureSpec,
     Schedule,
+    without_args,
 )
 from bot.deps import Deps
 from bot.engine import Engine, Run
+from bot.errors import UsageError
 from bot.proposals import APPROVE
 from handlers.actions import ClickHandler
 from procedures.backup import BackupArgs
@@ -321,3 +324,21 @@ def test_the_catalogue_refuses_what_would_be_ambiguous() -> None:
             target=str,
             confirm_label=str,
         )
+
+
+async def test_a_command_without_arguments_runs_its_procedure_or_refuses_more_words(
+    deps: Deps,
+) -> None:
+    """``without_args`` is every no-argument command's parser (``status``, ``db check``...)."""
+
+    async def procedure(run: Run) -> None:
+        return None
+
+    parse = without_args("db check", "Database check", procedure)
+    context = CommandContext(deps, CATALOGUE)
+    assert parse([], context) == Invocation(
+        name="db check", title="Database check", procedure=procedure
+    )
+    with pytest.raises(UsageError) as refused:
+        parse(["now"], context)
+    assert refused.value.usage == "/sms db check"

@@ -2,7 +2,8 @@
 
 Checked by the modules a fresh interpreter holds after the command, not by
 a clock: ``--help`` loads no library at all, ``check-config`` none of the
-application's clients, and a terminal command without Slack no Slack library.
+application's clients nor the store's queries and drivers, and a terminal
+command without Slack no Slack library, nor rich's traceback renderer.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ try:
 except SystemExit as exc:
     code = exc.code
 with open(sys.argv[1], "w") as out:
-    json.dump({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}, out)
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
 """
 
 
-def _loaded_after(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+def _loaded_after(
+    tmp_path: Path, *args: str, extra: dict[str, str] | None = None
+) -> tuple[int, set[str]]:
+    """The exit code, and every module loaded (packages as ``a`` and ``a.b``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SMS_", "SLACK_"))}
     env["BOT_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
+    env.update(extra or {})
     report = tmp_path / "modules.json"
     subprocess.run(
         [sys.executable, "-c", _PROBE, str(report), *args],
@@ -42,7 +47,8 @@ def _loaded_after(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
         timeout=120,
     )
     result = json.loads(report.read_text())
-    return result["code"], set(result["modules"])
+    modules = set(result["modules"])
+    return result["code"], modules | {m.split(".")[0] for m in modules}
 
 
 def test_help_loads_no_library(tmp_path: Path) -> None:
@@ -57,6 +63,14 @@ def test_check_config_loads_no_client(tmp_path: Path) -> None:
     assert modules & HEAVY == set()
 
 
+def test_check_config_loads_neither_store_backend(tmp_path: Path) -> None:
+    """``BOT_STATE_URL`` is checked by ``bot.store.url``; the backends load in ``open_store``."""
+    code, modules = _loaded_after(tmp_path, "check-config")
+    assert code == 0
+    store = {"bot.store.sql", "bot.store.sqlite", "bot.store.postgres", "bot.store.base"}
+    assert modules & (store | {"asyncpg", "aiosqlite", "sqlite3"}) == set()
+
+
 @pytest.mark.parametrize("words", [["run", "help"]])
 def test_a_terminal_command_without_slack_loads_no_slack_nor_docker(
     tmp_path: Path, words: list[str]
@@ -64,3 +78,20 @@ def test_a_terminal_command_without_slack_loads_no_slack_nor_docker(
     code, modules = _loaded_after(tmp_path, *words)
     assert code == 0
     assert modules & {"slack_bolt", "slack_sdk", "docker", "requests"} == set()
+
+
+def test_a_terminal_command_loads_no_rich_traceback_nor_pygments(tmp_path: Path) -> None:
+    """structlog is loaded by ``bot.logs`` without rich's traceback and pretty-printer."""
+    code, modules = _loaded_after(tmp_path, "run", "help")
+    assert code == 0
+    assert modules & {"rich.traceback", "rich.pretty", "pygments"} == set()
+    assert "structlog" in modules
+
+
+def test_check_config_with_alert_routes_loads_no_rich_traceback(tmp_path: Path) -> None:
+    """Routes are checked against the catalogue, which logs: structlog comes via ``bot.logs``."""
+    routes = '[{"alertname": "DiskFull", "procedure": "backend_down", "priority": "P0"}]'
+    code, modules = _loaded_after(tmp_path, "check-config", extra={"SMS_ALERT_ROUTES": routes})
+    assert code == 0
+    assert "procedures.catalogue" in modules
+    assert modules & {"rich.traceback", "rich.pretty", "pygments"} == set()
