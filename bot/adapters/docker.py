@@ -562,6 +562,8 @@ class DockerAdapter:
         """Host ports used by running containers (published, or exposed on the host network)."""
 
         def run() -> list[PortUse]:
+            import docker.errors
+
             api = self._api()
             uses: list[PortUse] = []
             for summary in api.containers(all=False):
@@ -583,6 +585,8 @@ class DockerAdapter:
         """
 
         def one(container_id: str, name: str) -> ContainerStats | None:
+            import docker.errors
+
             try:
                 raw = self._api().stats(container_id, stream=False, one_shot=True)
             except docker.errors.APIError as exc:
