@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -158,25 +158,41 @@ def _minutes(value: float) -> str:
     return format_duration(value * 60)
 
 
-async def _over_month(deps: Deps, window: Window, key: str) -> float | None:
-    metric = next(m for m in baseline_metrics(deps.settings) if m.key == key)
-    return await deps.prometheus.scalar(over_window(metric.query, window.seconds), at=window.end)
+@dataclass(frozen=True)
+class _Target:
+    """An SLA ceiling on a baseline metric, and how its monthly value is said."""
+
+    key: str
+    ceiling: float
+    said: Callable[[float], str]
+
+
+_P95 = _Target(
+    "p95_ms", P95_MS, lambda v: f"p95 {v:.0f} ms over the month (target < {P95_MS:.0f} ms)"
+)
+_ERRORS = _Target(
+    "error_rate_pct",
+    ERROR_RATE_PCT,
+    lambda v: f"{v:.2f} % of requests failed (target < {ERROR_RATE_PCT:g} %)",
+)
+
+
+async def _against(deps: Deps, window: Window, target: _Target) -> Outcome:
+    """The metric over the month against its ceiling: OK under it, CRIT at or over."""
+    metric = next(m for m in baseline_metrics(deps.settings) if m.key == target.key)
+    query = over_window(metric.query, window.seconds)
+    value = await deps.prometheus.scalar(query, at=window.end)
+    if value is None:
+        return Outcome(Status.WARN, f"no requests recorded in {window.label}")
+    return Outcome(Status.OK if value < target.ceiling else Status.CRIT, target.said(value))
 
 
 async def response_time(deps: Deps, window: Window) -> Outcome:
-    value = await _over_month(deps, window, "p95_ms")
-    if value is None:
-        return Outcome(Status.WARN, f"no requests recorded in {window.label}")
-    status = Status.OK if value < P95_MS else Status.CRIT
-    return Outcome(status, f"p95 {value:.0f} ms over the month (target < {P95_MS:.0f} ms)")
+    return await _against(deps, window, _P95)
 
 
 async def error_rate(deps: Deps, window: Window) -> Outcome:
-    value = await _over_month(deps, window, "error_rate_pct")
-    if value is None:
-        return Outcome(Status.WARN, f"no requests recorded in {window.label}")
-    status = Status.OK if value < ERROR_RATE_PCT else Status.CRIT
-    return Outcome(status, f"{value:.2f} % of requests failed (target < {ERROR_RATE_PCT:g} %)")
+    return await _against(deps, window, _ERRORS)
 
 
 async def recovery_time(deps: Deps, window: Window) -> Outcome:
