@@ -497,30 +497,32 @@ def _parse(args: list[str], ctx: CommandContext, *, verb: str) -> Invocation:
     return Invocation(name="change", direct=partial(_in_change_thread, abort=verb == "abort"))
 
 
+# The three verbs of ``/sms change``: one command each, all parsed by ``_parse``.
+_VERBS: tuple[tuple[str, str, str], ...] = (
+    (
+        "start",
+        'change start "DESCRIPTION" [--critical] [--silence ALERTNAME]',
+        "Announce a change, record the state before it, propose the backup",
+    ),
+    (
+        "done",
+        "change done",
+        "Watch the five checks after the change (15 min, critical 60), then record",
+    ),
+    ("abort", "change abort", "End the open change without a watch, and record it"),
+)
+
 SPEC = ProcedureSpec(
     name="change_window",
     summary="The runbook's production change procedure: announce, back up, watch, record",
-    commands=(
+    commands=tuple(
         CommandSpec(
-            "change start",
-            usage='change start "DESCRIPTION" [--critical] [--silence ALERTNAME]',
-            summary="Announce a change, record the state before it, propose the backup",
-            parse=partial(_parse, verb="start"),
+            f"change {verb}",
+            usage=usage,
+            summary=summary,
+            parse=partial(_parse, verb=verb),
             role=Role.OPERATOR,
-        ),
-        CommandSpec(
-            "change done",
-            usage="change done",
-            summary="Watch the five checks after the change (15 min, critical 60), then record",
-            parse=partial(_parse, verb="done"),
-            role=Role.OPERATOR,
-        ),
-        CommandSpec(
-            "change abort",
-            usage="change abort",
-            summary="End the open change without a watch, and record it",
-            parse=partial(_parse, verb="abort"),
-            role=Role.OPERATOR,
-        ),
+        )
+        for verb, usage, summary in _VERBS
     ),
 )

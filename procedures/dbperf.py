@@ -16,7 +16,7 @@ from bot.engine import Outcome, Run
 from bot.messages import CodeBlock, Status, Table
 from bot.redact import redact
 
-__all__ = ["database_health_steps", "explain_steps"]
+__all__ = ["database_health_steps", "explain_steps", "short_query"]
 
 _CONNECTIONS_WARN = 0.8
 _CACHE_WARN = 0.99  # the usual rule of thumb for an OLTP database
@@ -24,7 +24,8 @@ _MAX_EXPLAINED = 3
 _QUERY_CHARS = 200
 
 
-def _short(query: str, limit: int = _QUERY_CHARS) -> str:
+def short_query(query: str, limit: int = _QUERY_CHARS) -> str:
+    """A query as one redacted line, cut to ``limit`` characters, for a chat line."""
     text = " ".join(redact(query).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -68,7 +69,7 @@ async def _locks(deps: Deps) -> Outcome:
                 ", ".join(str(p) for p in w.blocking),
                 f"{w.waiting_s:.1f} s",
                 w.wants or "-",
-                _short(w.query),
+                short_query(w.query),
             )
             for w in waits
         ),
@@ -90,7 +91,7 @@ async def _statements(deps: Deps) -> Outcome:
             title=title,
             columns=("calls", "mean", "total", "statement"),
             rows=tuple(
-                (str(s.calls), f"{s.mean_ms:.1f} ms", f"{s.total_ms:.0f} ms", _short(s.query))
+                (str(s.calls), f"{s.mean_ms:.1f} ms", f"{s.total_ms:.0f} ms", short_query(s.query))
                 for s in rows
             ),
         )
@@ -109,7 +110,7 @@ async def _explain(deps: Deps, query: ActiveQuery) -> Outcome:
     return Outcome(
         Status.OK,
         first[:160],
-        details=(CodeBlock(f"EXPLAIN of pid {query.pid}: {_short(query.query, 80)}", plan),),
+        details=(CodeBlock(f"EXPLAIN of pid {query.pid}: {short_query(query.query, 80)}", plan),),
     )
 
 

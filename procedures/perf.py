@@ -34,11 +34,10 @@ from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.errors import UserError
 from bot.messages import Status
-from bot.redact import redact
-from procedures.dbperf import database_health_steps, explain_steps
+from procedures.dbperf import database_health_steps, explain_steps, short_query
 from procedures.slow_responses import LongQueries, check_long_queries
 from procedures.terminate import TERMINATE_ACTION, proposal_args
-from procedures.vacuum import database_name, propose_vacuum
+from procedures.vacuum import database_name, maintenance_action, propose_vacuum
 
 __all__ = [
     "ANALYZE",
@@ -52,35 +51,35 @@ __all__ = [
 ANALYZE_ACTION = "analyze"
 ANALYZE_TIMEOUT_S = 600.0
 _MAX_TERMINATE = 3
-_QUERY_CHARS = 200
 
 
-def _short(query: str, limit: int = _QUERY_CHARS) -> str:
-    text = " ".join(redact(query).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+async def _latest(deps: Deps, key: str) -> float:
+    """The baseline query's current value; NaN when Prometheus has no sample."""
+    samples = await deps.prometheus.query(DEFAULT_QUERIES[key])
+    return samples[0].value if samples else math.nan
+
+
+def _graded(*, warn: bool, crit: bool) -> Status:
+    """CRIT over WARN over OK; each caller says which side of its thresholds is bad."""
+    return Status.CRIT if crit else Status.WARN if warn else Status.OK
 
 
 async def _throughput(deps: Deps) -> Outcome:
-    samples = await deps.prometheus.query(DEFAULT_QUERIES["throughput_rps"])
-    value = samples[0].value if samples else math.nan
+    value = await _latest(deps, "throughput_rps")
     threshold = deps.settings.sms_threshold_throughput_rps
     if math.isnan(value):
         return Outcome(Status.WARN, "Prometheus has no request rate")
-    status = Status.OK if value >= threshold.warn else Status.WARN
-    if value < threshold.crit:
-        status = Status.CRIT
+    # Low throughput is the bad side: the thresholds are floors.
+    status = _graded(warn=value < threshold.warn, crit=value < threshold.crit)
     return Outcome(status, f"{value:.1f} req/s (alert below {threshold.warn:g})")
 
 
 async def _p95(deps: Deps) -> Outcome:
-    samples = await deps.prometheus.query(DEFAULT_QUERIES["p95_ms"])
-    value = samples[0].value if samples else math.nan
+    value = await _latest(deps, "p95_ms")
     threshold = deps.settings.sms_threshold_p95_ms
     if math.isnan(value):
         return Outcome(Status.WARN, "Prometheus has no latency data")
-    status = Status.OK if value < threshold.warn else Status.WARN
-    if value >= threshold.crit:
-        status = Status.CRIT
+    status = _graded(warn=value >= threshold.warn, crit=value >= threshold.crit)
     return Outcome(status, f"p95 {value:.0f} ms (alert at {threshold.warn:g} ms)")
 
 
@@ -102,7 +101,8 @@ async def _propose_terminate(run: Run, query: ActiveQuery) -> None:
         action=TERMINATE_ACTION,
         args=proposal_args(query),
         summary=(
-            f"terminate query pid {query.pid} ({query.duration_s:.0f}s): {_short(query.query, 60)}"
+            f"terminate query pid {query.pid} ({query.duration_s:.0f}s): "
+            f"{short_query(query.query, 60)}"
         ),
         confirm_label=f"Terminate {query.pid}",
         note=(
@@ -149,26 +149,15 @@ async def perf(run: Run, *, alert: Alert | None = None) -> None:
     )
 
 
-async def _analyze(deps: Deps) -> Outcome:
-    took = await deps.db.analyze(timeout_s=ANALYZE_TIMEOUT_S)
-    return Outcome(Status.OK, f"done in {took:.1f} s")
-
-
 async def analyze_action(run: Run, *, database: str) -> None:
-    deps = run.deps
-    configured = database_name(deps.settings.sms_database_url)
-    if configured != database:
-        raise UserError(
-            f"Not running ANALYZE: SMS_DATABASE_URL now points at {configured or 'nothing'}, "
-            f"not {database}. Nothing was changed."
-        )
-    done = await run.step(
-        "ANALYZE", _analyze(deps), timeout=ANALYZE_TIMEOUT_S + deps.settings.sms_check_timeout_s
-    )
-    run.text = (
-        f"ANALYZE on {database} failed: {run.steps[-1].summary}"
-        if done is None
-        else f"ANALYZE on {database} finished: {done.summary}."
+    """Run ``ANALYZE`` if ``database`` is still the configured SMS database."""
+    await maintenance_action(
+        run,
+        database=database,
+        command="ANALYZE",
+        work=lambda deps: deps.db.analyze(timeout_s=ANALYZE_TIMEOUT_S),
+        timeout_s=ANALYZE_TIMEOUT_S,
+        unset="nothing",
     )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "recent_restarts",
     "restart_action",
     "restart_proposal",
+    "until_healthy",
 ]
 
 RESTART_ACTION = "restart"
@@ -145,7 +146,13 @@ def _health(info: ContainerInfo) -> str:
     return f", {info.health}" if info.health else ""
 
 
-async def _until_healthy(deps: Deps, deadline: float) -> Outcome:
+async def until_healthy(deps: Deps, deadline: float, *, name_failing: bool = True) -> Outcome:
+    """Poll /health until it says healthy or ``deadline`` (monotonic) passes.
+
+    Shared by the restart and the restore, which both bring the backend back
+    and must see it healthy; ``name_failing`` adds the failing checks to the
+    last answer shown when the wait ends.
+    """
     last = "no answer yet"
     while time.monotonic() < deadline:
         try:
@@ -155,8 +162,10 @@ async def _until_healthy(deps: Deps, deadline: float) -> Outcome:
         else:
             if report.healthy:
                 return Outcome(Status.OK, f"{report.status} ({report.latency_ms:.0f} ms)")
-            failing = ", ".join(c.name for c in report.failing) or report.status
-            last = f"status {report.status!r}, failing: {failing}"
+            last = f"status {report.status!r}"
+            if name_failing:
+                failing = ", ".join(c.name for c in report.failing) or report.status
+                last += f", failing: {failing}"
         await asyncio.sleep(_POLL_S)
     return Outcome(Status.CRIT, f"not healthy when the wait ended: {last}")
 
@@ -190,7 +199,7 @@ async def restart_action(run: Run, *, service: str, container: str) -> None:
         timeout=timeout + 5,
     )
     healthy = await run.step(
-        "Wait until /health is healthy", _until_healthy(deps, deadline), timeout=timeout + 5
+        "Wait until /health is healthy", until_healthy(deps, deadline), timeout=timeout + 5
     )
     recovered = (
         isinstance(running, Outcome)

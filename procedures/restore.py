@@ -37,7 +37,6 @@ from functools import partial
 from pathlib import Path
 
 from bot.adapters.backups import BackupFile
-from bot.adapters.http_health import HealthCheckError
 from bot.adapters.pgtools import PgTools
 from bot.catalogue import (
     ActionSpec,
@@ -55,6 +54,7 @@ from bot.engine import Outcome, Run
 from bot.errors import UsageError, UserError
 from bot.messages import Field, Status, Table
 from procedures.checks import format_age, format_size
+from procedures.restart import until_healthy
 
 __all__ = [
     "RESTORE",
@@ -460,21 +460,6 @@ async def _until_running(deps: Deps, deadline: float) -> Outcome:
     return Outcome(Status.CRIT, f"still {last} when the wait ended")
 
 
-async def _until_healthy(deps: Deps, deadline: float) -> Outcome:
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        try:
-            report = await deps.health.fetch()
-        except HealthCheckError as exc:
-            last = str(exc)
-        else:
-            if report.healthy:
-                return Outcome(Status.OK, f"{report.status} ({report.latency_ms:.0f} ms)")
-            last = f"status {report.status!r}"
-        await asyncio.sleep(_POLL_S)
-    return Outcome(Status.CRIT, f"not healthy when the wait ended: {last}")
-
-
 async def _count_users(deps: Deps) -> Outcome:
     users = await deps.db.count_users()
     return Outcome(Status.OK, f"{users.count} users ({users.latency_ms:.0f} ms)")
@@ -495,7 +480,9 @@ async def _start_and_verify(run: Run, backend: str, *, label: str = "") -> bool:
         f"Wait until {backend} runs{label}", _until_running(deps, deadline), timeout=limit
     )
     healthy = await run.step(
-        f"Wait until /health is healthy{label}", _until_healthy(deps, deadline), timeout=limit
+        f"Wait until /health is healthy{label}",
+        until_healthy(deps, deadline, name_failing=False),
+        timeout=limit,
     )
     users = await run.step(f"Count users{label}", _count_users(deps))
     return _ok(running) and _ok(healthy) and _ok(users)

@@ -7,6 +7,7 @@ than what the approver read.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -30,6 +31,7 @@ __all__ = [
     "VACUUM_TIMEOUT_S",
     "VacuumArgs",
     "database_name",
+    "maintenance_action",
     "propose_vacuum",
     "vacuum_action",
     "vacuum_note",
@@ -83,29 +85,54 @@ async def propose_vacuum(run: Run) -> Proposal | None:
     )
 
 
-async def _vacuum(deps: Deps) -> Outcome:
-    took = await deps.db.vacuum_analyze(timeout_s=VACUUM_TIMEOUT_S)
+async def _timed(work: Awaitable[float]) -> Outcome:
+    took = await work
     return Outcome(Status.OK, f"done in {took:.1f} s")
 
 
-async def vacuum_action(run: Run, *, database: str) -> None:
-    """Run ``VACUUM ANALYZE`` if ``database`` is still the configured SMS database."""
+async def maintenance_action(
+    run: Run,
+    *,
+    database: str,
+    command: str,
+    work: Callable[[Deps], Awaitable[float]],
+    timeout_s: float,
+    unset: str = "no database",
+) -> None:
+    """Run a database-wide ``command`` if ``database`` is still the configured one.
+
+    The proposal named the database; a click must never run the command on
+    another one because SMS_DATABASE_URL changed in between. ``work`` runs the
+    command and returns how long it took; ``unset`` is how the refusal names
+    an empty URL.
+    """
     deps = run.deps
     configured = database_name(deps.settings.sms_database_url)
     if configured != database:
         raise UserError(
-            f"Not running VACUUM ANALYZE: SMS_DATABASE_URL now points at "
-            f"{configured or 'no database'}, not {database}. Nothing was changed."
+            f"Not running {command}: SMS_DATABASE_URL now points at "
+            f"{configured or unset}, not {database}. Nothing was changed."
         )
     done = await run.step(
-        "VACUUM ANALYZE",
-        _vacuum(deps),
-        timeout=VACUUM_TIMEOUT_S + deps.settings.sms_check_timeout_s,
+        command,
+        _timed(work(deps)),
+        timeout=timeout_s + deps.settings.sms_check_timeout_s,
     )
     if done is None:
-        run.text = f"VACUUM ANALYZE on {database} failed: {run.steps[-1].summary}"
+        run.text = f"{command} on {database} failed: {run.steps[-1].summary}"
     else:
-        run.text = f"VACUUM ANALYZE on {database} finished: {done.summary}."
+        run.text = f"{command} on {database} finished: {done.summary}."
+
+
+async def vacuum_action(run: Run, *, database: str) -> None:
+    """Run ``VACUUM ANALYZE`` if ``database`` is still the configured SMS database."""
+    await maintenance_action(
+        run,
+        database=database,
+        command="VACUUM ANALYZE",
+        work=lambda deps: deps.db.vacuum_analyze(timeout_s=VACUUM_TIMEOUT_S),
+        timeout_s=VACUUM_TIMEOUT_S,
+    )
 
 
 @dataclass(frozen=True)
