@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.cron import cron_trigger
 from bot.errors import ConfigError
+from bot.messages import TEAMS_USER_PREFIX, Mention
 from bot.routing import PRIORITIES, RouteRule
 from bot.store.url import validate_state_url
 
@@ -40,6 +41,8 @@ __all__ = [
     "parse_response_times",
     "parse_routes",
     "parse_services",
+    "parse_slack_mentions",
+    "parse_teams_mentions",
 ]
 
 DEFAULT_SERVICES = "backend=docker-backend-1,postgres=docker-postgres-1,backup=sms-db-backup"
@@ -183,6 +186,55 @@ def _parse_retention(raw: Any) -> dict[str, float]:
     return out
 
 
+_SLACK_MENTION = re.compile(
+    r"<(@[UW][A-Z0-9]+|!channel|!here|!everyone|!subteam\^S[A-Z0-9]+)(?:\|([^<>|]*))?>"
+)
+_AAD_ID = re.compile(
+    r"^([0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[^\s@=,]+@[^\s@=,]+\.[^\s@=,]+)$"
+)
+
+
+def parse_slack_mentions(raw: str) -> tuple[Mention, ...]:
+    """SMS_ESCALATION_MENTION (``<!channel>``, ``<@U0123>``, ``<!subteam^S0123>``) as mentions.
+
+    The setting is written in Slack's syntax, as Slack's documents show it;
+    anything else in it would be shown as text, so it is refused at start.
+    """
+    mentions: list[Mention] = []
+    rest = _SLACK_MENTION.sub(" ", raw).replace(",", " ").strip()
+    if rest:
+        raise ValueError(
+            f"{rest.split()[0]!r} is not a Slack mention: use <!channel>, <!here>, "
+            "<@U0123ABC> or <!subteam^S0123ABC>, separated by spaces"
+        )
+    for match in _SLACK_MENTION.finditer(raw):
+        token, label = match.group(1), match.group(2) or ""
+        mentions.append(Mention(token.removeprefix("@"), label.strip()))
+    return tuple(mentions)
+
+
+def parse_teams_mentions(raw: Any) -> tuple[Mention, ...]:
+    """``teams:AAD_OBJECT_ID=Display Name,...`` (TEAMS_ESCALATION_MENTION) as mentions.
+
+    Teams shows the name inside the mention and notifies by the id, so both
+    are needed; the id is the user's AAD object id (a UPN works too).
+    """
+    if isinstance(raw, list | tuple) and all(isinstance(m, Mention) for m in raw):
+        return tuple(raw)
+    mentions: list[Mention] = []
+    for part in _split_ids(raw):
+        user, sep, name = part.partition("=")
+        user, name = user.strip(), name.strip()
+        if not sep or not name:
+            raise ValueError(f"{part!r} is not teams:AAD_OBJECT_ID=Display Name")
+        if not user.startswith(TEAMS_USER_PREFIX):
+            raise ValueError(f"{user!r} does not start with {TEAMS_USER_PREFIX!r}")
+        if not _AAD_ID.match(user.removeprefix(TEAMS_USER_PREFIX)):
+            raise ValueError(f"{user!r}: the id is not an AAD object id (a GUID) or a UPN")
+        mentions.append(Mention(user, name))
+    return tuple(mentions)
+
+
 KeyNames = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_keys)]
 Retention = Annotated[dict[str, float], NoDecode, BeforeValidator(_parse_retention)]
 
@@ -261,8 +313,12 @@ class Settings(BaseSettings):
     sms_response_times_min: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=lambda: {"P0": 5.0, "P1": 15.0, "P2": 30.0}
     )
-    # Who an escalation mentions, e.g. <!subteam^S0123ABC> or <@U0123ABC>.
+    # Who an escalation mentions in Slack, e.g. <!subteam^S0123ABC> or <@U0123ABC>.
     sms_escalation_mention: str = "<!channel>"
+    # ... and in Teams: teams:AAD_OBJECT_ID=Display Name, comma-separated.
+    teams_escalation_mention: Annotated[
+        tuple[Mention, ...], NoDecode, BeforeValidator(parse_teams_mentions)
+    ] = ()
 
     # The SMS deployment the runbook is about.
     sms_health_url: HttpUrl = "http://localhost:8080/health"
@@ -401,6 +457,17 @@ class Settings(BaseSettings):
         if (self.slack_signing_secret or self.slack_app_token) and not self.slack_bot_token:
             raise ValueError("SLACK_BOT_TOKEN is needed to use Slack")
         return self
+
+    @field_validator("sms_escalation_mention")
+    @classmethod
+    def _slack_mentions(cls, value: str) -> str:
+        parse_slack_mentions(value)
+        return value.strip()
+
+    @property
+    def escalation_mentions(self) -> tuple[Mention, ...]:
+        """Who an escalation calls, on every surface: each shows its own."""
+        return parse_slack_mentions(self.sms_escalation_mention) + self.teams_escalation_mention
 
     @field_validator("teams_alert_channel", "teams_reports_channel")
     @classmethod

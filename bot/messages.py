@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "SLACK_SPECIAL_MENTIONS",
+    "TEAMS_USER_PREFIX",
     "Button",
     "CodeBlock",
     "Conversation",
     "Field",
     "Link",
+    "Mention",
     "Message",
     "MessageRef",
     "Status",
@@ -139,6 +142,43 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
 
 
+TEAMS_USER_PREFIX = "teams:"
+"""How a Teams user id starts (``teams:<AAD object id>``), as in SMS_OPERATORS."""
+
+# Slack's mentions of more than one person, by the id a ``Mention`` gives them.
+SLACK_SPECIAL_MENTIONS = ("!channel", "!here", "!everyone")
+
+
+@dataclass(frozen=True)
+class Mention:
+    """Someone a message calls for, notified the way their surface notifies.
+
+    A mention is part of the model, not markup inside text, for the same
+    reason a ``Link`` is: text is escaped by every renderer, and one message
+    fanned out to Slack and Teams needs each surface's own mention. ``user_id``
+    follows the bot's user ids: a Slack user ``U0123ABC``, a Teams user
+    ``teams:<AAD object id>``; Slack's group mentions are ``!channel``,
+    ``!here``, ``!everyone`` and a user group ``!subteam^S0123ABC``. Each
+    surface shows only its own mentions; ``name`` is what a reader sees (a
+    Teams mention needs it, Slack shows its own names).
+    """
+
+    user_id: str
+    name: str = ""
+
+    @property
+    def surface(self) -> str:
+        """``teams`` or ``slack``: the only surface that can notify this person."""
+        return "teams" if self.user_id.startswith(TEAMS_USER_PREFIX) else "slack"
+
+    @property
+    def label(self) -> str:
+        """``@Name`` as a reader without the platform sees it (a terminal, a log)."""
+        if self.name:
+            return self.name if self.name.startswith("@") else f"@{self.name}"
+        return "@" + self.user_id.removeprefix(TEAMS_USER_PREFIX).lstrip("!")
+
+
 @dataclass(frozen=True)
 class Button:
     """A button: ``action`` names what a click does, ``value`` is opaque to surfaces."""
@@ -162,6 +202,8 @@ class Message:
     buttons: tuple[Button, ...] = ()
     footer: str = ""
     links: tuple[Link, ...] = ()  # shown in one line after the text (dashboards, sources)
+    # Who is called, shown before the text; each surface shows only its own.
+    mentions: tuple[Mention, ...] = ()
 
 
 @dataclass(frozen=True)

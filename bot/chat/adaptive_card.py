@@ -17,6 +17,11 @@ Text shown as markdown (TextBlock, Fact title/value) has every character
 that Teams' markdown reads escaped with a backslash, so a log line such as
 ``**boom**`` or ``[click](http://evil)`` is shown as written. The only links
 are the model's ``Link`` values, made here, and only for http(s) URLs.
+
+Mentions are the model's Teams ``Mention`` values (Slack's are left to
+Slack), shown as Teams does: ``<at>Name</at>`` before the text, and for each
+the card-level ``msteams.entities`` entry naming the AAD object id, without
+which Teams shows the name as text and notifies nobody.
 """
 
 from __future__ import annotations
@@ -31,7 +36,18 @@ from urllib.parse import quote
 from rich.cells import cell_len
 
 from bot.chat.render_text import _clean, _link_url, _one_line, _table_cells, format_duration
-from bot.messages import Button, CodeBlock, Field, Link, Message, Status, StepView, Table
+from bot.messages import (
+    TEAMS_USER_PREFIX,
+    Button,
+    CodeBlock,
+    Field,
+    Link,
+    Mention,
+    Message,
+    Status,
+    StepView,
+    Table,
+)
 
 __all__ = [
     "CARD_CONTENT_TYPE",
@@ -43,6 +59,7 @@ __all__ = [
     "card_size",
     "escape_markdown",
     "markdown_link",
+    "teams_mentions",
     "to_adaptive_card",
 ]
 
@@ -63,6 +80,8 @@ _MAX_CODE_LINES: Final = 200
 _MAX_TABLE_ROWS: Final = 100
 _MAX_BUTTON_TITLE: Final = 60
 _MAX_FOOTER: Final = 500
+_MAX_MENTIONS: Final = 20
+_MAX_MENTION_NAME: Final = 100
 
 STATUS_STYLE: dict[Status, str] = {
     Status.PENDING: "emphasis",
@@ -91,6 +110,8 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]()~<>#|{}!&])")
 # At the start of a line: list markers, quotes, headings, numbered lists.
 _MD_LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)]))", re.MULTILINE)
 _NBSP: Final = "\u00a0"
+# What a name inside <at>...</at> may not hold: the tag's own brackets and markdown.
+_MENTION_NAME_DROP = re.compile(r"[\\`*_\[\]()~<>#|{}!&]")
 
 
 def escape_markdown(text: str, *, line_start: bool = True) -> str:
@@ -116,6 +137,36 @@ def markdown_link(link: Link) -> str:
     safe_url = safe_url.replace("(", "%28").replace(")", "%29")
     safe_url = safe_url.replace("[", "%5B").replace("]", "%5D")
     return f"[{escape_markdown(label)}]({safe_url})"
+
+
+def teams_mentions(mentions: tuple[Mention, ...]) -> tuple[str, list[dict[str, Any]]]:
+    """``<at>Name</at> ...`` for the text, and the ``msteams.entities`` that make them mentions.
+
+    Teams pairs a tag with its entity by the exact tag text, so the name is
+    made one plain line (no brackets, no markdown) used in both. Slack
+    mentions, and a Teams mention without an id, are left out.
+    """
+    tags: list[str] = []
+    entities: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for mention in mentions:
+        if mention.surface != "teams":
+            continue
+        aad_id = mention.user_id.removeprefix(TEAMS_USER_PREFIX).strip()
+        if not aad_id or aad_id in seen or len(entities) >= _MAX_MENTIONS:
+            continue
+        seen.add(aad_id)
+        name = _one_line(_MENTION_NAME_DROP.sub("", mention.name.removeprefix("@")))
+        tag = f"<at>{_clip(name, _MAX_MENTION_NAME) or aad_id}</at>"
+        tags.append(tag)
+        entities.append(
+            {
+                "type": "mention",
+                "text": tag,
+                "mentioned": {"id": aad_id, "name": _one_line(mention.name) or aad_id},
+            }
+        )
+    return " ".join(tags), entities
 
 
 def card_size(card: dict[str, Any]) -> int:
@@ -183,10 +234,12 @@ def _largest(render: Callable[[int], dict[str, Any]], upper: int) -> dict[str, A
 def _render(msg: Message, budget: _Budget, *, minimal: bool = False) -> dict[str, Any]:
     body: list[dict[str, Any]] = [_header(msg)]
     notes: list[str] = []
+    tags, entities = teams_mentions(msg.mentions)
     if not minimal:
         text = _clean(msg.text).strip()
-        if text and budget.text > 0:
-            body.append(_text_block(escape_markdown(_clip(text, budget.text))))
+        shown = escape_markdown(_clip(text, budget.text)) if text and budget.text > 0 else ""
+        if tags or shown:
+            body.append(_text_block(f"{tags} {shown}".strip()))
         if msg.links:
             body.append(_text_block(" · ".join(markdown_link(link) for link in msg.links)))
         if msg.fields and budget.facts > 0:
@@ -198,6 +251,8 @@ def _render(msg: Message, budget: _Budget, *, minimal: bool = False) -> dict[str
         body.extend(_steps(msg.steps, budget.steps, notes))
         body.extend(_details(msg.details, budget.detail_lines, notes))
     else:
+        if tags:
+            body.append(_text_block(tags))
         notes.append("the message is too large for Teams; see the bot's log or the terminal")
     footer = _one_line(msg.footer)
     if footer:
@@ -220,7 +275,7 @@ def _render(msg: Message, budget: _Budget, *, minimal: bool = False) -> dict[str
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "version": CARD_VERSION,
         "body": body,
-        "msteams": {"width": "Full"},
+        "msteams": {"width": "Full", **({"entities": entities} if entities else {})},
     }
     if msg.buttons:
         card["actions"] = [_action(b) for b in msg.buttons]

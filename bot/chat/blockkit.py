@@ -12,11 +12,14 @@ character count Slack checks, so an emoji-heavy log line cannot slip past a
 limit. Text that Slack parses as mrkdwn has ``&``, ``<`` and ``>`` escaped,
 inside code fences too (Slack documents no exception there), so log lines
 such as ``<!channel>`` or ``<http://evil|click>`` are shown, not acted on.
-The only links in a message are the model's ``Link`` values, made here.
+The only links in a message are the model's ``Link`` values, made here, and
+the only mentions its Slack ``Mention`` values (``<@U0123>``, ``<!channel>``,
+``<!subteam^S0123>``), put before the text; Teams mentions are left to Teams.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final
@@ -24,7 +27,18 @@ from typing import Any, Final
 from rich.cells import cell_len
 
 from bot.chat.render_text import _clean, _link_url, _one_line, _table_cells, format_duration
-from bot.messages import Button, CodeBlock, Field, Link, Message, Status, StepView, Table
+from bot.messages import (
+    SLACK_SPECIAL_MENTIONS,
+    Button,
+    CodeBlock,
+    Field,
+    Link,
+    Mention,
+    Message,
+    Status,
+    StepView,
+    Table,
+)
 
 __all__ = [
     "ACTION_SEPARATOR",
@@ -44,6 +58,7 @@ __all__ = [
     "ephemeral_text",
     "escape_mrkdwn",
     "mrkdwn_link",
+    "slack_mention",
     "text_length",
     "to_block_kit",
     "to_thread_reply",
@@ -94,6 +109,9 @@ _FENCE = "```"
 _ZWSP = "\u200b"
 _LABEL_PIPE = "¦"
 _LINK_SEPARATOR = " · "
+_MAX_MENTIONS = 20
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{1,30}$")
+_SLACK_GROUP = re.compile(r"^!subteam\^S[A-Z0-9]{1,30}$")
 
 
 # -- text helpers ---------------------------------------------------------------
@@ -124,6 +142,28 @@ def mrkdwn_link(link: Link, *, limit: int = _MAX_TEXT_LINE) -> str:
     if url and text_length(markup) <= limit:
         return markup
     return _clip(label, limit)
+
+
+def slack_mention(mention: Mention) -> str | None:
+    """``<@U0123>``, ``<!channel>``, ``<!subteam^S0123>``; None for anyone Slack cannot notify.
+
+    Only ids of Slack's shapes are made markup, so a mention can never carry
+    a link or another mention into the message.
+    """
+    if _SLACK_USER.match(mention.user_id):
+        return f"<@{mention.user_id}>"
+    if mention.user_id in SLACK_SPECIAL_MENTIONS or _SLACK_GROUP.match(mention.user_id):
+        return f"<{mention.user_id}>"
+    return None
+
+
+def _mentions_markup(mentions: tuple[Mention, ...]) -> str:
+    seen: list[str] = []
+    for mention in mentions:
+        markup = slack_mention(mention)
+        if markup is not None and markup not in seen:
+            seen.append(markup)
+    return " ".join(seen[:_MAX_MENTIONS])
 
 
 def text_length(text: str) -> int:
@@ -219,18 +259,20 @@ def _title_section(msg: Message) -> dict[str, Any]:
     return _section(f"{emoji} *{title}*")
 
 
-def _text_section(text: str) -> dict[str, Any] | None:
+def _text_section(text: str, *, lead: str = "") -> dict[str, Any] | None:
+    """The text, escaped, after ``lead`` (mentions: markup, never escaped) on its first line."""
     cleaned = _clean(text).strip("\n").rstrip()
     if not cleaned.strip():
-        return None
-    escaped = escape_mrkdwn(cleaned)
+        return _section(lead) if lead else None
+    prefix = f"{lead} " if lead else ""
+    escaped = prefix + escape_mrkdwn(cleaned)
     if text_length(escaped) <= MAX_SECTION_TEXT:
         return _section(escaped)
     # Cut at a line boundary when there is one, and say how much is missing.
     lines = cleaned.split("\n")
     kept: list[str] = []
     used = 0
-    budget = MAX_SECTION_TEXT - _NOTE_RESERVE
+    budget = MAX_SECTION_TEXT - _NOTE_RESERVE - text_length(prefix)
     for line in lines:
         piece = _clip(line, budget - used) if not kept else escape_mrkdwn(line)
         size = text_length(piece) + (1 if kept else 0)
@@ -240,7 +282,7 @@ def _text_section(text: str) -> dict[str, Any] | None:
         used += size
     hidden = len(lines) - len(kept)
     note = f"_{_ELLIPSIS} {_plural(hidden, 'more line')} not shown_" if hidden else ""
-    return _section("\n".join([*kept, note]) if note else "\n".join(kept))
+    return _section(prefix + ("\n".join([*kept, note]) if note else "\n".join(kept)))
 
 
 def _step_line(step: StepView) -> str:
@@ -459,7 +501,7 @@ def _fallback(msg: Message) -> str:
 
 def _render(msg: Message, *, title: dict[str, Any]) -> dict[str, Any]:
     top: list[dict[str, Any]] = [title]
-    text = _text_section(msg.text)
+    text = _text_section(msg.text, lead=_mentions_markup(msg.mentions))
     if text is not None:
         top.append(text)
     links = _links_section(msg.links)

@@ -15,7 +15,17 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bot.messages import Button, CodeBlock, Field, Link, Message, Status, StepView, Table
+from bot.messages import (
+    Button,
+    CodeBlock,
+    Field,
+    Link,
+    Mention,
+    Message,
+    Status,
+    StepView,
+    Table,
+)
 
 __all__ = ["FORMAT_VERSION", "MessageDecodeError", "message_from_json", "message_to_json"]
 
@@ -50,6 +60,15 @@ def message_to_json(msg: Message) -> dict[str, Any]:
         out["footer"] = msg.footer
     if msg.links:
         out["links"] = [_link_out(link) for link in msg.links]
+    if msg.mentions:
+        out["mentions"] = [_mention_out(m) for m in msg.mentions]
+    return out
+
+
+def _mention_out(m: Mention) -> dict[str, Any]:
+    out: dict[str, Any] = {"user_id": m.user_id}
+    if m.name:
+        out["name"] = m.name
     return out
 
 
@@ -117,6 +136,7 @@ def message_from_json(d: Mapping[str, Any]) -> Message:
         buttons=tuple(_button_in(x) for x in _list(obj, "buttons")),
         footer=_str(obj, "footer", ""),
         links=tuple(_link_in(x) for x in _list(obj, "links")),
+        mentions=tuple(_mention_in(x) for x in _list(obj, "mentions")),
     )
 
 
@@ -161,6 +181,11 @@ def _status(value: Any, what: str) -> Status:
 def _link_in(value: Any) -> Link:
     obj = _obj(value, "link")
     return Link(label=_str(obj, "label"), url=_str(obj, "url"))
+
+
+def _mention_in(value: Any) -> Mention:
+    obj = _obj(value, "mention")
+    return Mention(user_id=_str(obj, "user_id"), name=_str(obj, "name", ""))
 
 
 def _field_in(value: Any) -> Field:

@@ -99,7 +99,7 @@ def step_event_line(step: StepView) -> str:
 def to_plain_lines(msg: Message, *, max_code_lines: int = MAX_CODE_LINES) -> list[str]:
     """The whole message as escape-free text lines, in the order a reader scans it."""
     lines = [status_line(msg)]
-    text = _clean(msg.text).strip("\n")
+    text = _with_mentions(msg, _clean(msg.text).strip("\n"))
     if text.strip():
         lines.extend(line.rstrip() for line in text.split("\n"))
     lines.extend(_INDENT + plain_link(link) for link in msg.links)
@@ -125,7 +125,7 @@ def to_rich(msg: Message, *, max_code_lines: int = MAX_CODE_LINES) -> Renderable
     """
     style = STATUS_STYLES[msg.status]
     parts: list[RenderableType] = []
-    text = _clean(msg.text).strip("\n").rstrip()
+    text = _with_mentions(msg, _clean(msg.text).strip("\n").rstrip())
     if text.strip():
         parts.append(Text(text))
     if msg.links:
@@ -163,6 +163,18 @@ def to_rich(msg: Message, *, max_code_lines: int = MAX_CODE_LINES) -> Renderable
 def _clean(text: str) -> str:
     """Text with terminal control sequences removed (newlines and tabs kept)."""
     return _CONTROL.sub("", text.replace("\r\n", "\n"))
+
+
+def _with_mentions(msg: Message, text: str) -> str:
+    """The text after the names of those it mentions (every surface's: a terminal has none)."""
+    labels: list[str] = []
+    for mention in msg.mentions:
+        label = _one_line(mention.label)
+        if label and label not in labels:
+            labels.append(label)
+    if not labels:
+        return text
+    return " ".join(labels) + (f" {text}" if text.strip() else "")
 
 
 def _one_line(text: str) -> str:

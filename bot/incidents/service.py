@@ -412,13 +412,15 @@ class IncidentService:
             where = self.surface_for(escalated)
             if thread is None or where is None:
                 continue
-            mention = self.deps.settings.sms_escalation_mention
             text = (
-                f"{mention} {escalated.priority} incident not acknowledged within "
+                f"{escalated.priority} incident not acknowledged within "
                 f"{minutes:g} minutes: {escalated.title}. Please take it (Acknowledge)."
             )
+            # Slack's and Teams' mentions both: the fan-out shows each surface its own.
+            mentions = self.deps.settings.escalation_mentions
             await where.reply(
-                thread.root, Message(title="Escalation", status=Status.WARN, text=text)
+                thread.root,
+                Message(title="Escalation", status=Status.WARN, text=text, mentions=mentions),
             )
             if not in_digest(escalated):
                 await self._show(escalated)

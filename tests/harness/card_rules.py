@@ -4,7 +4,8 @@ Not the whole schema: the parts a renderer can get wrong. Every element's
 ``type`` is one of 1.5's, the properties each type requires are there with
 the right kind of value, enumerated values (colours, styles, sizes) are the
 schema's, actions are well formed (``Action.Execute`` needs a verb to be
-useful to a bot, a ``fallback`` is an action or ``"drop"``), and the
+useful to a bot, a ``fallback`` is an action or ``"drop"``), Teams'
+``msteams.entities`` are mentions whose ``<at>`` text the body shows, and the
 serialized activity stays under Teams' 28 KB. ``validate_card`` returns the
 list of problems; empty means valid.
 """
@@ -98,6 +99,8 @@ def validate_card(card: Any, *, max_bytes: int = MAX_MESSAGE_BYTES) -> list[str]
             _action(action, f"actions[{i}]", problems)
     if "msteams" in card and not isinstance(card["msteams"], dict):
         problems.append("msteams must be an object")
+    elif "msteams" in card:
+        _msteams(card["msteams"], _texts(body if isinstance(body, list) else []), problems)
     try:
         size = len(json.dumps(card).encode("utf-8"))
     except (TypeError, ValueError) as exc:
@@ -106,6 +109,55 @@ def validate_card(card: Any, *, max_bytes: int = MAX_MESSAGE_BYTES) -> list[str]
         if size > max_bytes:
             problems.append(f"{size} bytes is over the {max_bytes}-byte limit")
     return problems
+
+
+_MSTEAMS_KEYS = {"width", "entities"}
+
+
+def _msteams(msteams: dict[str, Any], texts: list[str], out: list[str]) -> None:
+    """Teams' card extension: a width and mention entities, each shown in a TextBlock."""
+    unknown = set(msteams) - _MSTEAMS_KEYS
+    if unknown:
+        out.append(f"unknown msteams properties {sorted(unknown)}")
+    if "width" in msteams and msteams["width"] != "Full":
+        out.append(f"msteams.width={msteams['width']!r} is not 'Full'")
+    entities = msteams.get("entities", [])
+    if not isinstance(entities, list):
+        out.append("msteams.entities must be a list")
+        return
+    for i, entity in enumerate(entities):
+        where = f"msteams.entities[{i}]"
+        if not isinstance(entity, dict) or entity.get("type") != "mention":
+            out.append(f"{where} must be an object of type 'mention'")
+            continue
+        text = entity.get("text")
+        if not (isinstance(text, str) and text.startswith("<at>") and text.endswith("</at>")):
+            out.append(f"{where}.text must be '<at>Name</at>'")
+        elif not any(text in shown for shown in texts):
+            out.append(f"{where}.text {text!r} is in no TextBlock: Teams would not mention")
+        mentioned = entity.get("mentioned")
+        if not (
+            isinstance(mentioned, dict)
+            and isinstance(mentioned.get("id"), str)
+            and mentioned["id"]
+            and isinstance(mentioned.get("name"), str)
+        ):
+            out.append(f"{where}.mentioned needs a string id and name")
+
+
+def _texts(elements: list[Any]) -> list[str]:
+    """Every TextBlock text in ``elements``, containers and columns included."""
+    found: list[str] = []
+    for element in elements:
+        if not isinstance(element, dict):
+            continue
+        if element.get("type") == "TextBlock" and isinstance(element.get("text"), str):
+            found.append(element["text"])
+        found.extend(_texts(element.get("items", [])))
+        for column in element.get("columns", []):
+            if isinstance(column, dict):
+                found.extend(_texts(column.get("items", [])))
+    return found
 
 
 def _enum(element: dict[str, Any], key: str, allowed: set[str], where: str, out: list[str]) -> None:

@@ -11,7 +11,7 @@ from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
 from bot.incidents import ACK, RESOLVE, SILENCE, IncidentService
-from bot.messages import Conversation, Link, Status
+from bot.messages import Conversation, Link, Mention, Status
 from bot.store import open_store
 from bot.threads import ThreadRef
 from handlers.actions import ClickHandler
@@ -178,7 +178,8 @@ async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path
     assert await later.incidents.escalate_due() == 0
     escalation = surface.replies()[-1]
     assert escalation.title == "Escalation"
-    assert escalation.text.startswith("<!subteam^S1> P2 incident not acknowledged within 30")
+    assert escalation.text.startswith("P2 incident not acknowledged within 30")
+    assert escalation.mentions == (Mention("!subteam^S1"),)
 
 
 async def test_silence_buttons_create_a_silence_for_the_alert_labels(
