@@ -524,8 +524,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
             f"{args.database}. Run /sms restore again."
         )
     backend = deps.docker.container_name(BACKEND_SERVICE)
-    approved_at = run.started_at
-    t0 = time.monotonic()
+    approved_at = await _approved_at(run)
     stamp = approved_at.strftime("%Y%m%d_%H%M%S")
     restored, kept, failed = _names(live, stamp)
     journal = _Journal()
@@ -540,8 +539,11 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
             return result
         return Outcome(Status.OK, "")
 
+    def since_approval() -> float:
+        return (deps.clock() - approved_at).total_seconds()
+
     async def finish(outcome: str) -> None:
-        elapsed = time.monotonic() - t0
+        elapsed = since_approval()
         run.text = outcome
         await _record(run, args, journal, approved_at=approved_at, elapsed=elapsed, state=state)
 
@@ -616,7 +618,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
     state = "restored database live"
     # 5. start and verify
     if await _start_and_verify(run, backend):
-        elapsed = time.monotonic() - t0
+        elapsed = since_approval()
         await finish(
             f"Restored {live} from {args.backup} in {format_rto(elapsed)}.\n"
             f"{backend} runs on the restored database, /health is healthy.\n"
@@ -647,6 +649,19 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         f"is kept as {failed} for a look (`DROP DATABASE {failed};` when done).\n"
         + _escalation(deps, back)
     )
+
+
+async def _approved_at(run: Run) -> datetime:
+    """When the RTO clock started: the click that claimed the proposal, as the store has it.
+
+    Not when this run started: the action may start later than the approval (a
+    busy replica, a retry), and the RTO counts from the decision.
+    """
+    if run.command.proposal_id:
+        proposal = await run.deps.store.proposal_get(run.command.proposal_id)
+        if proposal is not None and proposal.decided_at is not None:
+            return proposal.decided_at
+    return run.started_at or run.deps.clock()
 
 
 def _escalation(deps: Deps, healthy: bool) -> str:

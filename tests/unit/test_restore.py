@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,11 +18,20 @@ from bot.engine import Engine, Run
 from bot.errors import UsageError
 from bot.events import Click, Command
 from bot.proposals import APPROVE
+from bot.store.base import Proposal
 from handlers.actions import ClickHandler
 from procedures import help as help_
 from procedures.catalogue import CATALOGUE
-from procedures.restore import BackupRefused, _inspect_sync, format_rto
-from tests.fakes import FakeSurface
+from procedures.restore import (
+    RESTORE,
+    RESTORE_ACTION,
+    BackupRefused,
+    _inspect_sync,
+    format_rto,
+    pg_tools,
+    restore_action,
+)
+from tests.fakes import NOW, FakeSurface
 from tests.unit.conftest import make_settings
 
 DUMP = (
@@ -172,3 +184,57 @@ async def test_one_approval_when_configured_so(deps: Deps, tmp_path: Path) -> No
     assert await handler.handle(_click(pid, "console:ann"), surface) == "approved"
     assert calls.runs == ["it by console:ann"]
     assert (await deps.store.proposal_get(pid)).status == "done"  # type: ignore[union-attr]
+
+
+# -- the approved restore: its RTO clock --------------------------------------------
+
+
+APPROVED = NOW - timedelta(minutes=20)
+
+
+async def _approved_restore(deps: Deps, *, decided_at: datetime) -> Proposal:
+    """A restore proposal as the store holds it once an approver's click claimed it."""
+    database = pg_tools(deps.settings).target.database
+    proposal = Proposal(
+        id=uuid.uuid4().hex,
+        action=RESTORE_ACTION,
+        args={"backup": "backup_20261125_020000.sql", "database": database, "approvals": 1},
+        summary="restore",
+        run_id=uuid.uuid4().hex,
+        conversation="console:console",
+        message_key="proposal-x",
+        requested_by="console:ann",
+        approver_role="approver",
+        created_at=decided_at - timedelta(minutes=5),
+        expires_at=decided_at + timedelta(hours=1),
+    )
+    await deps.store.proposal_add(proposal)
+    claimed = await deps.store.proposal_claim(proposal.id, by="console:bob", now=decided_at)
+    assert claimed is not None
+    return claimed
+
+
+async def _run_restore(deps: Deps, proposal: Proposal, surface: FakeSurface) -> Run:
+    args = RESTORE.decode(proposal.args)
+    return await Engine(deps).execute(
+        partial(restore_action, args=args),
+        name=RESTORE_ACTION,
+        title="Restoring",
+        command=Command(
+            "restore", "console:bob", "console", Conversation("console"), proposal_id=proposal.id
+        ),
+        surface=surface,
+    )
+
+
+async def test_the_rto_clock_starts_at_the_approval(deps: Deps, tmp_path: Path) -> None:
+    # Approved 20 minutes before the action runs (a busy replica): the RTO counts those.
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    proposal = await _approved_restore(deps, decided_at=APPROVED)
+    run = await _run_restore(deps, proposal, FakeSurface())
+    # The backup is gone, so it stops at its first check; the record still times it.
+    assert "Stopped before any change" in run.text
+    [record] = (tmp_path / "inc").glob("restore_*.md")
+    text = record.read_text()
+    assert f"Approved at: {APPROVED:%Y-%m-%d %H:%M:%S} UTC" in text
+    assert "Took: 20 m 0 s (RTO 15 min: missed)" in text
