@@ -36,7 +36,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from bot.adapters.backups import BackupFile
+from bot.adapters.backups import SAFETY_DUMP_PREFIX, BackupFile, BackupKind
 from bot.adapters.http_health import HealthCheckError
 from bot.adapters.pgtools import PgTools
 from bot.catalogue import (
@@ -76,7 +76,7 @@ RESTORE_ACTION = "restore"
 RTO_MINUTES = 15.0
 RPO_HOURS = 24.0
 BACKEND_SERVICE = "backend"
-SAFETY_PREFIX = "pre_restore_"
+SAFETY_PREFIX = SAFETY_DUMP_PREFIX  # the adapter tells them from backups by it
 _USAGE = "restore [BACKUP]"
 _HEADER = b"-- PostgreSQL database dump"
 _COMPLETE = b"-- PostgreSQL database dump complete"
@@ -132,7 +132,7 @@ def _choose(files: list[BackupFile], name: str | None) -> BackupFile:
         raise BackupRefused("There is no backup file in SMS_BACKUP_DIR to restore from.")
     if name is None:
         # A safety dump of an earlier restore is not "the newest backup" to go back to.
-        regular = [f for f in files if not f.name.startswith(SAFETY_PREFIX)]
+        regular = [f for f in files if f.kind is BackupKind.SCHEDULED]
         return (regular or files)[0]
     for f in files:
         if f.name == name:
@@ -212,7 +212,8 @@ def _gzip_tail(path: Path) -> bytes:
 
 async def check_backup(deps: Deps, name: str | None) -> CheckedBackup:
     """Choose the backup and judge it: format, age against the RPO, size against the others."""
-    files = await deps.backups.newest(10_000)
+    # A safety dump may be restored by name (to undo a restore), never by default.
+    files = await deps.backups.newest(10_000, safety_dumps=True)
     chosen = _choose(files, name)
     compressed = await asyncio.to_thread(_inspect_sync, chosen.path)
     now = deps.clock()
