@@ -53,6 +53,7 @@ from bot.config import Settings
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.errors import UsageError, UserError
+from bot.exclusive import exclusive
 from bot.messages import Field, Status, Table
 from procedures.checks import format_age, format_size
 
@@ -753,7 +754,10 @@ class RestoreArgs:
 
 
 async def _approved(run: Run, args: RestoreArgs) -> None:
-    await restore_action(run, args)
+    # One restore at a time, whichever replica each approval landed on.
+    slot = await _approved_at(run)
+    async with exclusive(run.deps, RESTORE_ACTION, slot=slot, what="restore"):
+        await restore_action(run, args)
 
 
 RESTORE: ActionSpec[RestoreArgs] = ActionSpec(

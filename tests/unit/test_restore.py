@@ -17,6 +17,7 @@ from bot.deps import Deps
 from bot.engine import Engine, Run
 from bot.errors import UsageError
 from bot.events import Click, Command
+from bot.messages import Status
 from bot.proposals import APPROVE
 from bot.store.base import Proposal
 from handlers.actions import ClickHandler
@@ -238,3 +239,58 @@ async def test_the_rto_clock_starts_at_the_approval(deps: Deps, tmp_path: Path) 
     text = record.read_text()
     assert f"Approved at: {APPROVED:%Y-%m-%d %H:%M:%S} UTC" in text
     assert "Took: 20 m 0 s (RTO 15 min: missed)" in text
+
+
+# -- one restore at a time -----------------------------------------------------------
+
+
+async def test_a_second_restore_is_refused_while_one_runs(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    backups = Path(deps.settings.sms_backup_dir)
+    _write(backups, "backup_20261125_020000.sql", DUMP)
+    # A restore approved a minute ago runs on another replica.
+    earlier = NOW - timedelta(minutes=1)
+    claimed = await deps.store.job_claim(
+        RESTORE_ACTION, slot=earlier, runner="bot-b:7", now=earlier, exclusive=True
+    )
+    assert claimed
+    proposal = await _approved_restore(deps, decided_at=NOW)
+    surface = FakeSurface()
+    run = await Engine(deps).execute(
+        partial(RESTORE.run, args=RESTORE.decode(proposal.args)),
+        name=RESTORE_ACTION,
+        title="Restoring",
+        command=Command(
+            "restore", "console:bob", "console", Conversation("console"), proposal_id=proposal.id
+        ),
+        surface=surface,
+    )
+    assert run.status is Status.FAILED
+    text = surface.last().text
+    assert "another restore is running" in text, text
+    assert "approved at 2026-11-26 07:29:00 UTC, on bot-b:7" in text
+    assert "Nothing was changed" in text
+    # Nothing ran: no step, no safety dump, no record; the running restore keeps its slot.
+    assert run.steps == []
+    assert not list(backups.glob("pre_restore_*")) and not (tmp_path / "inc").exists()
+    assert [(r.slot, r.status) for r in await deps.store.job_runs(RESTORE_ACTION)] == [
+        (earlier, "running")
+    ]
+
+
+async def test_a_restore_holds_the_slot_only_while_it_runs(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    proposal = await _approved_restore(deps, decided_at=APPROVED)
+    args = RESTORE.decode(proposal.args)
+    run = await Engine(deps).execute(
+        partial(RESTORE.run, args=args),
+        name=RESTORE_ACTION,
+        title="Restoring",
+        command=Command(
+            "restore", "console:bob", "console", Conversation("console"), proposal_id=proposal.id
+        ),
+        surface=FakeSurface(),
+    )
+    assert "Stopped before any change" in run.text  # no backup file: it ran and ended
+    [slot] = await deps.store.job_runs(RESTORE_ACTION)
+    assert (slot.slot, slot.status) == (APPROVED, "ok")
