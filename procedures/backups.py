@@ -15,7 +15,7 @@ __all__ = ["SPEC", "backups"]
 
 
 async def backups(run: Run) -> None:
-    await run.step("List newest backups", check_backups(run.deps))
+    await run.step("List newest backups", check_backups(run.deps, safety_dumps=True))
 
 
 SPEC = ProcedureSpec(

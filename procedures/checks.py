@@ -11,7 +11,7 @@ import asyncio
 import math
 from dataclasses import dataclass
 
-from bot.adapters.backups import BackupFile
+from bot.adapters.backups import BackupFile, BackupKind
 from bot.adapters.prometheus import PrometheusError, PrometheusUnavailable, Sample
 from bot.baseline import Metric, baseline_metrics, classify, format_value, plausible
 from bot.deps import Deps
@@ -242,7 +242,7 @@ def backups_table(files: list[BackupFile], deps: Deps, *, title: str = "") -> Ta
         columns=("file", "written (UTC)", "age", "size"),
         rows=tuple(
             (
-                f.name,
+                f.name if f.kind is BackupKind.SCHEDULED else f"{f.name} ({f.kind.value})",
                 f.modified.strftime("%Y-%m-%d %H:%M"),
                 format_age(f.age_hours(now)),
                 format_size(f.size),
@@ -266,9 +266,14 @@ def judge_backups(files: list[BackupFile], deps: Deps) -> Outcome:
     return Outcome(Status.OK, described)
 
 
-async def check_backups(deps: Deps) -> Outcome:
-    """Step 5: a non-empty backup younger than ``SMS_BACKUP_MAX_AGE_HOURS``."""
+async def check_backups(deps: Deps, *, safety_dumps: bool = False) -> Outcome:
+    """Step 5: a non-empty backup younger than ``SMS_BACKUP_MAX_AGE_HOURS``.
+
+    Judged on the schedule's backups alone; ``safety_dumps`` also lists
+    restore's safety dumps, marked, in the table.
+    """
     files = await deps.backups.newest(5)
     outcome = judge_backups(files, deps)
-    details = (backups_table(files, deps),) if files else ()
+    listed = await deps.backups.newest(5, safety_dumps=True) if safety_dumps else files
+    details = (backups_table(listed, deps),) if listed else ()
     return Outcome(outcome.status, outcome.summary, details=details)

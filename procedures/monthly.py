@@ -43,7 +43,8 @@ BY_HAND = (
 async def old_backups(deps: Deps) -> Outcome:
     """Backup files older than the runbook's 30-day retention: to archive."""
     now = deps.clock()
-    files = await deps.backups.newest(_ALL_FILES)
+    # Safety dumps of restores are kept under the same retention.
+    files = await deps.backups.newest(_ALL_FILES, safety_dumps=True)
     old: list[BackupFile] = [f for f in files if f.age_hours(now) > RETENTION_DAYS * 24]
     if not old:
         return Outcome(

@@ -36,7 +36,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from bot.adapters.backups import BackupFile
+from bot.adapters.backups import SAFETY_DUMP_PREFIX, BackupFile, BackupKind
 from bot.adapters.pgtools import PgTools
 from bot.catalogue import (
     ActionSpec,
@@ -52,6 +52,7 @@ from bot.config import Settings
 from bot.deps import Deps
 from bot.engine import Outcome, Run
 from bot.errors import UsageError, UserError
+from bot.exclusive import exclusive
 from bot.messages import Field, Status, Table
 from procedures.checks import format_age, format_size
 from procedures.restart import until_healthy
@@ -76,7 +77,7 @@ RESTORE_ACTION = "restore"
 RTO_MINUTES = 15.0
 RPO_HOURS = 24.0
 BACKEND_SERVICE = "backend"
-SAFETY_PREFIX = "pre_restore_"
+SAFETY_PREFIX = SAFETY_DUMP_PREFIX  # the adapter tells them from backups by it
 _USAGE = "restore [BACKUP]"
 _HEADER = b"-- PostgreSQL database dump"
 _COMPLETE = b"-- PostgreSQL database dump complete"
@@ -132,7 +133,7 @@ def _choose(files: list[BackupFile], name: str | None) -> BackupFile:
         raise BackupRefused("There is no backup file in SMS_BACKUP_DIR to restore from.")
     if name is None:
         # A safety dump of an earlier restore is not "the newest backup" to go back to.
-        regular = [f for f in files if not f.name.startswith(SAFETY_PREFIX)]
+        regular = [f for f in files if f.kind is BackupKind.SCHEDULED]
         return (regular or files)[0]
     for f in files:
         if f.name == name:
@@ -212,7 +213,8 @@ def _gzip_tail(path: Path) -> bytes:
 
 async def check_backup(deps: Deps, name: str | None) -> CheckedBackup:
     """Choose the backup and judge it: format, age against the RPO, size against the others."""
-    files = await deps.backups.newest(10_000)
+    # A safety dump may be restored by name (to undo a restore), never by default.
+    files = await deps.backups.newest(10_000, safety_dumps=True)
     chosen = _choose(files, name)
     compressed = await asyncio.to_thread(_inspect_sync, chosen.path)
     now = deps.clock()
@@ -511,8 +513,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
             f"{args.database}. Run /sms restore again."
         )
     backend = deps.docker.container_name(BACKEND_SERVICE)
-    approved_at = run.started_at
-    t0 = time.monotonic()
+    approved_at = await _approved_at(run)
     stamp = approved_at.strftime("%Y%m%d_%H%M%S")
     restored, kept, failed = _names(live, stamp)
     journal = _Journal()
@@ -527,8 +528,11 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
             return result
         return Outcome(Status.OK, "")
 
+    def since_approval() -> float:
+        return (deps.clock() - approved_at).total_seconds()
+
     async def finish(outcome: str) -> None:
-        elapsed = time.monotonic() - t0
+        elapsed = since_approval()
         run.text = outcome
         await _record(run, args, journal, approved_at=approved_at, elapsed=elapsed, state=state)
 
@@ -603,7 +607,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
     state = "restored database live"
     # 5. start and verify
     if await _start_and_verify(run, backend):
-        elapsed = time.monotonic() - t0
+        elapsed = since_approval()
         await finish(
             f"Restored {live} from {args.backup} in {format_rto(elapsed)}.\n"
             f"{backend} runs on the restored database, /health is healthy.\n"
@@ -634,6 +638,19 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         f"is kept as {failed} for a look (`DROP DATABASE {failed};` when done).\n"
         + _escalation(deps, back)
     )
+
+
+async def _approved_at(run: Run) -> datetime:
+    """When the RTO clock started: the click that claimed the proposal, as the store has it.
+
+    Not when this run started: the action may start later than the approval (a
+    busy replica, a retry), and the RTO counts from the decision.
+    """
+    if run.command.proposal_id:
+        proposal = await run.deps.store.proposal_get(run.command.proposal_id)
+        if proposal is not None and proposal.decided_at is not None:
+            return proposal.decided_at
+    return run.started_at or run.deps.clock()
 
 
 def _escalation(deps: Deps, healthy: bool) -> str:
@@ -724,7 +741,10 @@ class RestoreArgs:
 
 
 async def _approved(run: Run, args: RestoreArgs) -> None:
-    await restore_action(run, args)
+    # One restore at a time, whichever replica each approval landed on.
+    slot = await _approved_at(run)
+    async with exclusive(run.deps, RESTORE_ACTION, slot=slot, what="restore"):
+        await restore_action(run, args)
 
 
 RESTORE: ActionSpec[RestoreArgs] = ActionSpec(

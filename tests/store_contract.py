@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -1747,6 +1748,50 @@ class StoreContract:
             last = await other.job_last(JOB)
             assert last is not None and (last.slot, last.runner) == (slot, winner)
         assert len(await store.job_runs(JOB)) == 3
+
+    async def test_an_exclusive_claim_waits_for_the_running_slot_of_its_job(
+        self, store: Store, other: Store
+    ) -> None:
+        first, second = T0, T0 + timedelta(minutes=3)
+        lease = 600.0
+        claim = partial(store.job_claim, "restore", exclusive=True, lease_s=lease)
+        assert await claim(slot=first, runner="host-a:1", now=first) is True
+        # Another slot of the same job, on another replica, while the first runs: refused.
+        refused = await other.job_claim(
+            "restore", slot=second, runner="host-b:2", now=second, lease_s=lease, exclusive=True
+        )
+        assert refused is False
+        assert [r.slot for r in await store.job_runs("restore")] == [first]
+        # Other jobs, and claims that are not exclusive, are not held back.
+        assert await claim(slot=second, runner="h", now=second) is False
+        assert await store.job_claim(JOB, slot=second, runner="h", now=second, exclusive=True)
+        # Once the first finished, the next may run.
+        await store.job_finish("restore", slot=first, status="ok", now=second)
+        assert await claim(slot=second, runner="host-b:2", now=second) is True
+        # A runner that stopped renewing holds the job no longer than its lease.
+        third = second + timedelta(seconds=lease - 1)
+        assert await claim(slot=third, runner="host-c:3", now=third) is False
+        third += timedelta(seconds=1)
+        assert await claim(slot=third, runner="host-c:3", now=third) is True
+
+    async def test_exclusive_claims_of_one_job_race_to_one_winner(
+        self, store: Store, other: Store
+    ) -> None:
+        results = await asyncio.gather(
+            *(
+                (store if i % 2 else other).job_claim(
+                    "restore",
+                    slot=T0 + timedelta(seconds=i),
+                    runner=f"replica-{i}",
+                    now=T0 + timedelta(seconds=30),
+                    exclusive=True,
+                )
+                for i in range(12)
+            )
+        )
+        assert sum(results) == 1, results
+        [running] = await store.job_runs("restore")
+        assert running.runner == f"replica-{results.index(True)}"
 
     async def test_job_refuses_bad_input(self, store: Store) -> None:
         with pytest.raises(ValueError, match="naive"):

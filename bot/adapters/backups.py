@@ -12,19 +12,25 @@ import os
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from bot.errors import AdapterError
 
 __all__ = [
+    "SAFETY_DUMP_PREFIX",
     "BackupDirMissing",
     "BackupError",
     "BackupFile",
+    "BackupKind",
     "BackupStore",
     "BackupUnreadable",
     "Backups",
 ]
+
+# What ``restore`` writes before it swaps databases: pre_restore_YYYYMMDD_HHMMSS.sql.
+SAFETY_DUMP_PREFIX = "pre_restore_"
 
 # What the SMS backup service writes: backup_YYYYMMDD_HHMMSS.sql, maybe compressed/encrypted.
 _BACKUP_SUFFIXES = (".sql", ".sql.gz", ".gz", ".dump", ".enc", ".sql.enc", ".backup", ".zip")
@@ -65,12 +71,25 @@ class BackupUnreadable(BackupError):
     """A backup file is empty, cannot be read, or is not what its name says."""
 
 
+class BackupKind(StrEnum):
+    """Who wrote a file: the backup schedule, or ``restore`` as its safety dump.
+
+    A safety dump is a copy of the database just before a restore, not a
+    backup of the schedule: counted as one it would make the backups look
+    fresh (morning check, ``BackupStale``) and close the SLA's RPO gaps.
+    """
+
+    SCHEDULED = "scheduled"
+    SAFETY_DUMP = "safety dump"
+
+
 @dataclass(frozen=True)
 class BackupFile:
     name: str
     path: Path
     modified: datetime  # aware UTC
     size: int
+    kind: BackupKind = BackupKind.SCHEDULED
 
     def age_hours(self, now: datetime) -> float:
         return (now - self.modified).total_seconds() / 3600
@@ -82,7 +101,7 @@ class Backups(Protocol):
     @property
     def directory(self) -> Path: ...
 
-    async def newest(self, count: int = 5) -> list[BackupFile]: ...
+    async def newest(self, count: int = 5, *, safety_dumps: bool = False) -> list[BackupFile]: ...
 
     async def check_readable(self, file: BackupFile) -> str: ...
 
@@ -93,11 +112,16 @@ class BackupStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
-    async def newest(self, count: int = 5) -> list[BackupFile]:
-        """The ``count`` most recently written backup files."""
-        return await asyncio.to_thread(self._scan, count)
+    async def newest(self, count: int = 5, *, safety_dumps: bool = False) -> list[BackupFile]:
+        """The ``count`` most recently written backup files.
 
-    def _scan(self, count: int) -> list[BackupFile]:
+        Backups of the schedule only, unless ``safety_dumps``: then restore's
+        safety dumps too, each marked by its ``kind``. The one place that
+        decides, so no freshness or RPO figure can count a safety dump.
+        """
+        return await asyncio.to_thread(self._scan, count, safety_dumps)
+
+    def _scan(self, count: int, safety_dumps: bool) -> list[BackupFile]:
         if not self.directory.is_dir():
             raise BackupDirMissing(f"backup directory {self.directory} does not exist")
         files: list[BackupFile] = []
@@ -108,6 +132,9 @@ class BackupStore:
                         continue
                     if not entry.name.lower().endswith(_BACKUP_SUFFIXES):
                         continue
+                    kind = _kind(entry.name)
+                    if kind is BackupKind.SAFETY_DUMP and not safety_dumps:
+                        continue
                     stat = entry.stat()
                     files.append(
                         BackupFile(
@@ -115,6 +142,7 @@ class BackupStore:
                             path=Path(entry.path),
                             modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
                             size=stat.st_size,
+                            kind=kind,
                         )
                     )
         except OSError as exc:
@@ -130,6 +158,12 @@ class BackupStore:
         reading a whole multi-gigabyte dump. It runs in a worker thread.
         """
         return await asyncio.to_thread(_describe, file.path)
+
+
+def _kind(name: str) -> BackupKind:
+    if name.startswith(SAFETY_DUMP_PREFIX):
+        return BackupKind.SAFETY_DUMP
+    return BackupKind.SCHEDULED
 
 
 def _describe(path: Path) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "APPROVAL_LOCK_KEY",
     "DIGEST_LOCK_KEY",
     "JOB_LEASE_S",
+    "JOB_LOCK_KEY",
     "MIGRATION_LOCK_KEY",
     "IncidentRepo",
     "JobRepo",
@@ -76,6 +77,8 @@ ALERT_INBOX_LOCK_KEY = 0x736D732D616C7274
 DIGEST_LOCK_KEY = 0x736D732D64696773
 # Serialises the clicks on proposals that need several approvers ("sms-appr").
 APPROVAL_LOCK_KEY = 0x736D732D61707072
+# "Is a slot of this job running? If not, claim mine" is a read then a write ("sms-jobx").
+JOB_LOCK_KEY = 0x736D732D6A6F6278
 
 T = TypeVar("T")
 
@@ -902,6 +905,7 @@ class JobRepo(_Sql):
         runner: str,
         now: datetime,
         lease_s: float = JOB_LEASE_S,
+        exclusive: bool = False,
     ) -> bool:
         """Record ``(job, slot)`` as started by ``runner``; True for exactly one caller ever.
 
@@ -910,6 +914,10 @@ class JobRepo(_Sql):
         even if its runner died before finishing it. The runner holds the slot
         for ``lease_s`` and renews it with ``job_renew`` while it runs; once the
         lease has passed, ``job_lost`` reports the slot.
+
+        ``exclusive``: also False while another slot of ``job`` is running under
+        a lease not yet passed, on any replica (one restore at a time). A slot
+        whose runner stopped renewing does not hold the job.
         """
         # The primary key decides: of concurrent claims of one slot, one inserts a row.
         if not job or not runner:  # a slot nobody can attribute is a bug
@@ -918,7 +926,18 @@ class JobRepo(_Sql):
         sql = _insert("job_runs", "job, slot, started_at, runner, lease_until", claim)
         until = to_utc(now) + timedelta(seconds=lease_s)
         params = {"job": job, "slot": slot, "started_at": now, "runner": runner}
-        return await self._execute(sql, **params, lease_until=until) == 1
+        if not exclusive:
+            return await self._execute(sql, **params, lease_until=until) == 1
+        busy = (
+            "SELECT 1 FROM job_runs WHERE job = :job AND status = 'running'"
+            " AND (lease_until IS NULL OR lease_until > :now)"
+        )
+        async with self._transaction() as s:
+            # One exclusive claim at a time, on any replica (SQLite: its one writer already).
+            await s.lock(JOB_LOCK_KEY)
+            if await s.fetch(busy, job=job, now=now):
+                return False
+            return await s.execute(sql, **params, lease_until=until) == 1
 
     async def job_renew(
         self, job: str, *, slot: datetime, runner: str, now: datetime, lease_s: float

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,12 +17,22 @@ from bot.deps import Deps
 from bot.engine import Engine, Run
 from bot.errors import UsageError
 from bot.events import Click, Command
+from bot.messages import Status
 from bot.proposals import APPROVE
+from bot.store.base import Proposal
 from handlers.actions import ClickHandler
 from procedures import help as help_
 from procedures.catalogue import CATALOGUE
-from procedures.restore import BackupRefused, _inspect_sync, format_rto
-from tests.fakes import FakeSurface
+from procedures.restore import (
+    RESTORE,
+    RESTORE_ACTION,
+    BackupRefused,
+    _inspect_sync,
+    format_rto,
+    pg_tools,
+    restore_action,
+)
+from tests.fakes import NOW, FakeSurface
 from tests.unit.conftest import make_settings
 
 DUMP = (
@@ -172,3 +185,112 @@ async def test_one_approval_when_configured_so(deps: Deps, tmp_path: Path) -> No
     assert await handler.handle(_click(pid, "console:ann"), surface) == "approved"
     assert calls.runs == ["it by console:ann"]
     assert (await deps.store.proposal_get(pid)).status == "done"  # type: ignore[union-attr]
+
+
+# -- the approved restore: its RTO clock --------------------------------------------
+
+
+APPROVED = NOW - timedelta(minutes=20)
+
+
+async def _approved_restore(deps: Deps, *, decided_at: datetime) -> Proposal:
+    """A restore proposal as the store holds it once an approver's click claimed it."""
+    database = pg_tools(deps.settings).target.database
+    proposal = Proposal(
+        id=uuid.uuid4().hex,
+        action=RESTORE_ACTION,
+        args={"backup": "backup_20261125_020000.sql", "database": database, "approvals": 1},
+        summary="restore",
+        run_id=uuid.uuid4().hex,
+        conversation="console:console",
+        message_key="proposal-x",
+        requested_by="console:ann",
+        approver_role="approver",
+        created_at=decided_at - timedelta(minutes=5),
+        expires_at=decided_at + timedelta(hours=1),
+    )
+    await deps.store.proposal_add(proposal)
+    claimed = await deps.store.proposal_claim(proposal.id, by="console:bob", now=decided_at)
+    assert claimed is not None
+    return claimed
+
+
+async def _run_restore(deps: Deps, proposal: Proposal, surface: FakeSurface) -> Run:
+    args = RESTORE.decode(proposal.args)
+    return await Engine(deps).execute(
+        partial(restore_action, args=args),
+        name=RESTORE_ACTION,
+        title="Restoring",
+        command=Command(
+            "restore", "console:bob", "console", Conversation("console"), proposal_id=proposal.id
+        ),
+        surface=surface,
+    )
+
+
+async def test_the_rto_clock_starts_at_the_approval(deps: Deps, tmp_path: Path) -> None:
+    # Approved 20 minutes before the action runs (a busy replica): the RTO counts those.
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    proposal = await _approved_restore(deps, decided_at=APPROVED)
+    run = await _run_restore(deps, proposal, FakeSurface())
+    # The backup is gone, so it stops at its first check; the record still times it.
+    assert "Stopped before any change" in run.text
+    [record] = (tmp_path / "inc").glob("restore_*.md")
+    text = record.read_text()
+    assert f"Approved at: {APPROVED:%Y-%m-%d %H:%M:%S} UTC" in text
+    assert "Took: 20 m 0 s (RTO 15 min: missed)" in text
+
+
+# -- one restore at a time -----------------------------------------------------------
+
+
+async def test_a_second_restore_is_refused_while_one_runs(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    backups = Path(deps.settings.sms_backup_dir)
+    _write(backups, "backup_20261125_020000.sql", DUMP)
+    # A restore approved a minute ago runs on another replica.
+    earlier = NOW - timedelta(minutes=1)
+    claimed = await deps.store.job_claim(
+        RESTORE_ACTION, slot=earlier, runner="bot-b:7", now=earlier, exclusive=True
+    )
+    assert claimed
+    proposal = await _approved_restore(deps, decided_at=NOW)
+    surface = FakeSurface()
+    run = await Engine(deps).execute(
+        partial(RESTORE.run, args=RESTORE.decode(proposal.args)),
+        name=RESTORE_ACTION,
+        title="Restoring",
+        command=Command(
+            "restore", "console:bob", "console", Conversation("console"), proposal_id=proposal.id
+        ),
+        surface=surface,
+    )
+    assert run.status is Status.FAILED
+    text = surface.last().text
+    assert "another restore is running" in text, text
+    assert "approved at 2026-11-26 07:29:00 UTC, on bot-b:7" in text
+    assert "Nothing was changed" in text
+    # Nothing ran: no step, no safety dump, no record; the running restore keeps its slot.
+    assert run.steps == []
+    assert not list(backups.glob("pre_restore_*")) and not (tmp_path / "inc").exists()
+    assert [(r.slot, r.status) for r in await deps.store.job_runs(RESTORE_ACTION)] == [
+        (earlier, "running")
+    ]
+
+
+async def test_a_restore_holds_the_slot_only_while_it_runs(deps: Deps, tmp_path: Path) -> None:
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    proposal = await _approved_restore(deps, decided_at=APPROVED)
+    args = RESTORE.decode(proposal.args)
+    run = await Engine(deps).execute(
+        partial(RESTORE.run, args=args),
+        name=RESTORE_ACTION,
+        title="Restoring",
+        command=Command(
+            "restore", "console:bob", "console", Conversation("console"), proposal_id=proposal.id
+        ),
+        surface=FakeSurface(),
+    )
+    assert "Stopped before any change" in run.text  # no backup file: it ran and ended
+    [slot] = await deps.store.job_runs(RESTORE_ACTION)
+    assert (slot.slot, slot.status) == (APPROVED, "ok")

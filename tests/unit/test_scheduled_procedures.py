@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.adapters.alertmanager import AlertmanagerUnavailable
-from bot.adapters.backups import BackupFile, BackupStore, BackupUnreadable
+from bot.adapters.backups import BackupFile, BackupKind, BackupStore, BackupUnreadable
 from bot.adapters.docker import ExecResult
 from bot.adapters.postgres import QueryTimeout
 from bot.adapters.prometheus import DEFAULT_QUERIES, PrometheusUnavailable
@@ -25,6 +25,7 @@ from bot.messages import CodeBlock, Conversation, Status, Table
 from bot.store.base import Incident
 from procedures.backup import BACKUP_ARGV, backup_action, backup_command
 from procedures.backup_freshness import backup_freshness
+from procedures.backups import backups as backups_procedure
 from procedures.monthly import monthly_maintenance
 from procedures.morning_summary import morning_summary, trend
 from procedures.vacuum import VACUUM_TIMEOUT_S, database_name, vacuum_action
@@ -219,6 +220,41 @@ async def test_stale_or_empty_backup_proposes_the_manual_backup(
     command = "docker exec sms-db-backup python -m backend.services.backup_service --backup"
     assert command in shown.text
     assert surface.last().text.endswith("Proposed: run the manual backup in sms-db-backup.")
+
+
+async def test_a_safety_dump_of_a_restore_does_not_make_the_backups_fresh(deps: Deps) -> None:
+    # The schedule's last backup is 30 h old; a restore wrote its safety dump an hour ago.
+    _backup(deps, "backup_20261125_020000.sql", age_h=30)
+    _backup(deps, "pre_restore_20261126_063000.sql", age_h=1)
+    run, surface = await _run(deps, backup_freshness)
+    assert run.status is Status.CRIT
+    assert "newest backup_20261125_020000.sql" in _steps(surface)["Check the newest backup"][1]
+    [proposal] = run.proposals
+    assert proposal.action == "backup"
+
+
+async def test_backups_lists_safety_dumps_marked_and_judges_without_them(deps: Deps) -> None:
+    _backup(deps, "backup_20261125_020000.sql", age_h=30)
+    _backup(deps, "pre_restore_20261126_063000.sql", age_h=1)
+    run, surface = await _run(deps, backups_procedure, "backups")
+    assert run.status is Status.CRIT
+    [table] = _tables(surface).values()
+    assert [row[0] for row in table.rows] == [
+        "pre_restore_20261126_063000.sql (safety dump)",
+        "backup_20261125_020000.sql",
+    ]
+
+
+async def test_the_backup_store_tells_safety_dumps_from_backups(tmp_path: Path) -> None:
+    for name in ("backup_20261125_020000.sql", "pre_restore_20261126_063000.sql"):
+        (tmp_path / name).write_text("-- PostgreSQL database dump\n")
+    store = BackupStore(tmp_path)
+    assert [f.name for f in await store.newest()] == ["backup_20261125_020000.sql"]
+    kinds = {f.name: f.kind for f in await store.newest(safety_dumps=True)}
+    assert kinds == {
+        "backup_20261125_020000.sql": BackupKind.SCHEDULED,
+        "pre_restore_20261126_063000.sql": BackupKind.SAFETY_DUMP,
+    }
 
 
 async def test_no_backup_service_means_no_proposal_and_a_warning(

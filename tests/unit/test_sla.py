@@ -99,6 +99,20 @@ async def test_missed_commitments_are_counted_first(deps: Deps) -> None:
     assert run.status is Status.CRIT
 
 
+async def test_a_safety_dump_does_not_close_a_backup_gap(deps: Deps) -> None:
+    _answers(deps, down=12, p95=350, errors=1.3)
+    _backups(deps, [5, *(45 + 24 * d for d in range(30))])  # one 40-hour gap...
+    # ...which a restore's safety dump written in its middle must not close.
+    path = Path(deps.settings.sms_backup_dir) / "pre_restore_20261125_063000.sql"
+    path.write_bytes(b"-- PostgreSQL database dump\n")
+    ts = (NOW - timedelta(hours=25)).timestamp()
+    os.utime(path, (ts, ts))
+    _, surface = await _report(deps)
+    row = _table(surface)["Backup gap (RPO)"]
+    assert row[3] == "MISSED"
+    assert row[2].startswith("largest gap 40h 00m"), row[2]
+
+
 async def test_no_availability_data_is_not_measured(deps: Deps) -> None:
     _answers(deps, down=0, p95=300, errors=0.5)
     deps.prometheus.by_query[MEASURED_Q] = None  # type: ignore[attr-defined]
