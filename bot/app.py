@@ -66,6 +66,10 @@ __all__ = ["App", "Background", "SlackParts", "TeamsParts", "build_app"]
 
 log = structlog.get_logger(__name__)
 
+# At most about one new message a second per channel: Slack's limit for
+# chat.postMessage, and about what Teams accepts in one conversation.
+POST_INTERVAL_S = 1.0
+
 
 class SlackParts:
     """Slack out (the outbox surface) and Slack in (the Bolt app), built apart.
@@ -179,7 +183,7 @@ async def build_app(
 
         # Chat out first: incidents post to the alert channel through it.
         client: Any = None
-        outbox = OutboxWorker(store, {}, clock=clock)
+        outbox = OutboxWorker(store, {}, clock=clock, post_interval_s=POST_INTERVAL_S)
         slack_surface_: ChatSurface | None = None
         if settings.slack_enabled:
             # Slack's libraries load only when Slack is configured.

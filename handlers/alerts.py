@@ -108,6 +108,8 @@ class AlertProcessor:
                     done.append(event.id)
         finally:
             await store.alert_events_done(done)
+        if events:
+            await self.incidents.flush_digests()
         return len(events)
 
     async def _handle(self, event: AlertEvent) -> bool:

@@ -88,6 +88,14 @@ class IncidentService:
             return
         await self.resolve(incident, by="alertmanager")
 
+    async def flush_digests(self) -> None:
+        """Name the storm alerts handled since the last call in their digest's thread.
+
+        Called by the alert inbox after each batch, so a storm costs one reply
+        per batch rather than one post per alert.
+        """
+        await self._digest.flush()
+
     async def _firing(self, alert: Alert) -> None:
         store = self.deps.store
         now = self.deps.clock()
