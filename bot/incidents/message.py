@@ -16,10 +16,10 @@ from bot.store.base import Incident
 
 __all__ = [
     "ACK",
+    "DIGEST_REPLY_ALERTS",
     "RESOLVE",
     "SILENCE",
     "SILENCE_HOURS",
-    "DIGEST_REPLY_ALERTS",
     "digest_batch_messages",
     "digest_message",
     "format_duration",
@@ -128,10 +128,10 @@ def incident_message(incident: Incident, settings: Settings, *, now: datetime) -
     )
 
 
-# Alerts named per thread reply of a storm digest: the monospace table of one
+# Alerts named per thread reply of a storm digest: the monospace tables of one
 # Block Kit section (3,000 characters) holds them whole, summaries clipped to
 # ``DIGEST_SUMMARY`` characters.
-DIGEST_REPLY_ALERTS = 40
+DIGEST_REPLY_ALERTS = 25
 DIGEST_SUMMARY = 40  # blockkit clips a table cell there anyway
 
 
