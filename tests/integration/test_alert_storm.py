@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,5 +121,5 @@ async def test_a_storm_of_500_names_every_alert_and_paces_posts_per_channel(
     stamps = sorted(float(m.ts) for m in posts)
     per_second = Counter(int(ts) for ts in stamps)
     assert max(per_second.values()) == 1, per_second.most_common(3)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(stamps)]
     assert min(gaps) >= 0.95
