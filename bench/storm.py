@@ -40,7 +40,7 @@ async def _storm() -> None:
                     *(storm.send_group(bot, g) for g in range(storm.GROUPS))
                 )
                 accepted = time.monotonic() - start
-                while len(storm.named(fake)) < total and time.monotonic() - start < LIMIT_S:
+                while len(storm.named(fake)) < total and time.monotonic() - start < LIMIT_S:  # noqa: ASYNC110
                     await asyncio.sleep(0.2)
                 visible = time.monotonic() - start
                 named = len(storm.named(fake))

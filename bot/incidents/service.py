@@ -134,6 +134,10 @@ class IncidentService:
         )
         if incident is None:  # another replica opened it a moment ago
             return
+        if not storm:
+            # The thread first: its post is what the on-call waits for, and the
+            # audit row is one more commit (fsync) it need not wait behind.
+            await self._open_thread(incident, alert, now)
         await self._audit(
             now,
             actor="alertmanager",
@@ -149,8 +153,6 @@ class IncidentService:
         )
         if storm:
             await self._digest.add(incident, now=now)
-            return
-        await self._open_thread(incident, alert, now)
 
     async def _open_thread(self, incident: Incident, alert: Alert, now: datetime) -> None:
         """Post the incident's root message and start its procedure in the thread."""

@@ -12,8 +12,8 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from itertools import pairwise
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
