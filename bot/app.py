@@ -193,6 +193,10 @@ async def build_app(
                 token=settings.slack_bot_token,
                 base_url=settings.slack_api_url,
                 timeout=settings.slack_timeout_s,
+                # Kept connections; ``_close_client`` closes it with the client.
+                session=aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=settings.slack_timeout_s)
+                ),
             )
             stack.push_async_callback(_close_client, client)
             outbox.add_delivery(SlackDelivery(client, session, store))
