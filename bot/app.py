@@ -67,6 +67,10 @@ __all__ = ["App", "Background", "SlackParts", "TeamsParts", "build_app"]
 
 log = structlog.get_logger(__name__)
 
+# At most about one new message a second per channel: Slack's limit for
+# chat.postMessage, and about what Teams accepts in one conversation.
+POST_INTERVAL_S = 1.0
+
 
 class SlackParts:
     """Slack out (the outbox surface) and Slack in (the Bolt app), built apart.
@@ -180,7 +184,9 @@ async def build_app(
 
         # Chat out first: incidents post to the alert channel through it.
         client: Any = None
-        outbox = OutboxWorker(store, {}, clock=clock, metrics=deps.metrics)
+        outbox = OutboxWorker(
+            store, {}, clock=clock, metrics=deps.metrics, post_interval_s=POST_INTERVAL_S
+        )
         slack_surface_: ChatSurface | None = None
         if settings.slack_enabled:
             # Slack's libraries load only when Slack is configured.
@@ -190,6 +196,10 @@ async def build_app(
                 token=settings.slack_bot_token,
                 base_url=settings.slack_api_url,
                 timeout=settings.slack_timeout_s,
+                # Kept connections; ``_close_client`` closes it with the client.
+                session=aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=settings.slack_timeout_s)
+                ),
             )
             stack.push_async_callback(_close_client, client)
             outbox.add_delivery(SlackDelivery(client, session, store))

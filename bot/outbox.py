@@ -325,6 +325,7 @@ class OutboxWorker:
         max_backoff_s: float = 30.0,
         lease_s: float = 30.0,
         metrics: BotMetrics | None = None,
+        post_interval_s: float = 0.0,
     ) -> None:
         self._store = store
         self._deliveries = dict(deliveries)
@@ -335,6 +336,11 @@ class OutboxWorker:
         self._lease_s = lease_s
         self._wake = asyncio.Event()
         self._last_update: dict[str, float] = {}
+        # Pacing of new messages (posts and replies) per channel: Slack allows about
+        # one a second in a channel, and a storm would otherwise burst past it.
+        self._post_interval_s = post_interval_s
+        self._last_post: dict[tuple[str, str], float] = {}
+        self._next_due: float | None = None  # monotonic: when a paced item may go
         # Rate-limited methods (or method and channel): paused until this time.
         self._paused: dict[str, datetime] = {}
         self._failing = False
@@ -358,8 +364,12 @@ class OutboxWorker:
                 worked = 0
             if not worked:
                 self._wake.clear()
+                timeout = self._idle_s
+                if self._next_due is not None:  # a paced item: look again when it may go
+                    timeout = min(timeout, max(0.0, self._next_due - time.monotonic()))
+                    self._next_due = None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_s)
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
     async def drain_once(self) -> int:
         """Claim one batch of due items and try each; return how many were claimed."""
@@ -401,6 +411,8 @@ class OutboxWorker:
                     item.id, at=self._at(early), error=item.last_error or "", token=item.claim_token
                 )
                 return
+        if await self._paced(item):
+            return
         resume = self._paused_until(delivery.rate_keys(out))
         if resume is not None:
             # Not sent and not a failure: back when the platform said it may be.
@@ -440,9 +452,24 @@ class OutboxWorker:
         self.delivered += 1
         if item.op in ("update", "post"):
             self._last_update[item.message_key] = time.monotonic()
+        if item.op in ("post", "reply"):
+            self._last_post[(item.surface, item.channel)] = time.monotonic()
         if self._failing:
             self._failing = False
             log.info("outbox.delivering_again")
+
+    async def _paced(self, item: OutboxItem) -> bool:
+        """Put a new message back if its channel had one less than ``post_interval_s`` ago."""
+        if item.op not in ("post", "reply") or self._post_interval_s <= 0:
+            return False
+        last = self._last_post.get((item.surface, item.channel))
+        early = (last or -1e9) + self._post_interval_s - time.monotonic()
+        if early <= 0:
+            return False
+        await self._store.outbox_retry(item.id, at=self._at(early), error=item.last_error or "")
+        due = time.monotonic() + early
+        self._next_due = due if self._next_due is None else min(self._next_due, due)
+        return True
 
     def backoff_s(self, item: OutboxItem) -> float:
         """Seconds before the next try of an item that failed just now: 1, 2, 4 ... capped.

@@ -26,7 +26,8 @@ from bot.deps import Deps
 from bot.engine import Procedure
 from bot.http import read_body
 from bot.incidents import IncidentService
-from bot.store.base import StoreUnavailable
+from bot.ingest import AlertIngest
+from bot.store.base import AlertEvent, StoreUnavailable
 from procedures.catalogue import CATALOGUE
 
 __all__ = ["MAX_ATTEMPTS", "AlertProcessor", "alert_webhook_route", "procedure_for"]
@@ -51,22 +52,26 @@ class AlertProcessor:
     def __init__(self, deps: Deps, incidents: IncidentService) -> None:
         self.deps = deps
         self.incidents = incidents
+        self.ingest = AlertIngest(deps.store)
         self._wake = asyncio.Event()
 
     async def receive(self, batch: AlertBatch) -> int:
-        """Store every alert of a delivery; only then may the webhook answer 200."""
+        """Store every alert of a delivery; only then may the webhook answer 200.
+
+        Concurrent deliveries are committed together (``AlertIngest``); each
+        returns once a commit holding its alerts, and a ping of the store after
+        it, succeeded. The ping: a store deleted or replaced under the bot still
+        takes writes, so only a store that is still there may be promised with a
+        200. A 503 after a write that was kept makes Alertmanager send the alerts
+        again; the repeat lands on the fingerprint's open incident
+        (``incident_open_for``, and ``incident_open`` refuses a second one), so it
+        opens no second thread.
+        """
         if batch.alerts:
-            await self.deps.store.alert_events_add(
-                list(batch.alerts), received_at=self.deps.clock()
-            )
+            await self.ingest.add(list(batch.alerts), received_at=self.deps.clock())
             self._wake.set()
-        # Checked after the commit: a store deleted or replaced under the bot still
-        # takes writes, so only a store that is still there may be promised with a 200
-        # (and one lost between a check and the write is caught too). A 503 after a
-        # write that was kept makes Alertmanager send the alerts again; the repeat
-        # lands on the fingerprint's open incident (``incident_open_for``, and
-        # ``incident_open`` refuses a second one), so it opens no second thread.
-        await self.deps.store.ping()
+        else:
+            await self.deps.store.ping()
         return len(batch.alerts)
 
     def wake(self) -> None:
@@ -87,26 +92,43 @@ class AlertProcessor:
                     await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
 
     async def process_once(self) -> int:
+        """Handle one claimed batch; the handled events are marked done together.
+
+        One commit for the batch rather than one per event: the inbox shares the
+        store with the webhook, and each commit waits for the disk. An event
+        handled but not yet marked done when the bot dies is handled again after
+        its lease, as one whose handling was cut short always was.
+        """
         store = self.deps.store
         events = await store.alert_events_claim(now=self.deps.clock())
-        for event in events:
-            bound = log.bind(fingerprint=event.fingerprint, alert_status=event.status)
-            try:
-                await self.incidents.handle(event)
-            except Exception as exc:
-                attempts = event.attempts + 1
-                bound.exception("alerts.process_failed", attempts=attempts)
-                if attempts >= MAX_ATTEMPTS and await self.incidents.show_unprocessed(
-                    event, attempts=attempts, error=exc
-                ):
-                    await store.alert_event_done(event.id)
-                    continue
-                await store.alert_event_retry(
-                    event.id, at=self.deps.clock() + timedelta(seconds=5), error=repr(exc)
-                )
-            else:
-                await store.alert_event_done(event.id)
+        done: list[int] = []
+        try:
+            for event in events:
+                if await self._handle(event):
+                    done.append(event.id)
+        finally:
+            await store.alert_events_done(done)
+        if events:
+            await self.incidents.flush_digests()
         return len(events)
+
+    async def _handle(self, event: AlertEvent) -> bool:
+        """Hand one event to the incident service; True when it is done with."""
+        bound = log.bind(fingerprint=event.fingerprint, alert_status=event.status)
+        try:
+            await self.incidents.handle(event)
+        except Exception as exc:
+            attempts = event.attempts + 1
+            bound.exception("alerts.process_failed", attempts=attempts)
+            if attempts >= MAX_ATTEMPTS and await self.incidents.show_unprocessed(
+                event, attempts=attempts, error=exc
+            ):
+                return True
+            await self.deps.store.alert_event_retry(
+                event.id, at=self.deps.clock() + timedelta(seconds=5), error=repr(exc)
+            )
+            return False
+        return True
 
 
 def alert_webhook_route(

@@ -1193,6 +1193,37 @@ class StoreContract:
         more = await store.alert_events_add([make_alert("fp-Z")], received_at=T0)
         assert more[0] > new_ids[-1]
 
+    async def test_alert_events_add_groups_stores_every_group_in_one_transaction(
+        self, store: Store
+    ) -> None:
+        groups = [
+            ([make_alert(f"fp-{g}-{n}", n=n) for n in range(g)], T0 + timedelta(seconds=g))
+            for g in (3, 0, 1, 700)
+        ]
+        ids = await store.alert_events_add_groups(groups)
+        assert [len(group) for group in ids] == [3, 0, 1, 700]
+        flat = [i for group in ids for i in group]
+        assert flat == sorted(set(flat))  # in input order across the groups
+        claimed = await store.alert_events_claim(now=T0, limit=1000)
+        expected = [
+            stored(e, i, received_at=at)
+            for (events, at), group in zip(groups, ids, strict=True)
+            for e, i in zip(events, group, strict=True)
+        ]
+        assert claimed == expected
+        await store.alert_events_done([c.id for c in claimed[:500]] + [10**9])
+        assert await store.alert_events_pending() == 204
+        await store.alert_events_done([])
+        assert await store.alert_events_pending() == 204
+
+    async def test_alert_events_add_groups_refuses_a_bad_group_and_stores_none(
+        self, store: Store
+    ) -> None:
+        bad = replace(make_alert("fp-B"), status="pending")
+        with pytest.raises(ValueError, match="alert status"):
+            await store.alert_events_add_groups([([make_alert("fp-A")], T0), ([bad], T0)])
+        assert await store.alert_events_pending() == 0
+
     async def test_alert_events_add_nothing(self, store: Store) -> None:
         assert await store.alert_events_add([], received_at=T0) == []
         assert await store.alert_events_pending() == 0

@@ -136,15 +136,25 @@ CommandSink = Callable[[Command], Awaitable[Any]]
 ClickSink = Callable[[Click], Awaitable[Any]]
 
 
-def slack_client(*, token: str, base_url: str, timeout: float = 10.0) -> AsyncWebClient:
+def slack_client(
+    *,
+    token: str,
+    base_url: str,
+    timeout: float = 10.0,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncWebClient:
     """A Web API client with no retries of its own: the outbox does the retrying.
 
     ``timeout`` (seconds) bounds each call; a post that outlives it is not
-    known to have failed (see ``MaybeDelivered``).
+    known to have failed (see ``MaybeDelivered``). ``session``: without one,
+    slack_sdk opens a new session, and so a new connection, for every call,
+    which puts a TCP (and TLS) handshake before every post; the outbox's
+    client gets one that keeps its connections (closed by its owner).
     """
     return AsyncWebClient(
         token=token,
         base_url=base_url,
+        session=session,
         # slack_sdk annotates int but hands it to aiohttp's ClientTimeout, which takes float.
         timeout=timeout,  # type: ignore[arg-type]
         retry_handlers=[],

@@ -5,6 +5,7 @@ Derived from the stored ``Incident`` alone, so any replica can re-render it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from urllib.parse import quote
@@ -15,9 +16,11 @@ from bot.store.base import Incident
 
 __all__ = [
     "ACK",
+    "DIGEST_REPLY_ALERTS",
     "RESOLVE",
     "SILENCE",
     "SILENCE_HOURS",
+    "digest_batch_messages",
     "digest_message",
     "format_duration",
     "incident_links",
@@ -125,15 +128,72 @@ def incident_message(incident: Incident, settings: Settings, *, now: datetime) -
     )
 
 
+# Alerts named per thread reply of a storm digest: the monospace tables of one
+# Block Kit section (3,000 characters) holds them whole, summaries clipped to
+# ``DIGEST_SUMMARY`` characters.
+DIGEST_REPLY_ALERTS = 25
+DIGEST_SUMMARY = 40  # blockkit clips a table cell there anyway
+
+
+def _alertname(incident: Incident) -> str:
+    return incident.labels.get("alertname", "?")
+
+
+def _other_labels(incident: Incident) -> str:
+    """What tells alerts of one name apart (instance, job...): their other labels."""
+    labels = sorted(incident.labels.items())
+    return " ".join(f"{k}={v}" for k, v in labels if k != "alertname")[:DIGEST_SUMMARY]
+
+
 def digest_message(incidents: Sequence[Incident], started: datetime) -> Message:
-    """The storm digest: every incident of a storm minute in one message."""
-    rows = tuple((i.priority, i.labels.get("alertname", "?"), i.title[:120]) for i in incidents)
+    """The storm digest: how many alerts of each name this storm minute brought.
+
+    Every alert is named in the digest's thread (``digest_batch_messages``):
+    the root message counts them, by alertname, so it stays one screen
+    however large the storm.
+    """
+    counts = Counter(_alertname(i) for i in incidents)
+    worst = {name: min(i.priority for i in incidents if _alertname(i) == name) for name in counts}
+    rows = tuple((name, str(n), worst[name]) for name, n in sorted(counts.items()))
     return Message(
         title=f"Alert storm: {len(incidents)} more alerts since {started:%H:%M:%S} UTC",
         status=Status.CRIT,
         text=(
-            "Too many new alerts for one thread each: they are listed here, recorded as "
-            "incidents, and their resolutions are posted in this thread. No alert is dropped."
+            "Too many new alerts for one thread each: they are counted here by name, each "
+            "named in this thread, recorded as incidents, and their resolutions are posted "
+            "in this thread. No alert is dropped."
         ),
-        details=(Table("Alerts", ("priority", "alert", "summary"), rows),),
+        details=(Table("Alerts by name", ("alert", "count", "worst"), rows),),
     )
+
+
+def digest_batch_messages(incidents: Sequence[Incident]) -> list[Message]:
+    """Thread replies naming every alert of a batch, grouped by alertname.
+
+    As few replies as hold them all, ``DIGEST_REPLY_ALERTS`` alerts each, so a
+    storm costs a handful of posts (Slack allows about one a second in a
+    channel) and no alert is cut off by a platform's limits.
+    """
+    ordered = sorted(incidents, key=lambda i: (_alertname(i), i.opened_at, i.title))
+    out: list[Message] = []
+    for start in range(0, len(ordered), DIGEST_REPLY_ALERTS):
+        chunk = ordered[start : start + DIGEST_REPLY_ALERTS]
+        groups: dict[str, list[Incident]] = {}
+        for incident in chunk:
+            groups.setdefault(_alertname(incident), []).append(incident)
+        tables = tuple(
+            Table(
+                f"{name} ({len(group)})",
+                ("priority", "alert", "labels"),
+                tuple((i.priority, i.title[:DIGEST_SUMMARY], _other_labels(i)) for i in group),
+            )
+            for name, group in groups.items()
+        )
+        out.append(
+            Message(
+                title=f"{len(chunk)} alerts: {', '.join(groups)}",
+                status=Status.CRIT,
+                details=tables,
+            )
+        )
+    return out

@@ -88,6 +88,14 @@ class IncidentService:
             return
         await self.resolve(incident, by="alertmanager")
 
+    async def flush_digests(self) -> None:
+        """Name the storm alerts handled since the last call in their digest's thread.
+
+        Called by the alert inbox after each batch, so a storm costs one reply
+        per batch rather than one post per alert.
+        """
+        await self._digest.flush()
+
     async def _firing(self, alert: Alert) -> None:
         store = self.deps.store
         now = self.deps.clock()
@@ -126,6 +134,10 @@ class IncidentService:
         )
         if incident is None:  # another replica opened it a moment ago
             return
+        if not storm:
+            # The thread first: its post is what the on-call waits for, and the
+            # audit row is one more commit (fsync) it need not wait behind.
+            await self._open_thread(incident, alert, now)
         await self._audit(
             now,
             actor="alertmanager",
@@ -141,8 +153,6 @@ class IncidentService:
         )
         if storm:
             await self._digest.add(incident, now=now)
-            return
-        await self._open_thread(incident, alert, now)
 
     async def _open_thread(self, incident: Incident, alert: Alert, now: datetime) -> None:
         """Post the incident's root message and start its procedure in the thread."""

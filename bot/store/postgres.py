@@ -87,12 +87,11 @@ def leader_lock_key(name: str) -> int:
 @lru_cache(maxsize=512)
 def _compile(sql: str) -> tuple[str, tuple[str, ...]]:
     """``:name`` placeholders as asyncpg's ``$1``, and the names in ``$`` order."""
-    names: list[str] = []
+    # A dict, not a list's index(): a multi-row insert has thousands of names.
+    names: dict[str, int] = {}
 
     def number(match: re.Match[str]) -> str:
-        if match[1] not in names:
-            names.append(match[1])
-        return f"${names.index(match[1]) + 1}"
+        return f"${names.setdefault(match[1], len(names) + 1)}"
 
     return _PARAM.sub(number, sql), tuple(names)
 

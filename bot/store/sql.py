@@ -63,6 +63,7 @@ __all__ = [
     "RunRepo",
     "Session",
     "Store",
+    "check_alert_events",
     "decode_time",
 ]
 
@@ -81,6 +82,10 @@ APPROVAL_LOCK_KEY = 0x736D732D61707072
 JOB_LOCK_KEY = 0x736D732D6A6F6278
 
 T = TypeVar("T")
+
+# Rows per multi-row INSERT of alerts: 8 parameters each stays far below both
+# engines' limit on parameters in one statement (32766 SQLite, 32767 asyncpg).
+_INSERT_ROWS = 500
 
 # Refused before they reach the database.
 STEP_STATUSES = frozenset({"pending", "running", "ok", "warn", "crit", "failed"})
@@ -156,6 +161,15 @@ def encode_labels(value: Mapping[str, str], *, what: str) -> str:
         if not isinstance(key, str) or not isinstance(item, str):
             raise ValueError(f"{what} must map strings to strings, got {key!r}: {item!r}")
     return json.dumps(dict(value), sort_keys=True)
+
+
+def check_alert_events(events: Sequence[NewAlertEvent]) -> Sequence[NewAlertEvent]:
+    """Refuse a status or fingerprint the inbox would misread; the events, all checked."""
+    for event in events:
+        check_status(event.status, ALERT_STATUSES, what="alert")
+        if not event.fingerprint:
+            raise ValueError("an alert event needs a fingerprint")
+    return events
 
 
 def check_incident(incident: Incident) -> None:
@@ -746,17 +760,54 @@ class IncidentRepo(_Sql):
 
         Durable when it returns: the webhook may be answered 200 right after.
         """
-        for event in events:
-            check_status(event.status, ALERT_STATUSES, what="alert")
-            if not event.fingerprint:
-                raise ValueError("an alert event needs a fingerprint")
-        rows = [_params(e, received_at=received_at) for e in events]  # all checked first
-        if not rows:
-            return []
-        insert = _insert("alert_events", ALERT_NEW, " RETURNING id")
+        [ids] = await self.alert_events_add_groups([(events, received_at)])
+        return ids
+
+    async def alert_events_add_groups(
+        self, groups: Sequence[tuple[Sequence[NewAlertEvent], datetime]]
+    ) -> list[list[int]]:
+        """Store several webhooks' alerts in one transaction (one commit, one fsync).
+
+        Why: concurrent webhooks each waiting for their own commit spend most of
+        their time in fsync; committed together (``bot.ingest.AlertIngest``) they
+        share it. All or nothing: a failure stores none of the groups. Each
+        group's ids, in input order.
+        """
+        rows = [
+            [_params(e, received_at=at) for e in check_alert_events(events)]
+            for events, at in groups
+        ]  # every group checked before anything is written
+        flat = [params for group in rows for params in group]
+        if not flat:
+            return [[] for _ in rows]
+        ids: list[int] = []
         async with self._transaction() as s:
             await s.lock(ALERT_INBOX_LOCK_KEY)
-            return [int((await s.fetch(insert, **params))[0]["id"]) for params in rows]
+            for start in range(0, len(flat), _INSERT_ROWS):
+                ids += await self._insert_alerts(s, flat[start : start + _INSERT_ROWS])
+        out, at = [], 0
+        for group in rows:
+            out.append(ids[at : at + len(group)])
+            at += len(group)
+        return out
+
+    @staticmethod
+    async def _insert_alerts(s: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """One multi-row INSERT (one round trip); the new ids in the order of ``rows``.
+
+        Both engines number the rows of one ``VALUES`` list in its order (SQLite's
+        next rowid, PostgreSQL's ``nextval`` per row), and no other insert runs
+        meanwhile (the write lock; ``ALERT_INBOX_LOCK_KEY``), while the order in
+        which ``RETURNING`` lists them is not promised: so the ids are sorted.
+        """
+        columns = [c.strip() for c in ALERT_NEW.split(",")]
+        values: list[str] = []
+        params: dict[str, Any] = {}
+        for n, row in enumerate(rows):
+            values.append("(" + ", ".join(f":{c}{n}" for c in columns) + ")")
+            params |= {f"{c}{n}": row[c] for c in columns}
+        sql = f"INSERT INTO alert_events ({ALERT_NEW}) VALUES {', '.join(values)} RETURNING id"
+        return sorted(int(r["id"]) for r in await s.fetch(sql, **params))
 
     async def alert_events_claim(
         self, *, now: datetime, limit: int = 100, lease_s: float = 30.0
@@ -773,6 +824,17 @@ class IncidentRepo(_Sql):
         """Processed; a no-op for an event already done."""
         done = _ALERT_END.format(set="state = 'done', done_at = :now")
         await self._execute(done, id=id, now=datetime.now(UTC))
+
+    async def alert_events_done(self, ids: Collection[int]) -> None:
+        """Several processed at once, in one statement (one commit); done ones are left."""
+        if not ids:
+            return
+        names = {f"id{n}": int(id) for n, id in enumerate(ids)}
+        done = (
+            "UPDATE alert_events SET state = 'done', done_at = :now, leased_until = NULL"
+            f" WHERE id IN ({', '.join(':' + name for name in names)}) AND state = 'pending'"
+        )
+        await self._execute(done, now=datetime.now(UTC), **names)
 
     async def alert_event_retry(self, id: int, *, at: datetime, error: str) -> None:
         """A failed attempt: count it, release the lease, not claimable before ``at``.

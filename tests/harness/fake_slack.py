@@ -352,6 +352,8 @@ class FakeSlack:
         self.strict_threads = strict_threads
         self.calls: list[Call] = []
         self.ephemerals: list[Ephemeral] = []
+        # Incoming-webhook posts (Alertmanager's own Slack notifier): the fake's clock, the body.
+        self.hooks: list[tuple[float, dict[str, Any]]] = []
         self.responses: list[ResponsePost] = []
         self._channels: dict[str, FakeChannel] = {}
         self._messages: dict[str, FakeMessage] = {}
@@ -393,6 +395,7 @@ class FakeSlack:
         # slack_sdk sends the read methods (conversations.history, ...) as GET.
         app.router.add_get("/api/{method}", self._handle_api)
         app.router.add_post("/response/{rid}", self._handle_response_url)
+        app.router.add_post("/hooks/{path:.+}", self._handle_incoming_webhook)
         app.router.add_get("/socket/{ticket}", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -456,6 +459,15 @@ class FakeSlack:
         if found is None:
             raise KeyError(name_or_id)
         return found
+
+    def incoming_webhook_url(self) -> str:
+        """An incoming-webhook URL (as Slack's ``hooks.slack.com/services/...``) on the fake."""
+        return f"{self.url}/hooks/services/T0FAKE/B0FAKE/fakesecret"
+
+    async def _handle_incoming_webhook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.hooks.append((self._clock(), body if isinstance(body, dict) else {"body": body}))
+        return web.Response(text="ok")
 
     def response_url(self, channel: str, *, user: str = "U1", message_ts: str | None = None) -> str:
         """A URL on the fake that takes ``response_url`` posts for ``channel``.

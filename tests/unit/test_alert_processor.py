@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 from bot.alerts import Alert, AlertBatch
+from bot.chat.blockkit import to_block_kit
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
@@ -145,9 +147,49 @@ async def test_two_processors_on_one_store_share_the_digest(deps: Deps, tmp_path
     assert len(posts) == 3  # two threads and one digest
     digest = surface.last(posts[-1])
     assert digest.title.startswith("Alert storm: 6 more alerts")
-    assert [r[1] for r in digest.details[0].rows] == [  # type: ignore[union-attr]
-        f"Alert{i}" for i in range(2, 8)
+    assert [r[:2] for r in digest.details[0].rows] == [  # type: ignore[union-attr]
+        (f"Alert{i}", "1") for i in range(2, 8)
     ]
+    named = [row[1] for m in surface.replies() for t in m.details for row in t.rows]  # type: ignore[union-attr]
+    assert sorted(named) == [f"Alert{i} on sms-1" for i in range(2, 8)]
+
+
+async def test_a_storm_names_every_alert_in_few_replies_grouped_by_alertname(
+    deps: Deps, tmp_path: Path
+) -> None:
+    """The root counts by alertname; the thread names each alert, a few replies per batch."""
+    deps = replace(deps, settings=make_settings(tmp_path, sms_alert_threads_per_minute=2))
+    surface = FakeSurface()
+    processor = _processor(deps, surface)
+    # Labels as wide as a row shows them: the replies must still fit Slack's limits.
+    alerts = [
+        _alert(f"Storm{i % 3}", fp=f"storm-{i}", instance=f"h{i}", zone="z" * 40)
+        for i in range(302)
+    ]
+    await _deliver(processor, *alerts)
+    posts = _posts(surface)
+    assert len(posts) == 3  # two threads and one digest
+    digest = surface.last(posts[-1])
+    assert digest.title.startswith("Alert storm: 300 more alerts")
+    assert [r[:2] for r in digest.details[0].rows] == [  # type: ignore[union-attr]
+        ("Storm0", "100"),
+        ("Storm1", "100"),
+        ("Storm2", "100"),
+    ]
+    replies = surface.replies()
+    named = [(t.title, row[2]) for m in replies for t in m.details for row in t.rows]  # type: ignore[union-attr]
+    assert len(named) == 300
+    assert {label.split()[0] for _, label in named} == {f"instance=h{i}" for i in range(2, 302)}
+    # A batch of the inbox (100 events) in as few replies as hold it, not one per alert.
+    assert len(replies) <= 15
+    for reply in replies:  # nothing cut off by Slack's limits
+        rendered = json.dumps(to_block_kit(reply))
+        rows = [row for t in reply.details for row in t.rows]  # type: ignore[union-attr]
+        assert all(row[2] in rendered for row in rows)
+    for reply in replies:  # grouped: a table per alertname, each row one of its alerts
+        for table in reply.details:
+            names = {row[1].split(" ")[0] for row in table.rows}  # type: ignore[union-attr]
+            assert names == {table.title.split(" ")[0]}
 
 
 async def test_unacknowledged_incidents_escalate_once(deps: Deps, tmp_path: Path) -> None:

@@ -603,3 +603,30 @@ async def test_an_item_no_delivery_can_send_is_dead_and_counted(store: Store) ->
     assert dead.last_error == "no delivery for surface slack"
     failed = {"platform": "slack", "reason": "no_delivery"}
     assert metrics.registry.get_sample_value("smsbot_delivery_failures_total", failed) == 1
+
+
+async def test_new_messages_are_paced_per_channel(store: Store, fake_slack: FakeSlack) -> None:
+    """A storm's posts go out about one a second per channel, not in a burst."""
+    fake_slack.add_channel("#ops", "C0OPS")
+    ops = Conversation("slack", channel="C0OPS")
+    async with aiohttp.ClientSession() as session:
+        client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+        worker = OutboxWorker(
+            store,
+            {"slack": SlackDelivery(client, session, store)},
+            clock=lambda: NOW,
+            post_interval_s=60.0,  # far longer than the test: nothing depends on its speed
+        )
+        surface = slack_surface(store=store, clock=lambda: NOW, wake=worker.wake)
+        first = await surface.post(WHERE, _msg("Alert 0"))
+        await surface.reply(first, _msg("in the thread"))
+        await surface.post(WHERE, _msg("Alert 1"))
+        await surface.post(ops, _msg("Ops 0"))
+        assert await worker.drain_once() == 3  # the reply waits for its thread's root
+        assert await worker.drain_once() == 1  # ... and then for the channel's next slot
+    # One new message per channel; the others wait for the channel's next slot.
+    assert [m.text for m in fake_slack.messages("C0ALERTS")] == ["RUNNING: Alert 0"]
+    assert [m.text for m in fake_slack.messages("C0OPS")] == ["RUNNING: Ops 0"]
+    waiting = await store.outbox_items()
+    assert len(waiting) == 2
+    assert all((i.next_attempt_at - NOW).total_seconds() > 59 for i in waiting)

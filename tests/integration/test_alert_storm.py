@@ -1,0 +1,125 @@
+"""An alert storm end to end: 500 alerts, every one named in Slack, posts paced per channel.
+
+The bot runs in-process (``tests/harness/botapp.py``) against the fake Slack;
+the alerts come as Alertmanager sends them, one webhook per group. Pacing is
+read from the messages' ``ts``, which the fake stamps with its clock when it
+accepts each post: no assertion here depends on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import load_settings
+from tests.harness.botapp import CHANNEL, SECRET, WEBHOOK_TOKEN, Bot, Clock
+from tests.harness.docker import wait_until
+from tests.harness.fake_slack import FakeSlack
+
+pytestmark = pytest.mark.integration
+
+GROUPS = 10
+PER_GROUP = 50
+
+
+@pytest.fixture
+async def bot(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Bot]:
+    settings = load_settings(
+        _env_file=None,
+        bot_state_url=f"sqlite:///{tmp_path}/state.db",
+        bot_audit_log=str(tmp_path / "audit.jsonl"),
+        slack_bot_token="xoxb-test-token",
+        slack_signing_secret=SECRET,
+        slack_api_url=fake_slack.api_url,
+        slack_alert_channel=CHANNEL,
+        alert_webhook_token=WEBHOOK_TOKEN,
+        sms_health_url="http://127.0.0.1:1/health",
+        sms_prometheus_url="http://127.0.0.1:1",
+        sms_database_url="postgresql://nobody@127.0.0.1:1/none",
+        sms_incidents_dir=str(tmp_path / "incidents"),
+        sms_check_timeout_s=2,
+    )
+    b = Bot(settings, Clock())
+    await b.start()
+    yield b
+    await b.stop()
+
+
+def storm_alert(group: int, n: int) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    instance = f"node-{group:02d}-{n:03d}"  # fixed width: no name is part of another
+    return {
+        "status": "firing",
+        "labels": {"alertname": f"Storm{group}", "instance": instance, "severity": "warning"},
+        "annotations": {"summary": f"Storm{group} on {instance}"},
+        "startsAt": now,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": f"storm-{group}-{n}",
+    }
+
+
+async def send_group(bot: Bot, group: int) -> int:
+    body = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "sms-bot",
+        "groupKey": f'{{}}:{{alertname="Storm{group}"}}',
+        "groupLabels": {"alertname": f"Storm{group}"},
+        "alerts": [storm_alert(group, n) for n in range(PER_GROUP)],
+    }
+    assert bot.client is not None
+    resp = await bot.client.post(
+        "/alerts/alertmanager", json=body, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+    )
+    return resp.status
+
+
+def named(fake: FakeSlack) -> set[str]:
+    """The storm's instances that some message in the channel names."""
+    text = " ".join(json.dumps(m.blocks) + m.text for m in fake.messages(CHANNEL))
+    return {
+        f"node-{g:02d}-{n:03d}"
+        for g in range(GROUPS)
+        for n in range(PER_GROUP)
+        if f"node-{g:02d}-{n:03d}" in text
+    }
+
+
+async def test_a_storm_of_500_names_every_alert_and_paces_posts_per_channel(
+    bot: Bot, fake_slack: FakeSlack
+) -> None:
+    statuses = await asyncio.gather(*(send_group(bot, g) for g in range(GROUPS)))
+    assert statuses == [200] * GROUPS
+    total = GROUPS * PER_GROUP
+
+    async def all_named() -> bool:
+        return len(named(fake_slack)) == total
+
+    # A few minutes: about one post a second, each naming up to 40 alerts.
+    await wait_until(all_named, timeout=240, what="every alert of the storm named", interval=1)
+    assert bot.app is not None
+    assert len(await bot.app.deps.store.incidents_open()) == total  # none dropped
+
+    posts = fake_slack.messages(CHANNEL)  # roots and replies: each was a chat.postMessage
+    digests = [m for m in posts if not m.is_reply and m.text.startswith("CRIT: Alert storm: ")]
+    assert len(digests) == 1
+    # The digest counts by alertname; its thread names each alert, grouped by alertname.
+    root_text = json.dumps(digests[0].blocks)
+    assert all(f"Storm{g}" in root_text for g in range(GROUPS))
+    replies = fake_slack.replies(digests[0].ts)
+    assert len(replies) < total // 10  # a reply per batch, not a post per alert
+    # Paced: at most one new message per second in the channel, by the fake's clock.
+    stamps = sorted(float(m.ts) for m in posts)
+    per_second = Counter(int(ts) for ts in stamps)
+    assert max(per_second.values()) == 1, per_second.most_common(3)
+    gaps = [b - a for a, b in pairwise(stamps)]
+    assert min(gaps) >= 0.95
