@@ -21,11 +21,11 @@ from bot.store import open_store
 from tests.harness.botapp import CHANNEL, SECRET, WEBHOOK_TOKEN, Bot, Clock
 from tests.harness.docker import wait_until
 from tests.harness.fake_slack import FakeMessage, FakeSlack
+from tests.harness.serve_env import quiet_crons
 
 pytestmark = pytest.mark.integration
 
 OPERATOR = "UOPS"
-NEVER = "0 0 1 1 *"
 
 
 @pytest.fixture
@@ -46,16 +46,7 @@ async def bots(tmp_path: Path, pg_dsn: str, fake_slack: FakeSlack) -> AsyncItera
         sms_backup_dir=str(tmp_path / "backups"),
         sms_incidents_dir=str(tmp_path / "incidents"),
         sms_check_timeout_s=1,
-        sms_morning_summary_cron="*/3 * * * * *",
-        sms_weekly_checklist_cron=NEVER,
-        sms_weekly_report_cron=NEVER,
-        sms_monthly_maintenance_cron=NEVER,
-        sms_backup_check_cron=NEVER,
-        sms_sla_cron=NEVER,
-        sms_prune_cron=NEVER,
-        sms_capacity_cron=NEVER,
-        sms_capacity_sample_cron=NEVER,
-        sms_compliance_cron=NEVER,
+        **(quiet_crons() | {"sms_morning_summary_cron": "*/3 * * * * *"}),
     )
     clock = Clock()
     started = [Bot(settings, clock), Bot(settings, clock)]

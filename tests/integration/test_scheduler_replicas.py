@@ -18,39 +18,26 @@ import pytest
 from bot.store import open_store
 from tests.harness.docker import free_port
 from tests.harness.fake_slack import FakeSlack
+from tests.harness.serve_env import serve_env
 
 pytestmark = pytest.mark.integration
 
 SMS_BOT = str(Path(sys.executable).with_name("sms-bot"))
-NEVER = "0 0 1 1 *"
 
 
 def _env(tmp_path: Path, state_url: str, fake: FakeSlack, name: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_", "BOT_", "SLACK_"))}
-    env.update(
-        {
-            "BOT_PORT": str(free_port()),
-            "BOT_STATE_URL": state_url,
-            "BOT_AUDIT_LOG": str(tmp_path / f"{name}-audit.jsonl"),
-            "SLACK_BOT_TOKEN": "xoxb-test-token",
-            "SLACK_SIGNING_SECRET": "secret",
-            "SLACK_API_URL": fake.api_url,
-            "SLACK_ALERT_CHANNEL": "C0ALERTS",
-            "SMS_MORNING_SUMMARY_CRON": "*/2 * * * * *",
-            "SMS_WEEKLY_CHECKLIST_CRON": NEVER,
-            "SMS_WEEKLY_REPORT_CRON": NEVER,
-            "SMS_MONTHLY_MAINTENANCE_CRON": NEVER,
-            "SMS_BACKUP_CHECK_CRON": NEVER,
-            "SMS_SCHEDULE_GRACE_MIN": "0",
-            "SMS_CHECK_TIMEOUT_S": "1",
-            "SMS_HEALTH_URL": "http://127.0.0.1:1/health",
-            "SMS_PROMETHEUS_URL": "http://127.0.0.1:1",
-            "SMS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
-            "SMS_BACKUP_DIR": str(tmp_path / "backups"),
-            "DOCKER_HOST": "unix:///nonexistent.sock",
-        }
+    return serve_env(
+        tmp_path,
+        BOT_PORT=str(free_port()),
+        BOT_STATE_URL=state_url,
+        BOT_AUDIT_LOG=str(tmp_path / f"{name}-audit.jsonl"),
+        SLACK_BOT_TOKEN="xoxb-test-token",
+        SLACK_SIGNING_SECRET="secret",
+        SLACK_API_URL=fake.api_url,
+        SLACK_ALERT_CHANNEL="C0ALERTS",
+        SMS_MORNING_SUMMARY_CRON="*/2 * * * * *",
+        SMS_CHECK_TIMEOUT_S="1",
     )
-    return env
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.harness.docker import free_port, wait_until
 from tests.harness.fake_slack import APP_ID, Ephemeral, FakeMessage, FakeSlack
+from tests.harness.serve_env import serve_env
 from tests.harness.slack_signing import (
     FORM_CONTENT_TYPE,
     block_actions_body,
@@ -48,8 +48,6 @@ APP_TOKEN = "xapp-test-token"
 BOT_TOKEN = "xoxb-test-token"
 CHANNEL = "C0ALERTS"
 USER = "UOPS"
-NEVER = "0 0 1 1 *"
-CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1
 
 
 def _command_payload(fake: FakeSlack, text: str) -> dict[str, str]:
@@ -216,35 +214,16 @@ async def test_hello_counts_connections_and_close_sends_going_away() -> None:
 
 
 def _env(tmp_path: Path, fake: FakeSlack) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_", "BOT_", "SLACK_"))}
-    env.update(
-        {
-            "BOT_PORT": str(free_port()),
-            "BOT_STATE_URL": f"sqlite:///{tmp_path}/state.db",
-            "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_APP_TOKEN": APP_TOKEN,
-            "SLACK_SIGNING_SECRET": "secret",
-            "SLACK_API_URL": fake.api_url,
-            "SLACK_ALERT_CHANNEL": CHANNEL,
-            "SMS_HEALTH_URL": f"{CLOSED}/health",
-            "SMS_PROMETHEUS_URL": CLOSED,
-            "SMS_ALERTMANAGER_URL": CLOSED,
-            "SMS_GRAFANA_URL": CLOSED,
-            "SMS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
-            "SMS_BACKUP_DIR": str(tmp_path / "backups"),
-            "SMS_INCIDENTS_DIR": str(tmp_path / "incidents"),
-            "SMS_CHECK_TIMEOUT_S": "2",
-            "SMS_MORNING_SUMMARY_CRON": NEVER,
-            "SMS_WEEKLY_CHECKLIST_CRON": NEVER,
-            "SMS_WEEKLY_REPORT_CRON": NEVER,
-            "SMS_MONTHLY_MAINTENANCE_CRON": NEVER,
-            "SMS_BACKUP_CHECK_CRON": NEVER,
-            "SMS_SCHEDULE_GRACE_MIN": "0",
-            "DOCKER_HOST": "unix:///nonexistent.sock",
-        }
+    return serve_env(
+        tmp_path,
+        BOT_PORT=str(free_port()),
+        BOT_STATE_URL=f"sqlite:///{tmp_path}/state.db",
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_APP_TOKEN=APP_TOKEN,
+        SLACK_SIGNING_SECRET="secret",
+        SLACK_API_URL=fake.api_url,
+        SLACK_ALERT_CHANNEL=CHANNEL,
     )
-    return env
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> int:

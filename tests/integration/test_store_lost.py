@@ -26,13 +26,12 @@ import pytest
 
 from tests.harness.docker import free_port
 from tests.harness.postgres import PgServer, start_cluster
+from tests.harness.serve_env import serve_env
 
 pytestmark = pytest.mark.integration
 
 SMS_BOT = str(Path(sys.executable).with_name("sms-bot"))
 TOKEN = "alert-webhook-token-for-tests"
-NEVER = "0 0 1 1 *"
-CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1
 UNRETRIEVED = "Task exception was never retrieved"
 
 
@@ -75,31 +74,9 @@ class Served:
 
 
 def _env(tmp_path: Path, *, state_url: str, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_", "BOT_", "SLACK_"))}
-    env.update(
-        {
-            "BOT_PORT": str(port),
-            "BOT_STATE_URL": state_url,
-            "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-            "ALERT_WEBHOOK_TOKEN": TOKEN,
-            "SMS_HEALTH_URL": f"{CLOSED}/health",
-            "SMS_PROMETHEUS_URL": CLOSED,
-            "SMS_ALERTMANAGER_URL": CLOSED,
-            "SMS_GRAFANA_URL": CLOSED,
-            "SMS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
-            "SMS_BACKUP_DIR": str(tmp_path / "backups"),
-            "SMS_INCIDENTS_DIR": str(tmp_path / "incidents"),
-            "SMS_CHECK_TIMEOUT_S": "2",
-            "SMS_MORNING_SUMMARY_CRON": NEVER,
-            "SMS_WEEKLY_CHECKLIST_CRON": NEVER,
-            "SMS_WEEKLY_REPORT_CRON": NEVER,
-            "SMS_MONTHLY_MAINTENANCE_CRON": NEVER,
-            "SMS_BACKUP_CHECK_CRON": NEVER,
-            "SMS_SCHEDULE_GRACE_MIN": "0",
-            "DOCKER_HOST": "unix:///nonexistent.sock",
-        }
+    return serve_env(
+        tmp_path, BOT_PORT=str(port), BOT_STATE_URL=state_url, ALERT_WEBHOOK_TOKEN=TOKEN
     )
-    return env
 
 
 @contextlib.asynccontextmanager
