@@ -87,11 +87,6 @@ class StormDigest:
         """A listed incident was resolved: the next ``flush`` says so in its digest's thread."""
         self._resolved.append(incident)
 
-    @property
-    def pending(self) -> int:
-        """Resolutions collected and not yet announced."""
-        return len(self._resolved)
-
     async def flush(self, *, now: datetime) -> None:
         """Name the digests' unnamed incidents and announce the collected resolutions.
 
