@@ -4,8 +4,9 @@ The bot runs in-process (as ``tests/harness/botapp.py`` runs it) against the
 fake Slack; 500 distinct alerts arrive as Alertmanager sends them, one webhook
 per group (10 groups of 50). Reported: the highest number of new messages in
 any one second of the fake's clock (Slack allows about one per channel), the
-posts per second over the storm, and the time until the last alert was named
-in the channel (in the digest's thread or its own thread).
+posts per second over the storm, the time until the last alert was named
+in the channel (in the digest's thread or its own thread), and, once the 500
+are sent again as resolved, the time until the last resolution is shown.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ async def _storm() -> None:
                     await asyncio.sleep(0.2)
                 visible = time.monotonic() - start
                 named = len(storm.named(fake))
+                start = time.monotonic()
+                await asyncio.gather(
+                    *(storm.send_group(bot, g, "resolved") for g in range(storm.GROUPS))
+                )
+                while storm.resolved(fake) < total and time.monotonic() - start < LIMIT_S:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+                settled = time.monotonic() - start
+                resolved = storm.resolved(fake)
             finally:
                 await bot.stop()
     posts = fake.messages(CHANNEL)
@@ -53,6 +62,7 @@ async def _storm() -> None:
     print(f"storm ({total} alerts in {storm.GROUPS} webhooks, HTTP {sorted(set(statuses))})")
     print(f"  all webhooks answered      : {accepted:.2f} s")
     print(f"  alerts named in the channel: {named} of {total} after {visible:.1f} s")
+    print(f"  resolutions shown          : {resolved} of {total} after {settled:.1f} s")
     print(f"  new messages in the channel: {len(posts)} ({len(posts) / span:.2f} per second)")
     print(f"  most in any one second     : {max(per_second.values())}  (Slack allows 1)")
 

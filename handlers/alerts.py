@@ -82,6 +82,8 @@ class AlertProcessor:
         while True:
             try:
                 worked = await self.process_once()
+                if not worked:  # storm alerts another replica left unnamed, a late root
+                    await self.incidents.flush_digests()
                 await self.incidents.escalate_due()
             except StoreUnavailable as exc:
                 log.error("alerts.store_unavailable", error=str(exc))
@@ -97,7 +99,9 @@ class AlertProcessor:
         One commit for the batch rather than one per event: the inbox shares the
         store with the webhook, and each commit waits for the disk. An event
         handled but not yet marked done when the bot dies is handled again after
-        its lease, as one whose handling was cut short always was.
+        its lease, as one whose handling was cut short always was. Storm alerts'
+        names and resolutions go out (into the durable outbox) before the batch is
+        marked done, so a crash in between hands them out again.
         """
         store = self.deps.store
         events = await store.alert_events_claim(now=self.deps.clock())
@@ -107,9 +111,9 @@ class AlertProcessor:
                 if await self._handle(event):
                     done.append(event.id)
         finally:
+            if events:
+                await self.incidents.flush_digests()
             await store.alert_events_done(done)
-        if events:
-            await self.incidents.flush_digests()
         return len(events)
 
     async def _handle(self, event: AlertEvent) -> bool:

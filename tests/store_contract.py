@@ -1627,6 +1627,59 @@ class StoreContract:
         listed = await other.digest_incidents(digest.id)
         assert sorted(i.id for i in listed) == sorted(i.id for i in incidents)
 
+    async def test_a_posted_digest_names_its_unnamed_incidents_once(self, store: Store) -> None:
+        minute = timedelta(minutes=1)
+        made = [make_incident(f"fp-{n}", opened_at=T0 + timedelta(seconds=n)) for n in range(4)]
+        for incident in made:
+            await store.incident_open(incident)
+        for incident in made[:3]:
+            await store.digest_join(incident.id, now=T0, window=minute, new_id="d1")
+        # Not posted yet: nothing to name.
+        assert await store.digests_unnamed(since=T0 - minute) == []
+        conv = '{"surface": "slack", "channel": "C1", "root": "dg-1"}'
+        posted = await store.digest_set_thread("d1", root_key="dg-1", conversation=conv)
+        assert posted is not None
+        assert await store.digests_unnamed(since=T0 - minute) == [posted]
+        assert await store.digests_unnamed(since=T0) == []  # started before the horizon
+        named = await store.digest_name(posted)
+        assert [i.id for i in named] == [i.id for i in made[:3]]
+        assert {(i.root_key, i.conversation, i.digest_id) for i in named} == {("dg-1", conv, "d1")}
+        assert await store.digest_name(posted) == []  # each named once
+        assert await store.digests_unnamed(since=T0 - minute) == []
+        # A late joiner is the only one left to name; the incident outside stays as it is.
+        await store.digest_join(
+            made[3].id, now=T0 + timedelta(seconds=9), window=minute, new_id="x"
+        )
+        assert [i.id for i in await store.digest_name(posted)] == [made[3].id]
+        assert (await store.incident_get(made[3].id)) == replace(
+            made[3], root_key="dg-1", conversation=conv, digest_id="d1", last_seen_at=None
+        )
+
+    async def test_two_replicas_naming_a_digest_each_claim_an_incident_once(
+        self, store: Store, other: Store
+    ) -> None:
+        incidents = [make_incident(f"fp-{n}") for n in range(30)]
+        for incident in incidents:
+            await store.incident_open(incident)
+            await store.digest_join(incident.id, now=T0, window=timedelta(minutes=1), new_id="d1")
+        digest = await store.digest_set_thread("d1", root_key="dg-1", conversation="{}")
+        assert digest is not None
+        claims = await asyncio.gather(
+            *(replica.digest_name(digest) for replica in (store, other, store, other))
+        )
+        ids = [i.id for claim in claims for i in claim]
+        assert sorted(ids) == sorted(i.id for i in incidents)  # every one, none twice
+
+    async def test_incidents_resolved_for_a_fingerprint_since(self, store: Store) -> None:
+        a, b = make_incident("fp-A"), make_incident("fp-B")
+        for incident in (a, b):
+            await store.incident_open(incident)
+        at = T0 + timedelta(minutes=3)
+        resolved = await store.incident_resolve(a.id, now=at)
+        assert await store.incidents_resolved_for("fp-A", since=at) == [resolved]
+        assert await store.incidents_resolved_for("fp-A", since=at + timedelta(seconds=1)) == []
+        assert await store.incidents_resolved_for("fp-B", since=T0) == []  # still open
+
     async def test_incidents_open_between_and_opened_since(self, store: Store) -> None:
         at = [T0 + timedelta(minutes=m) for m in range(5)]
         made = [make_incident(f"fp-{i}", opened_at=at[i]) for i in range(5)]

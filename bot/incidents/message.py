@@ -17,11 +17,13 @@ from bot.store.base import Incident
 __all__ = [
     "ACK",
     "DIGEST_REPLY_ALERTS",
+    "DIGEST_REPLY_TEXT",
     "RESOLVE",
     "SILENCE",
     "SILENCE_HOURS",
     "digest_batch_messages",
     "digest_message",
+    "digest_resolved_messages",
     "format_duration",
     "incident_links",
     "incident_message",
@@ -153,17 +155,24 @@ def digest_message(incidents: Sequence[Incident], started: datetime) -> Message:
     however large the storm.
     """
     counts = Counter(_alertname(i) for i in incidents)
+    resolved = Counter(_alertname(i) for i in incidents if i.status == "resolved")
     worst = {name: min(i.priority for i in incidents if _alertname(i) == name) for name in counts}
-    rows = tuple((name, str(n), worst[name]) for name, n in sorted(counts.items()))
+    rows = tuple(
+        (name, str(n), str(resolved[name]), worst[name]) for name, n in sorted(counts.items())
+    )
+    title = f"Alert storm: {len(incidents)} more alerts since {started:%H:%M:%S} UTC"
+    if resolved:
+        done = sum(resolved.values())
+        title += " (all resolved)" if done == len(incidents) else f" ({done} resolved)"
     return Message(
-        title=f"Alert storm: {len(incidents)} more alerts since {started:%H:%M:%S} UTC",
+        title=title,
         status=Status.CRIT,
         text=(
             "Too many new alerts for one thread each: they are counted here by name, each "
             "named in this thread, recorded as incidents, and their resolutions are posted "
             "in this thread. No alert is dropped."
         ),
-        details=(Table("Alerts by name", ("alert", "count", "worst"), rows),),
+        details=(Table("Alerts by name", ("alert", "count", "resolved", "worst"), rows),),
     )
 
 
@@ -194,6 +203,67 @@ def digest_batch_messages(incidents: Sequence[Incident]) -> list[Message]:
                 title=f"{len(chunk)} alerts: {', '.join(groups)}",
                 status=Status.CRIT,
                 details=tables,
+            )
+        )
+    return out
+
+
+# Characters of text per resolutions reply, counted as Slack counts them after
+# escaping (``&<>`` as entities): well inside a Block Kit section (3,000), and
+# inside a Teams TextBlock (4,000) even with every character backslash-escaped.
+DIGEST_REPLY_TEXT = 1900
+
+
+def _shown(text: str) -> int:
+    """Upper bound of ``text``'s length once a renderer escaped it (see ``DIGEST_REPLY_TEXT``)."""
+    return len(text.encode("utf-16-le")) // 2 + 4 * sum(text.count(c) for c in "&<>")
+
+
+def _alert_id(incident: Incident) -> str:
+    """An alert among those of its name, short: the values of its other labels."""
+    labels = sorted(incident.labels.items())
+    values = " ".join(v for k, v in labels if k != "alertname")
+    return (values or incident.title)[:DIGEST_SUMMARY]
+
+
+def digest_resolved_messages(incidents: Sequence[Incident]) -> list[Message]:
+    """Thread replies naming the resolved alerts of a batch, grouped by alertname.
+
+    One line per alertname (``HighCPU (3): node-1, node-2, node-3``), as few
+    replies as hold them within ``DIGEST_REPLY_TEXT``: a storm that resolves
+    costs a handful of posts rather than one per alert (Slack allows about
+    one a second in a channel). Text, not tables: a resolution needs only the
+    alert's name, and text holds about four times as many per reply.
+    """
+    ordered = sorted(incidents, key=lambda i: (_alertname(i), i.opened_at, _alert_id(i)))
+    chunks: list[list[tuple[str, list[str]]]] = [[]]
+    used = 0
+    for incident in ordered:
+        name, item = _alertname(incident), _alert_id(incident)
+        chunk = chunks[-1]
+        same = bool(chunk) and chunk[-1][0] == name
+        cost = _shown(f", {item}") if same else _shown(f"\n{name} (000): {item}")
+        if chunk and used + cost > DIGEST_REPLY_TEXT:
+            chunk = []
+            chunks.append(chunk)
+            used, same = 0, False
+            cost = _shown(f"{name} (000): {item}")
+        if same:
+            chunk[-1][1].append(item)
+        else:
+            chunk.append((name, [item]))
+        used += cost
+    out: list[Message] = []
+    for chunk in chunks:
+        if not chunk:
+            continue
+        count = sum(len(items) for _, items in chunk)
+        lines = [f"{name} ({len(items)}): {', '.join(items)}" for name, items in chunk]
+        out.append(
+            Message(
+                title=f"Resolved ({count}): {', '.join(name for name, _ in chunk)}",
+                status=Status.OK,
+                text="\n".join(lines),
             )
         )
     return out

@@ -34,7 +34,7 @@ from bot.incidents.message import format_duration, incident_message
 from bot.incidents.record import TimelineRun, incident_record, write_record
 from bot.messages import Conversation, Link, Message, MessageRef, Status
 from bot.routing import route_alert
-from bot.store.base import Incident
+from bot.store.base import AlertEvent, Incident
 from bot.threads import ThreadRef
 
 __all__ = ["IncidentService", "thread_of"]
@@ -84,24 +84,44 @@ class IncidentService:
             return
         incident = await self.deps.store.incident_open_for(alert.fingerprint)
         if incident is None:
-            log.info("alerts.resolved_without_incident", alertname=alert.name)
+            await self._resolved_again(alert)
             return
         await self.resolve(incident, by="alertmanager")
 
-    async def flush_digests(self) -> None:
-        """Name the storm alerts handled since the last call in their digest's thread.
+    async def _resolved_again(self, alert: Alert) -> None:
+        """A ``resolved`` with nothing open: a repeat, or this event handled again.
 
-        Called by the alert inbox after each batch, so a storm costs one reply
-        per batch rather than one post per alert.
+        A storm alert's resolution is announced by the digest flush after its
+        inbox batch, before the batch is marked done; when the bot died in
+        between, the event comes back and finds the incident it resolved
+        (resolved since the event was received): announce it again.
         """
-        await self._digest.flush()
+        received = alert.received_at if isinstance(alert, AlertEvent) else None
+        again = []
+        if received is not None:
+            found = await self.deps.store.incidents_resolved_for(alert.fingerprint, since=received)
+            again = [i for i in found if in_digest(i)]
+        for incident in again:
+            self._digest.resolved(incident)
+        if not again:
+            log.info("alerts.resolved_without_incident", alertname=alert.name)
+
+    async def flush_digests(self) -> None:
+        """Name the storm alerts not named yet, and announce resolved ones, in digest threads.
+
+        Called by the alert inbox after each batch (before marking it done) and
+        when idle, so a storm costs a few replies per batch rather than one
+        post per alert, and alerts another replica left unnamed are named too.
+        """
+        await self._digest.flush(now=self.deps.clock())
 
     async def _firing(self, alert: Alert) -> None:
         store = self.deps.store
         now = self.deps.clock()
         existing = await store.incident_open_for(alert.fingerprint)
-        if existing is not None and existing.root_key is None:
+        if existing is not None and existing.root_key is None and existing.digest_id is None:
             # Opened by an earlier attempt whose thread never made it: post it now.
+            # (One in a digest waits to be named there by a flush.)
             await self._open_thread(existing, alert, now)
             return
         if existing is not None:
@@ -332,6 +352,10 @@ class IncidentService:
             detail={"incident_id": resolved.id, "duration_s": round(took, 1)},
         )
         path = await self._write_record(resolved)
+        if in_digest(resolved):
+            # Announced with the others of its batch in the digest's thread (``flush_digests``).
+            self._digest.resolved(resolved)
+            return resolved
         thread = thread_of(resolved)
         where = self.surface_for(resolved, given=surface)
         if thread is None or where is None:
@@ -341,14 +365,8 @@ class IncidentService:
         )
         if path:
             note += f" Incident record: {path}"
-        if in_digest(resolved):
-            name = resolved.labels.get("alertname", resolved.title)
-            await where.reply(
-                thread.root, Message(title=f"Resolved: {name}", status=Status.OK, text=note)
-            )
-        else:
-            await self._show(resolved, surface=where)
-            await where.reply(thread.root, Message(title="Resolved", status=Status.OK, text=note))
+        await self._show(resolved, surface=where)
+        await where.reply(thread.root, Message(title="Resolved", status=Status.OK, text=note))
         return resolved
 
     async def open_manual(

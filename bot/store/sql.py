@@ -955,6 +955,32 @@ class IncidentRepo(_Sql):
         """The incidents in the digest, oldest first: what its message lists."""
         return await self._incidents("digest_id = :id", id=id)
 
+    async def digests_unnamed(self, *, since: datetime) -> list[Digest]:
+        """Posted digests started after ``since`` with incidents not yet named in their thread."""
+        unnamed = "SELECT 1 FROM incidents i WHERE i.digest_id = d.id AND i.root_key IS NULL"
+        sql = f"SELECT {DIGEST} FROM digests d WHERE started_at > :since AND root_key IS NOT NULL"
+        return await self._all(
+            Digest, f"{sql} AND EXISTS ({unnamed}) ORDER BY started_at, seq", since=since
+        )
+
+    async def digest_name(self, digest: Digest) -> list[Incident]:
+        """Claim the posted digest's unnamed incidents: each is returned to one caller, once.
+
+        They take the digest's thread; the caller names them there.
+        """
+        assert digest.root_key is not None and digest.conversation is not None
+        sql = "UPDATE incidents SET root_key = :root_key, conversation = :conversation"
+        sql += f" WHERE digest_id = :id AND root_key IS NULL RETURNING {INCIDENT}"
+        named = await self._all(
+            Incident, sql, **_thread(digest.id, digest.root_key, digest.conversation)
+        )
+        return sorted(named, key=lambda i: i.opened_at)
+
+    async def incidents_resolved_for(self, fingerprint: str, *, since: datetime) -> list[Incident]:
+        """The fingerprint's incidents resolved at or after ``since`` (an event's re-handling)."""
+        where = "fingerprint = :fp AND status = 'resolved' AND resolved_at >= :since"
+        return await self._incidents(where, fp=fingerprint, since=since)
+
 
 class JobRepo(_Sql):
     """Scheduled job slots, and leadership among replicas (which each backend holds its way)."""

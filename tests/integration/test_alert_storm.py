@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -53,34 +54,44 @@ async def bot(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Bot]:
     await b.stop()
 
 
-def storm_alert(group: int, n: int) -> dict[str, Any]:
+def storm_alert(group: int, n: int, status: str = "firing") -> dict[str, Any]:
     now = datetime.now(UTC).isoformat()
     instance = f"node-{group:02d}-{n:03d}"  # fixed width: no name is part of another
     return {
-        "status": "firing",
+        "status": status,
         "labels": {"alertname": f"Storm{group}", "instance": instance, "severity": "warning"},
         "annotations": {"summary": f"Storm{group} on {instance}"},
         "startsAt": now,
-        "endsAt": "0001-01-01T00:00:00Z",
+        "endsAt": now if status == "resolved" else "0001-01-01T00:00:00Z",
         "generatorURL": "",
         "fingerprint": f"storm-{group}-{n}",
     }
 
 
-async def send_group(bot: Bot, group: int) -> int:
+async def send_group(bot: Bot, group: int, status: str = "firing") -> int:
     body = {
         "version": "4",
-        "status": "firing",
+        "status": status,
         "receiver": "sms-bot",
         "groupKey": f'{{}}:{{alertname="Storm{group}"}}',
         "groupLabels": {"alertname": f"Storm{group}"},
-        "alerts": [storm_alert(group, n) for n in range(PER_GROUP)],
+        "alerts": [storm_alert(group, n, status) for n in range(PER_GROUP)],
     }
     assert bot.client is not None
     resp = await bot.client.post(
         "/alerts/alertmanager", json=body, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
     )
     return resp.status
+
+
+def resolved(fake: FakeSlack) -> int:
+    """How many resolutions the channel shows: ``Resolved (N)`` replies count N, others one."""
+    count = 0
+    for m in fake.messages(CHANNEL):
+        if m.is_reply and m.text.startswith("OK: Resolved"):
+            found = re.match(r"OK: Resolved \((\d+)\)", m.text)
+            count += int(found.group(1)) if found else 1
+    return count
 
 
 def named(fake: FakeSlack) -> set[str]:
@@ -123,3 +134,23 @@ async def test_a_storm_of_500_names_every_alert_and_paces_posts_per_channel(
     assert max(per_second.values()) == 1, per_second.most_common(3)
     gaps = [b - a for a, b in pairwise(stamps)]
     assert min(gaps) >= 0.95
+
+    # The storm resolves: its resolutions come as a few replies too, still paced.
+    statuses = await asyncio.gather(*(send_group(bot, g, "resolved") for g in range(GROUPS)))
+    assert statuses == [200] * GROUPS
+
+    async def all_resolved() -> bool:
+        return resolved(fake_slack) == total
+
+    await wait_until(all_resolved, timeout=120, what="every resolution shown", interval=1)
+    assert bot.app is not None and await bot.app.deps.store.incidents_open() == []
+    resolutions = [m for m in fake_slack.replies(digests[0].ts) if "Resolved (" in m.text]
+    assert len(resolutions) < total // 10  # was a reply per alert (8 minutes at 1 a second)
+    # Each digested alert is named in them (the first few had threads of their own).
+    text = " ".join(json.dumps(m.blocks) for m in resolutions)
+    shown = [f"node-{g:02d}-{n:03d}" in text for g in range(GROUPS) for n in range(PER_GROUP)]
+    counted = sum(int(re.findall(r"\d+", m.text)[0]) for m in resolutions)
+    own = bot.settings.sms_alert_threads_per_minute
+    assert sum(shown) == counted >= total - own
+    stamps = sorted(float(m.ts) for m in fake_slack.messages(CHANNEL))
+    assert max(Counter(int(ts) for ts in stamps).values()) == 1

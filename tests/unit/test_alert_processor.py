@@ -126,7 +126,10 @@ async def test_an_alert_storm_becomes_one_digest(deps: Deps, tmp_path: Path) -> 
         assert incident.conversation is not None and "digest" not in incident.conversation
         assert ThreadRef.decode(incident.conversation).root_key == posts[-1]
     await _deliver(processor, _alert("Alert9", fp="fp9", status="resolved"))
-    assert surface.replies()[-1].title == "Resolved: Alert9"
+    resolution = surface.replies()[-1]
+    assert resolution.title == "Resolved (1): Alert9"
+    assert resolution.text == "Alert9 (1): sms-1"
+    assert surface.last(posts[-1]).title.endswith("(1 resolved)")
 
 
 async def test_two_processors_on_one_store_share_the_digest(deps: Deps, tmp_path: Path) -> None:

@@ -74,5 +74,6 @@ async def test_an_old_digest_member_resolves_in_the_digest_thread(
     stored = await deps.store.incident_get(incident.id)
     assert stored is not None
     assert await service.resolve(stored, by="alertmanager") is not None
+    await service.flush_digests()  # announced with the others of its batch
     assert surface.last(root.id).title == "Alert storm"  # the digest's root is left as it is
-    assert surface.replies()[-1].title == "Resolved: BackendDown"
+    assert surface.replies()[-1].title == "Resolved (1): BackendDown"
