@@ -80,6 +80,14 @@ def test_a_terminal_command_without_slack_loads_no_slack_nor_docker(
     assert modules & {"slack_bolt", "slack_sdk", "docker", "requests"} == set()
 
 
+def test_a_terminal_command_loads_no_http_server(tmp_path: Path) -> None:
+    """``run`` and ``shell`` use aiohttp's client only; its server side is for ``serve``."""
+    code, modules = _loaded_after(tmp_path, "run", "help")
+    assert code == 0
+    assert "aiohttp" in modules
+    assert modules & {"aiohttp.web", "aiohttp.web_app", "bot.http"} == set()
+
+
 def test_a_terminal_command_loads_no_rich_traceback_nor_pygments(tmp_path: Path) -> None:
     """structlog is loaded by ``bot.logs`` without rich's traceback and pretty-printer."""
     code, modules = _loaded_after(tmp_path, "run", "help")
