@@ -63,6 +63,26 @@ def test_check_config_loads_no_client(tmp_path: Path) -> None:
     assert modules & HEAVY == set()
 
 
+def test_check_config_loads_no_settings_library(tmp_path: Path) -> None:
+    """pydantic-settings loads its CLI parser and every cloud source: longer than the goal."""
+    code, modules = _loaded_after(tmp_path, "check-config")
+    assert code == 0
+    assert "pydantic" in modules
+    assert modules & {"pydantic_settings", "dotenv"} == set()
+
+
+def test_check_config_with_default_schedules_loads_no_scheduler(tmp_path: Path) -> None:
+    """APScheduler (and asyncio with it) loads to check a schedule that was set, only."""
+    code, modules = _loaded_after(tmp_path, "check-config")
+    assert code == 0
+    assert modules & {"apscheduler", "asyncio"} == set()
+    code, modules = _loaded_after(
+        tmp_path, "check-config", extra={"SMS_MORNING_SUMMARY_CRON": "0 7 * * *"}
+    )
+    assert code == 0
+    assert "apscheduler" in modules
+
+
 def test_check_config_loads_neither_store_backend(tmp_path: Path) -> None:
     """``BOT_STATE_URL`` is checked by ``bot.store.url``; the backends load in ``open_store``."""
     code, modules = _loaded_after(tmp_path, "check-config")
