@@ -123,3 +123,38 @@ def test_check_config_with_alert_routes_loads_no_rich_traceback(tmp_path: Path) 
     assert code == 0
     assert "procedures.catalogue" in modules
     assert modules & {"rich.traceback", "rich.pretty", "pygments"} == set()
+
+
+_GC_PROBE = """
+import gc, json, sys
+from bot.cli import main
+seen = []
+gc.callbacks.append(
+    lambda phase, info: seen.append(gc.get_freeze_count()) if phase == "start" else None
+)
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "frozen_at_collections": seen, "enabled": gc.isenabled(),
+               "frozen_after": gc.get_freeze_count()}, out)
+"""
+
+
+def test_the_collector_waits_until_the_app_is_built(tmp_path: Path) -> None:
+    """Start-up's objects are frozen before the first collection, then the collector runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SMS_", "SLACK_"))}
+    env["BOT_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
+    report = tmp_path / "gc.json"
+    subprocess.run(
+        [sys.executable, "-c", _GC_PROBE, str(report), "run", "help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(report.read_text())
+    assert result["code"] == 0
+    assert all(frozen > 0 for frozen in result["frozen_at_collections"])
+    # As the caller had it: on, nothing left frozen.
+    assert result["enabled"] is True
+    assert result["frozen_after"] == 0
