@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from bot.adapters.alertmanager import AlertmanagerClient
 from bot.adapters.backups import BackupStore
@@ -43,7 +42,6 @@ from bot.deps import Deps
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.events import Click, Command
-from bot.http import build_http_app
 from bot.incidents import IncidentService
 from bot.messages import Conversation, Message, Status
 from bot.outbox import OutboxSurface, OutboxWorker
@@ -59,6 +57,7 @@ from handlers.jobs import build_jobs
 from procedures.catalogue import CATALOGUE
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from slack_bolt.async_app import AsyncApp
 
     from bot.chat.teams import TeamsSurface
@@ -344,7 +343,13 @@ async def build_app(
 
 
 def _http_app(app: App, settings: Settings) -> web.Application:
-    """``/healthz``, ``/readyz``, ``/metrics``, ``/slack/events`` when signed, the alert webhook."""
+    """``/healthz``, ``/readyz``, ``/metrics``, ``/slack/events`` when signed, the alert webhook.
+
+    aiohttp's server side loads here, for ``serve`` only: ``run`` and ``shell``
+    use aiohttp's client alone.
+    """
+    from bot.http import build_http_app
+
     deps = app.deps
 
     async def refresh_metrics() -> None:

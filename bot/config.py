@@ -5,28 +5,37 @@ for ``bot_port``). A wrong value stops the start with one line naming the
 variable (``load_settings`` turns pydantic's report into a ``ConfigError``).
 Defaults come from the runbook: its container names, URLs, baseline table
 and schedule.
+
+Read here, not through pydantic-settings: that library loads asyncio, its CLI
+parser and every cloud source at import, 300 ms on a 2-core machine (as long
+as ``python -c pass`` eight times over), for what ``_environment`` does in a
+few lines: match each setting's name in the environment and in ``.env``
+(python-dotenv reads the file), the environment winning. Validation stays
+pydantic's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.cron import cron_trigger
 from bot.errors import ConfigError
 from bot.messages import TEAMS_USER_PREFIX, Mention
 from bot.routing import PRIORITIES, RouteRule
@@ -34,6 +43,7 @@ from bot.store.url import validate_state_url
 
 __all__ = [
     "DEFAULT_SERVICES",
+    "ENV_FILE",
     "Settings",
     "Threshold",
     "load_settings",
@@ -116,7 +126,7 @@ def _parse_threshold(raw: Any) -> Threshold:
         raise ValueError(f"{raw!r} is not 'WARN,CRIT' (two numbers, e.g. 500,1000)") from None
 
 
-ThresholdSetting = Annotated[Threshold, NoDecode, BeforeValidator(_parse_threshold)]
+ThresholdSetting = Annotated[Threshold, BeforeValidator(_parse_threshold)]
 
 
 def _check_url(value: str) -> str:
@@ -134,7 +144,7 @@ def _split_ids(raw: Any) -> tuple[str, ...]:
     return tuple(p.strip() for p in str(raw or "").split(",") if p.strip())
 
 
-UserIds = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_ids)]
+UserIds = Annotated[tuple[str, ...], BeforeValidator(_split_ids)]
 
 
 def _parse_priorities(raw: Any) -> tuple[str, ...]:
@@ -150,7 +160,7 @@ def _parse_priorities(raw: Any) -> tuple[str, ...]:
     return tuple(p for p in PRIORITIES if p in parts)
 
 
-Priorities = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_priorities)]
+Priorities = Annotated[tuple[str, ...], BeforeValidator(_parse_priorities)]
 
 
 def _parse_keys(raw: Any) -> tuple[str, ...]:
@@ -235,8 +245,8 @@ def parse_teams_mentions(raw: Any) -> tuple[Mention, ...]:
     return tuple(mentions)
 
 
-KeyNames = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_parse_keys)]
-Retention = Annotated[dict[str, float], NoDecode, BeforeValidator(_parse_retention)]
+KeyNames = Annotated[tuple[str, ...], BeforeValidator(_parse_keys)]
+Retention = Annotated[dict[str, float], BeforeValidator(_parse_retention)]
 
 # A Teams channel id, as the connector and the channel's "Get link" show it.
 _TEAMS_CHANNEL = re.compile(r"^19:[A-Za-z0-9_.\-]+@thread\.(tacv2|skype)$")
@@ -259,16 +269,30 @@ def _check_https(value: str) -> str:
 HttpsUrl = Annotated[str, AfterValidator(_check_https)]
 
 
-class Settings(BaseSettings):
-    """Everything the bot reads from its environment; see ``.env.example``."""
+def _check_cron(value: str) -> str:
+    # Checked by the trigger the scheduler will fire; APScheduler loads asyncio,
+    # so it is imported here, for a schedule that was set, not with the settings.
+    from bot.cron import cron_trigger
 
-    model_config = SettingsConfigDict(
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-        validate_default=True,
-    )
+    try:
+        cron_trigger(value, "UTC")
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a 5-field cron expression: {exc}") from None
+    return value
+
+
+# A schedule setting. Its default (the runbook's schedule) is not checked at each
+# start, only a value that was set; tests/unit/test_config.py checks the defaults.
+Cron = Annotated[str, AfterValidator(_check_cron), Field(validate_default=False)]
+
+
+class Settings(BaseModel):
+    """Everything the bot reads from its environment; see ``.env.example``.
+
+    Built by ``load_settings``, which reads the environment and ``.env``.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
 
     # The bot itself.
     bot_state_url: str = "sqlite:///./data/sms-bot.db"
@@ -306,18 +330,18 @@ class Settings(BaseSettings):
     # Alertmanager's webhook (POST /alerts/alertmanager) needs this bearer token.
     alert_webhook_token: str = ""
     # Routing overrides, JSON list of {"alertname", "severity"?, "procedure", "priority"}.
-    sms_alert_routes: Annotated[tuple[RouteRule, ...], NoDecode] = ()
+    sms_alert_routes: tuple[RouteRule, ...] = ()
     # Beyond this many new alert threads per minute, alerts go into one digest.
     sms_alert_threads_per_minute: int = Field(default=10, ge=1)
     # Minutes to acknowledge before the thread escalates, per priority.
-    sms_response_times_min: Annotated[dict[str, float], NoDecode] = Field(
+    sms_response_times_min: dict[str, float] = Field(
         default_factory=lambda: {"P0": 5.0, "P1": 15.0, "P2": 30.0}
     )
     # Who an escalation mentions in Slack, e.g. <!subteam^S0123ABC> or <@U0123ABC>.
     sms_escalation_mention: str = "<!channel>"
     # ... and in Teams: teams:AAD_OBJECT_ID=Display Name, comma-separated.
     teams_escalation_mention: Annotated[
-        tuple[Mention, ...], NoDecode, BeforeValidator(parse_teams_mentions)
+        tuple[Mention, ...], BeforeValidator(parse_teams_mentions)
     ] = ()
 
     # The SMS deployment the runbook is about.
@@ -326,9 +350,7 @@ class Settings(BaseSettings):
     sms_alertmanager_url: HttpUrl = "http://localhost:9093"
     sms_grafana_url: HttpUrl = "http://localhost:3000"
     sms_database_url: str = "postgresql://sms_user@localhost:5432/student_management"
-    sms_services: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=lambda: parse_services(DEFAULT_SERVICES)
-    )
+    sms_services: dict[str, str] = Field(default_factory=lambda: parse_services(DEFAULT_SERVICES))
     sms_expected_containers: int = Field(default=12, ge=0)
     sms_backup_dir: str = "./backups"
     sms_backup_max_age_hours: float = Field(default=24.0, gt=0)
@@ -339,22 +361,22 @@ class Settings(BaseSettings):
     # Schedules (cron: minute hour day month weekday, in SMS_TIMEZONE; a sixth
     # field in front is seconds). Day and weekday are ANDed: "0 9 1-7 * mon" is
     # the first Monday of the month.
-    sms_morning_summary_cron: str = "30 7 * * *"
-    sms_weekly_checklist_cron: str = "0 8 * * mon"
-    sms_weekly_report_cron: str = "0 16 * * fri"
-    sms_monthly_maintenance_cron: str = "0 9 1-7 * mon"
+    sms_morning_summary_cron: Cron = "30 7 * * *"
+    sms_weekly_checklist_cron: Cron = "0 8 * * mon"
+    sms_weekly_report_cron: Cron = "0 16 * * fri"
+    sms_monthly_maintenance_cron: Cron = "0 9 1-7 * mon"
     # The SLA report of the month just ended (runbook: SLA Commitments).
-    sms_sla_cron: str = "0 9 1 * *"
+    sms_sla_cron: Cron = "0 9 1 * *"
     # In UTC, half an hour after the runbook's 02:00 UTC backup.
-    sms_backup_check_cron: str = "30 2 * * *"
+    sms_backup_check_cron: Cron = "30 2 * * *"
     # The capacity report (with the monthly list), and the daily sample of the
     # database's size and row counts (UTC) it computes the growth from.
-    sms_capacity_cron: str = "0 9 1-7 * mon"
-    sms_capacity_sample_cron: str = "15 4 * * *"
+    sms_capacity_cron: Cron = "0 9 1-7 * mon"
+    sms_capacity_sample_cron: Cron = "15 4 * * *"
     # Concurrent users in Prometheus, if the SMS exports such a metric ("" = none).
     sms_concurrent_users_query: str = "sum(sms_active_users)"
     # Monthly compliance checks (with the monthly list).
-    sms_compliance_cron: str = "0 9 1-7 * mon"
+    sms_compliance_cron: Cron = "0 9 1-7 * mon"
     # The backend's admin audit log, read inside its container (runbook: backend/logs/audit.log).
     sms_backend_audit_log: str = "backend/logs/audit.log"
     # The keys and passwords `rotated KEY` records, and how often each must be rotated.
@@ -372,7 +394,7 @@ class Settings(BaseSettings):
     sms_change_watch_interval_s: float = Field(default=60.0, gt=0)
     # The bot prunes its own data daily (UTC), past these retentions in days
     # (runbook: audit logs 1 year; runs, outbox and alert inbox 30 days).
-    sms_prune_cron: str = "45 3 * * *"
+    sms_prune_cron: Cron = "45 3 * * *"
     sms_retention_audit_days: float = Field(default=365.0, gt=0)
     sms_retention_runs_days: float = Field(default=30.0, gt=0)
     sms_retention_outbox_days: float = Field(default=30.0, gt=0)
@@ -586,26 +608,6 @@ class Settings(BaseSettings):
             ) from None
         return value
 
-    @field_validator(
-        "sms_morning_summary_cron",
-        "sms_weekly_checklist_cron",
-        "sms_weekly_report_cron",
-        "sms_monthly_maintenance_cron",
-        "sms_backup_check_cron",
-        "sms_sla_cron",
-        "sms_prune_cron",
-        "sms_capacity_cron",
-        "sms_capacity_sample_cron",
-        "sms_compliance_cron",
-    )
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        try:
-            cron_trigger(value, "UTC")
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a 5-field cron expression: {exc}") from None
-        return value
-
     @field_validator("bot_log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -613,6 +615,17 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
         return level
+
+    @field_validator("sms_promql", mode="before")
+    @classmethod
+    def _promql_json(cls, value: Any) -> Any:
+        # From the environment it is JSON text: {"p95_ms": "..."}.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return value
 
     @field_validator("sms_promql")
     @classmethod
@@ -693,10 +706,38 @@ def parse_response_times(raw: Any) -> dict[str, float]:
     return times
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build Settings, turning a validation report into one clear line per variable."""
+ENV_FILE = ".env"
+
+
+def _environment(env_file: str | Path | None) -> dict[str, str]:
+    """Each setting's value as the environment or ``env_file`` gives it; the environment wins.
+
+    Names match without regard to case (``BOT_PORT`` is ``bot_port``); names
+    that are not settings, and a name in the file without ``=``, are ignored.
+    """
+    fields = Settings.model_fields
+    values: dict[str, str] = {}
+    path = Path(env_file).expanduser() if env_file is not None else None
+    if path is not None and (path.is_file() or path.is_fifo()):
+        from dotenv import dotenv_values  # only when there is a file to read
+
+        for name, value in dotenv_values(path, encoding="utf-8").items():
+            if value is not None and name.lower() in fields:
+                values[name.lower()] = value
+    for name, value in os.environ.items():
+        if name.lower() in fields:
+            values[name.lower()] = value
+    return values
+
+
+def load_settings(*, _env_file: str | Path | None = ENV_FILE, **overrides: Any) -> Settings:
+    """Build Settings, turning a validation report into one clear line per variable.
+
+    ``overrides`` (field names) win over the environment and ``_env_file``;
+    ``_env_file=None`` reads no file (tests), as pydantic-settings spelled it.
+    """
     try:
-        return Settings(**overrides)
+        return Settings(**{**_environment(_env_file), **overrides})
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bot.alerts import Alert
+if TYPE_CHECKING:
+    # Only named in annotations: the settings read this module, and ``bot.alerts``
+    # builds the webhook's pydantic models, which ``check-config`` does not need.
+    from bot.alerts import Alert
 
 __all__ = [
     "PRIORITIES",

@@ -16,19 +16,21 @@ import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import web
 
 from bot.alerts import MAX_WEBHOOK_BYTES, Alert, AlertBatch, WebhookInvalid, parse_webhook
 from bot.catalogue import Catalogue
 from bot.deps import Deps
 from bot.engine import Procedure
-from bot.http import read_body
 from bot.incidents import IncidentService
 from bot.ingest import AlertIngest
 from bot.store.base import AlertEvent, StoreUnavailable
 from procedures.catalogue import CATALOGUE
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["MAX_ATTEMPTS", "AlertProcessor", "alert_webhook_route", "procedure_for"]
 
@@ -138,7 +140,18 @@ class AlertProcessor:
 def alert_webhook_route(
     *, token: str, receive: Callable[[AlertBatch], Awaitable[int]]
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """``POST /alerts/alertmanager``: bearer token, size, schema, stored, then 200."""
+    """``POST /alerts/alertmanager``: bearer token, size, schema, stored, then 200.
+
+    aiohttp's server side loads here, when the route is made (``serve``): the
+    terminal commands use this module's inbox, never the webhook.
+    """
+    from aiohttp import web
+
+    from bot.http import read_body
+
+    def _error(status: int, reason: str) -> web.Response:
+        return web.json_response({"status": "error", "error": reason}, status=status)
+
     expected = f"Bearer {token}".encode()
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -162,7 +175,3 @@ def alert_webhook_route(
         return web.json_response({"status": "stored", "alerts": stored})
 
     return handle
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"status": "error", "error": reason}, status=status)

@@ -1215,6 +1215,8 @@ class Store(RunRepo, OutboxRepo, ProposalRepo, IncidentRepo, JobRepo, ReportRepo
         """Round-trip to the backend; used by ``GET /readyz``."""
 
     async def _migrate(self) -> None:
+        if await self._up_to_date():
+            return
         for m in self._migrations:
             async with self._transaction() as s:
                 # Lock first: even CREATE TABLE IF NOT EXISTS races without it.
@@ -1226,6 +1228,19 @@ class Store(RunRepo, OutboxRepo, ProposalRepo, IncidentRepo, JobRepo, ReportRepo
                     await s.execute(statement)
                 done = _insert("schema_migrations", "version, name, applied_at")
                 await s.execute(done, version=m.version, name=m.name, applied_at=datetime.now(UTC))
+
+    async def _up_to_date(self) -> bool:
+        """Whether every migration is applied already: one read, no write lock.
+
+        The usual start (every ``sms-bot run`` from cron, each replica) finds
+        the schema current; it then need not take the migration lock in one
+        write transaction per migration, nor wait for a writer holding the file.
+        """
+        try:
+            rows = await self._fetch("SELECT version FROM schema_migrations")
+        except StoreUnavailable:
+            return False  # no schema yet (or busy): the migrations' own path decides
+        return {m.version for m in self._migrations} <= {row["version"] for row in rows}
 
     async def _ping_tables(self, where: str) -> None:
         rows = await self._fetch(PING)

@@ -63,6 +63,26 @@ def test_check_config_loads_no_client(tmp_path: Path) -> None:
     assert modules & HEAVY == set()
 
 
+def test_check_config_loads_no_settings_library(tmp_path: Path) -> None:
+    """pydantic-settings loads its CLI parser and every cloud source: longer than the goal."""
+    code, modules = _loaded_after(tmp_path, "check-config")
+    assert code == 0
+    assert "pydantic" in modules
+    assert modules & {"pydantic_settings", "dotenv"} == set()
+
+
+def test_check_config_with_default_schedules_loads_no_scheduler(tmp_path: Path) -> None:
+    """APScheduler (and asyncio with it) loads to check a schedule that was set, only."""
+    code, modules = _loaded_after(tmp_path, "check-config")
+    assert code == 0
+    assert modules & {"apscheduler", "asyncio"} == set()
+    code, modules = _loaded_after(
+        tmp_path, "check-config", extra={"SMS_MORNING_SUMMARY_CRON": "0 7 * * *"}
+    )
+    assert code == 0
+    assert "apscheduler" in modules
+
+
 def test_check_config_loads_neither_store_backend(tmp_path: Path) -> None:
     """``BOT_STATE_URL`` is checked by ``bot.store.url``; the backends load in ``open_store``."""
     code, modules = _loaded_after(tmp_path, "check-config")
@@ -80,6 +100,14 @@ def test_a_terminal_command_without_slack_loads_no_slack_nor_docker(
     assert modules & {"slack_bolt", "slack_sdk", "docker", "requests"} == set()
 
 
+def test_a_terminal_command_loads_no_http_server(tmp_path: Path) -> None:
+    """``run`` and ``shell`` use aiohttp's client only; its server side is for ``serve``."""
+    code, modules = _loaded_after(tmp_path, "run", "help")
+    assert code == 0
+    assert "aiohttp" in modules
+    assert modules & {"aiohttp.web", "aiohttp.web_app", "bot.http"} == set()
+
+
 def test_a_terminal_command_loads_no_rich_traceback_nor_pygments(tmp_path: Path) -> None:
     """structlog is loaded by ``bot.logs`` without rich's traceback and pretty-printer."""
     code, modules = _loaded_after(tmp_path, "run", "help")
@@ -95,3 +123,38 @@ def test_check_config_with_alert_routes_loads_no_rich_traceback(tmp_path: Path) 
     assert code == 0
     assert "procedures.catalogue" in modules
     assert modules & {"rich.traceback", "rich.pretty", "pygments"} == set()
+
+
+_GC_PROBE = """
+import gc, json, sys
+from bot.cli import main
+seen = []
+gc.callbacks.append(
+    lambda phase, info: seen.append(gc.get_freeze_count()) if phase == "start" else None
+)
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "frozen_at_collections": seen, "enabled": gc.isenabled(),
+               "frozen_after": gc.get_freeze_count()}, out)
+"""
+
+
+def test_the_collector_waits_until_the_app_is_built(tmp_path: Path) -> None:
+    """Start-up's objects are frozen before the first collection, then the collector runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SMS_", "SLACK_"))}
+    env["BOT_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
+    report = tmp_path / "gc.json"
+    subprocess.run(
+        [sys.executable, "-c", _GC_PROBE, str(report), "run", "help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(report.read_text())
+    assert result["code"] == 0
+    assert all(frozen > 0 for frozen in result["frozen_at_collections"])
+    # As the caller had it: on, nothing left frozen.
+    assert result["enabled"] is True
+    assert result["frozen_after"] == 0

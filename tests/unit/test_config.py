@@ -309,3 +309,71 @@ def test_an_unknown_promql_metric_is_named_with_the_known_ones(tmp_path: Path) -
     with pytest.raises(ConfigError) as info:
         make_settings(tmp_path, sms_promql={"latency": "up"})
     assert "unknown metric(s) latency; known: " + ", ".join(METRIC_KEYS) in str(info.value)
+
+
+def test_dot_env_is_read_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names match in any case; a name without ``=`` and names that are no setting are ignored."""
+    from bot.config import load_settings
+
+    env_file = tmp_path / "bot.env"
+    env_file.write_text(
+        "# the operator's file\n"
+        "BOT_PORT=9000\n"
+        "SMS_TIMEZONE='Europe/Athens'\n"
+        "bot_log_level=debug\n"
+        "SMS_OPERATORS\n"
+        "NOT_A_SETTING=1\n"
+    )
+    monkeypatch.setenv("BOT_PORT", "9100")
+    monkeypatch.delenv("SMS_OPERATORS", raising=False)
+    s = load_settings(_env_file=env_file, bot_state_url=f"sqlite:///{tmp_path}/x.db")
+    assert s.bot_port == 9100
+    assert s.sms_timezone == "Europe/Athens"
+    assert s.bot_log_level == "DEBUG"
+    assert s.sms_operators == ()
+
+
+def test_the_env_file_is_dot_env_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMS_EXPECTED_CONTAINERS", raising=False)
+    (tmp_path / ".env").write_text("SMS_EXPECTED_CONTAINERS=7\n")
+    assert load_settings(bot_state_url=f"sqlite:///{tmp_path}/x.db").sms_expected_containers == 7
+    assert load_settings(_env_file=None).sms_expected_containers == 12
+
+
+def test_promql_that_is_not_json_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configuration error, one line, not a traceback from the settings library."""
+    from bot.config import load_settings
+
+    monkeypatch.setenv("SMS_PROMQL", '{"cpu_pct": ')
+    with pytest.raises(ConfigError, match=r"^SMS_PROMQL: not JSON"):
+        load_settings(_env_file=None, bot_state_url=f"sqlite:///{tmp_path}/x.db")
+
+
+def test_every_default_schedule_is_a_cron_the_scheduler_accepts() -> None:
+    """Defaults are not checked at start (that would load APScheduler): they are here."""
+    from bot.config import Settings
+    from bot.cron import cron_trigger
+
+    crons = {n: f.default for n, f in Settings.model_fields.items() if n.endswith("_cron")}
+    assert len(crons) == 10
+    for name, expr in crons.items():
+        assert cron_trigger(expr, "UTC"), name
+
+
+def test_a_schedule_from_the_environment_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.config import load_settings
+
+    monkeypatch.setenv("SMS_PRUNE_CRON", "45 25 * * *")
+    with pytest.raises(ConfigError, match=r"^SMS_PRUNE_CRON: '45 25 \* \* \*' is not a 5-field"):
+        load_settings(_env_file=None, bot_state_url=f"sqlite:///{tmp_path}/x.db")

@@ -88,6 +88,26 @@ async def test_reopen_does_not_duplicate_migration_rows(tmp_path: Path) -> None:
     assert count == LATEST_VERSION
 
 
+async def test_a_current_state_file_opens_while_another_process_writes(tmp_path: Path) -> None:
+    """A current schema is read, not re-checked under the write lock (``sms-bot run`` from cron)."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another process, mid-transaction
+        store = SqliteStore(str(path))
+        await store.open()
+        try:
+            assert await store.schema_version() == LATEST_VERSION
+        finally:
+            await store.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 async def test_memory_store_works() -> None:
     store = open_store("sqlite:///:memory:")
     await store.open()
