@@ -52,8 +52,8 @@ class AlertProcessor:
     def __init__(self, deps: Deps, incidents: IncidentService) -> None:
         self.deps = deps
         self.incidents = incidents
-        self.ingest = AlertIngest(deps.store)
         self._wake = asyncio.Event()
+        self.ingest = AlertIngest(deps.store, stored=self._wake.set)
 
     async def receive(self, batch: AlertBatch) -> int:
         """Store every alert of a delivery; only then may the webhook answer 200.
@@ -69,7 +69,6 @@ class AlertProcessor:
         """
         if batch.alerts:
             await self.ingest.add(list(batch.alerts), received_at=self.deps.clock())
-            self._wake.set()
         else:
             await self.deps.store.ping()
         return len(batch.alerts)
@@ -80,6 +79,9 @@ class AlertProcessor:
     async def run(self, *, idle_s: float = 1.0) -> None:
         """Process stored alerts until cancelled; also escalate unacknowledged incidents."""
         while True:
+            # Cleared before the pass, not after: alerts stored during it end the wait
+            # below at once instead of waiting for the idle tick.
+            self._wake.clear()
             try:
                 worked = await self.process_once()
                 await self.incidents.escalate_due()
@@ -87,7 +89,6 @@ class AlertProcessor:
                 log.error("alerts.store_unavailable", error=str(exc))
                 worked = 0
             if not worked:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
 

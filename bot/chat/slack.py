@@ -63,6 +63,7 @@ from bot.outbox import (
     LostClaim,
     MaybeDelivered,
     OutboxSurface,
+    OutboxWorker,
     Outgoing,
     RetryLater,
     Undeliverable,
@@ -161,9 +162,18 @@ def slack_client(
     )
 
 
-def slack_surface(*, store: Store, clock: Clock, wake: Callable[[], None]) -> OutboxSurface:
-    """Slack's ``ChatSurface``: the outbox, delivered (and rendered) by ``SlackDelivery``."""
-    return OutboxSurface(name="slack", store=store, clock=clock, wake=wake)
+def slack_surface(
+    *,
+    store: Store,
+    clock: Clock,
+    wake: Callable[[], None],
+    worker: OutboxWorker | None = None,
+) -> OutboxSurface:
+    """Slack's ``ChatSurface``: the outbox, delivered (and rendered) by ``SlackDelivery``.
+
+    ``worker``: the running worker that new items are claimed for and handed to.
+    """
+    return OutboxSurface(name="slack", store=store, clock=clock, wake=wake, worker=worker)
 
 
 class SlackDelivery:
