@@ -103,15 +103,44 @@ class AlertProcessor:
         store = self.deps.store
         events = await store.alert_events_claim(now=self.deps.clock())
         done: list[int] = []
+        # Fingerprint -> the repeats since its ``firing`` handled last in this batch: a
+        # run of repeats of one alert (a flapping group) is one write, not one each.
+        # Anything else of the fingerprint (a ``resolved``) ends the run first.
+        runs: dict[str, list[AlertEvent]] = {}
         try:
             for event in events:
+                run = runs.get(event.fingerprint)
+                if run is not None and event.status == "firing":
+                    run.append(event)
+                    continue
+                if run is not None:
+                    del runs[event.fingerprint]
+                    done += await self._repeated(run)
                 if await self._handle(event):
                     done.append(event.id)
+                    if event.status == "firing":
+                        runs[event.fingerprint] = []
+            for run in runs.values():
+                done += await self._repeated(run)
         finally:
             await store.alert_events_done(done)
         if events:
             await self.incidents.flush_digests()
         return len(events)
+
+    async def _repeated(self, run: list[AlertEvent]) -> list[int]:
+        """Fold a run of repeats into its incident at once; the ids done with.
+
+        If folding fails, each is handled on its own, with its own retries.
+        """
+        if not run:
+            return []
+        try:
+            await self.incidents.repeated(run[-1], times=len(run))
+        except Exception:
+            log.exception("alerts.fold_failed", fingerprint=run[-1].fingerprint, events=len(run))
+            return [event.id for event in run if await self._handle(event)]
+        return [event.id for event in run]
 
     async def _handle(self, event: AlertEvent) -> bool:
         """Hand one event to the incident service; True when it is done with."""

@@ -1566,6 +1566,11 @@ class StoreContract:
         got = await store.incident_get(incident.id)
         assert got is not None and (got.repeats, got.last_seen_at) == (13, now)
         assert await store.incident_touch("nope", now=now) is None
+        # A batch's repeats folded into one write.
+        folded = await store.incident_touch(incident.id, now=now, times=5)
+        assert folded is not None and folded.repeats == 18
+        with pytest.raises(ValueError):
+            await store.incident_touch(incident.id, now=now, times=0)
 
     async def test_incident_thread_and_record(self, store: Store) -> None:
         incident = make_incident()

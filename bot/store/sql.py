@@ -926,9 +926,15 @@ class IncidentRepo(_Sql):
         sql = _INCIDENT_CHANGE.format(set=set, extra=extra) + INCIDENT
         return await self._get(Incident, sql, id=id, **params)
 
-    async def incident_touch(self, id: str, *, now: datetime) -> Incident | None:
-        """A repeat notification: ``repeats + 1``, ``last_seen_at = now``; None unless open."""
-        return await self._change(id, "repeats = repeats + 1, last_seen_at = :now", now=now)
+    async def incident_touch(self, id: str, *, now: datetime, times: int = 1) -> Incident | None:
+        """``times`` repeat notifications: ``repeats + times``, ``last_seen_at = now``.
+
+        None unless open. ``times`` lets the inbox fold a batch's repeats into one write.
+        """
+        if times < 1:
+            raise ValueError(f"times must be at least 1, got {times!r}")
+        touch = "repeats = repeats + :times, last_seen_at = :now"
+        return await self._change(id, touch, now=now, times=times)
 
     async def incident_ack(self, id: str, *, by: str, now: datetime) -> Incident | None:
         ack = "acknowledged_by = :by, acknowledged_at = :now"
