@@ -423,7 +423,7 @@ class OutboxWorker:
                 item, _Lease(self._store, self._clock, item, until=until, lease_s=self._lease_s)
             )
         for _, _, due in self._held:
-            self._next_due = due if self._next_due is None else min(self._next_due, due)
+            self._look_again_at(due)
         now = self._clock()
         items = await self._store.outbox_claim(now=now, lease_s=self._lease_s)
         leased_until = now + timedelta(seconds=self._lease_s)
@@ -542,11 +542,15 @@ class OutboxWorker:
             item.id, at=self._at(slot - now), error=item.last_error or "", token=item.claim_token
         )
         # Looked at a moment after the slot: the stored due time is a hair later.
-        self._next_due = min(self._next_due or math.inf, slot + _DUE_MARGIN_S)
+        self._look_again_at(slot + _DUE_MARGIN_S)
         return True
 
     def _hold(self, item: OutboxItem, lease: _Lease, due: float) -> None:
         self._held.append((item, lease.until, due))
+        self._look_again_at(due)
+
+    def _look_again_at(self, due: float) -> None:
+        """Make the idle wait end by ``due`` (monotonic) at the latest."""
         self._next_due = due if self._next_due is None else min(self._next_due, due)
 
     def backoff_s(self, item: OutboxItem) -> float:
