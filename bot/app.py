@@ -202,7 +202,10 @@ async def build_app(
             )
             stack.push_async_callback(_close_client, client)
             outbox.add_delivery(SlackDelivery(client, session, store))
-            slack_surface_ = slack_surface(store=store, clock=clock, wake=outbox.wake)
+            # Handed to the worker only where its loop runs (``serve``).
+            slack_surface_ = slack_surface(
+                store=store, clock=clock, wake=outbox.wake, worker=outbox if serve else None
+            )
         teams_surface: TeamsSurface | None = None
         if settings.teams_enabled:
             # The Agents SDK is imported only when Teams is configured.

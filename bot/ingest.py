@@ -16,7 +16,7 @@ with ``StoreUnavailable``, so each webhook answers 503 and Alertmanager retries.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -49,8 +49,11 @@ def _handed_the_lead(future: asyncio.Future[object]) -> bool:
 class AlertIngest:
     """Stores webhook deliveries durably, committing concurrent ones together."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, stored: Callable[[], None] = lambda: None) -> None:
         self._store = store
+        # Called once a batch is committed, before the ping: the inbox may start on the
+        # alerts while the ping runs (they are durable; the ping only decides the 200).
+        self._stored = stored
         self._queue: list[_Waiter] = []
         self._leading = False
         self.commits = 0  # for tests and benchmarks: how many transactions were needed
@@ -118,6 +121,7 @@ class AlertIngest:
     async def _commit(self, batch: Sequence[_Waiter]) -> list[list[int]]:
         ids = await self._store.alert_events_add_groups([(w.events, w.received_at) for w in batch])
         self.commits += 1
+        self._stored()
         # Checked after the commit: a store deleted or replaced under the bot still
         # takes writes, so only a store that is still there may be promised with a 200.
         await self._store.ping()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -75,6 +76,12 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+# Pacing slots remembered for items put back at most; past it, stale ones are dropped.
+_MAX_SLOTS = 10_000
+
+# How long after a put-back item's slot the worker looks for it (clock reading gaps).
+_DUE_MARGIN_S = 0.005
 
 # The exponent of the backoff stops growing here (max_backoff_s caps the delay anyway).
 _MAX_BACKOFF_EXPONENT = 32
@@ -234,11 +241,15 @@ class OutboxSurface:
         store: Store,
         clock: Clock,
         wake: Callable[[], None] = lambda: None,
+        worker: OutboxWorker | None = None,
     ) -> None:
         self.name = name
         self._store = store
         self._clock = clock
         self._wake = wake
+        # This replica's worker: an item is claimed for it as it is queued and handed
+        # over, so it goes out without a claim (a commit) of the worker's own.
+        self._worker = worker
 
     @staticmethod
     def _payload(msg: Message, where: Conversation, *, op: str) -> dict[str, Any]:
@@ -258,15 +269,19 @@ class OutboxSurface:
         parent_key: str | None,
         payload: Mapping[str, Any],
     ) -> None:
-        await self._store.outbox_add(
+        now = self._clock()
+        _, claimed = await self._store.outbox_add_claimed(
             message_key=key,
             op=op,
             surface=self.name,
             channel=where.channel,
             parent_key=parent_key,
             payload=payload,
-            now=self._clock(),
+            now=now,
+            lease_s=None if self._worker is None else self._worker.lease_s,
         )
+        if claimed is not None and self._worker is not None:
+            self._worker.hand_over(claimed, claimed_at=now)
         self._wake()
 
     async def post(
@@ -326,20 +341,32 @@ class OutboxWorker:
         lease_s: float = 30.0,
         metrics: BotMetrics | None = None,
         post_interval_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._deliveries = dict(deliveries)
         self._clock = clock
+        self._monotonic = monotonic  # the pacing clock (injectable for tests)
         self._min_update_interval_s = min_update_interval_s
         self._idle_s = idle_s
         self._max_backoff_s = max_backoff_s
         self._lease_s = lease_s
         self._wake = asyncio.Event()
+        # Items claimed for this worker and kept in memory: handed over as they were
+        # queued (``OutboxSurface``), or back a moment early for their pacing slot.
+        # With when their lease ends and when (monotonic) they may go; sent before
+        # the next claim, in order.
+        self._held: list[tuple[OutboxItem, datetime, float]] = []
         self._last_update: dict[str, float] = {}
         # Pacing of new messages (posts and replies) per channel: Slack allows about
         # one a second in a channel, and a storm would otherwise burst past it.
         self._post_interval_s = post_interval_s
         self._last_post: dict[tuple[str, str], float] = {}
+        # Each waiting new message gets its own slot, one interval after the one
+        # before it in its channel, and is put back in the store once, due then
+        # (not every time the worker passes while the channel is busy).
+        self._free_slot: dict[tuple[str, str], float] = {}  # channel -> next slot free
+        self._slots: dict[int, float] = {}  # item id -> its slot
         self._next_due: float | None = None  # monotonic: when a paced item may go
         # Rate-limited methods (or method and channel): paused until this time.
         self._paused: dict[str, datetime] = {}
@@ -350,29 +377,53 @@ class OutboxWorker:
     def add_delivery(self, delivery: Delivery) -> None:
         self._deliveries[delivery.surface] = delivery
 
+    @property
+    def lease_s(self) -> float:
+        return self._lease_s
+
     def wake(self) -> None:
         """Look at the outbox now rather than at the next idle tick."""
+        self._wake.set()
+
+    def hand_over(self, item: OutboxItem, *, claimed_at: datetime) -> None:
+        """Take an item claimed for this worker at ``claimed_at`` (``outbox_add_claimed``).
+
+        Only for a worker whose ``run`` loop is going: a handed item is sent by
+        nothing else until its lease runs out.
+        """
+        self._held.append((item, claimed_at + timedelta(seconds=self._lease_s), -math.inf))
         self._wake.set()
 
     async def run(self) -> None:
         """Deliver until cancelled."""
         while True:
+            # Cleared before the pass, not after: a wake-up during it (an item queued or
+            # handed over meanwhile) then ends the wait below at once instead of being lost.
+            self._wake.clear()
             try:
                 worked = await self.drain_once()
             except StoreUnavailable as exc:
                 log.error("outbox.store_unavailable", error=str(exc))
                 worked = 0
             if not worked:
-                self._wake.clear()
                 timeout = self._idle_s
                 if self._next_due is not None:  # a paced item: look again when it may go
-                    timeout = min(timeout, max(0.0, self._next_due - time.monotonic()))
+                    timeout = min(timeout, max(0.0, self._next_due - self._monotonic()))
                     self._next_due = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
     async def drain_once(self) -> int:
-        """Claim one batch of due items and try each; return how many were claimed."""
+        """Send the items handed over, claim one batch of due items and try each; how many."""
+        mono = self._monotonic()
+        ready = [held for held in self._held if held[2] <= mono]
+        self._held = [held for held in self._held if held[2] > mono]
+        for item, until, _ in ready:
+            await self._one(
+                item, _Lease(self._store, self._clock, item, until=until, lease_s=self._lease_s)
+            )
+        for _, _, due in self._held:
+            self._look_again_at(due)
         now = self._clock()
         items = await self._store.outbox_claim(now=now, lease_s=self._lease_s)
         leased_until = now + timedelta(seconds=self._lease_s)
@@ -381,7 +432,7 @@ class OutboxWorker:
                 self._store, self._clock, item, until=leased_until, lease_s=self._lease_s
             )
             await self._one(item, lease)
-        return len(items)
+        return len(ready) + len(items)
 
     async def _dead(self, item: OutboxItem, error: str) -> None:
         await self._store.outbox_dead(item.id, error=error, token=item.claim_token)
@@ -404,14 +455,14 @@ class OutboxWorker:
             return
         if item.op == "update":
             wait = self._last_update.get(item.message_key, -1e9) + self._min_update_interval_s
-            early = wait - time.monotonic()
+            early = wait - self._monotonic()
             if early > 0:
                 # Release it: newer states coalesce into it while it waits.
                 await self._store.outbox_retry(
                     item.id, at=self._at(early), error=item.last_error or "", token=item.claim_token
                 )
                 return
-        if await self._paced(item):
+        if await self._paced(item, lease):
             return
         resume = self._paused_until(delivery.rate_keys(out))
         if resume is not None:
@@ -451,25 +502,56 @@ class OutboxWorker:
             bound.warning("outbox.claim_lost_after_delivery", surface=item.surface)
         self.delivered += 1
         if item.op in ("update", "post"):
-            self._last_update[item.message_key] = time.monotonic()
+            self._last_update[item.message_key] = self._monotonic()
         if item.op in ("post", "reply"):
-            self._last_post[(item.surface, item.channel)] = time.monotonic()
+            self._last_post[(item.surface, item.channel)] = self._monotonic()
         if self._failing:
             self._failing = False
             log.info("outbox.delivering_again")
 
-    async def _paced(self, item: OutboxItem) -> bool:
-        """Put a new message back if its channel had one less than ``post_interval_s`` ago."""
+    async def _paced(self, item: OutboxItem, lease: _Lease) -> bool:
+        """Hold a new message back until its channel's slot; False when it may go now.
+
+        A message that must wait is given the channel's next free slot, one
+        ``post_interval_s`` after the slot before it, and put back in the store
+        once, due then: a storm's waiting posts are written back once each, not
+        on every pass of the worker. Back at its slot a moment before the
+        channel's last post is an interval old (that post went late), it waits
+        the rest in memory, still claimed, rather than being written back again.
+        """
         if item.op not in ("post", "reply") or self._post_interval_s <= 0:
             return False
-        last = self._last_post.get((item.surface, item.channel))
-        early = (last or -1e9) + self._post_interval_s - time.monotonic()
-        if early <= 0:
+        channel = (item.surface, item.channel)
+        now = self._monotonic()
+        after_last = self._last_post.get(channel, -math.inf) + self._post_interval_s
+        slot = self._slots.pop(item.id, None)
+        if slot is not None:  # back for the slot it was given
+            due = max(slot, after_last)
+            if due <= now:
+                return False
+            self._hold(item, lease, due)
+            return True
+        slot = max(after_last, self._free_slot.get(channel, -math.inf))
+        if slot <= now:
             return False
-        await self._store.outbox_retry(item.id, at=self._at(early), error=item.last_error or "")
-        due = time.monotonic() + early
-        self._next_due = due if self._next_due is None else min(self._next_due, due)
+        self._free_slot[channel] = slot + self._post_interval_s
+        self._slots[item.id] = slot
+        if len(self._slots) > _MAX_SLOTS:  # items that never came back (sent elsewhere)
+            self._slots = {k: v for k, v in self._slots.items() if v > now - self._lease_s}
+        await self._store.outbox_retry(
+            item.id, at=self._at(slot - now), error=item.last_error or "", token=item.claim_token
+        )
+        # Looked at a moment after the slot: the stored due time is a hair later.
+        self._look_again_at(slot + _DUE_MARGIN_S)
         return True
+
+    def _hold(self, item: OutboxItem, lease: _Lease, due: float) -> None:
+        self._held.append((item, lease.until, due))
+        self._look_again_at(due)
+
+    def _look_again_at(self, due: float) -> None:
+        """Make the idle wait end by ``due`` (monotonic) at the latest."""
+        self._next_due = due if self._next_due is None else min(self._next_due, due)
 
     def backoff_s(self, item: OutboxItem) -> float:
         """Seconds before the next try of an item that failed just now: 1, 2, 4 ... capped.
@@ -537,6 +619,11 @@ class _Lease:
         self._item = item
         self._until = until
         self._lease = timedelta(seconds=lease_s)
+
+    @property
+    def until(self) -> datetime:
+        """When the lease ends, as far as this worker knows."""
+        return self._until
 
     async def still_mine(self) -> bool:
         now = self._clock()

@@ -54,8 +54,8 @@ class AlertProcessor:
     def __init__(self, deps: Deps, incidents: IncidentService) -> None:
         self.deps = deps
         self.incidents = incidents
-        self.ingest = AlertIngest(deps.store)
         self._wake = asyncio.Event()
+        self.ingest = AlertIngest(deps.store, stored=self._wake.set)
 
     async def receive(self, batch: AlertBatch) -> int:
         """Store every alert of a delivery; only then may the webhook answer 200.
@@ -71,7 +71,6 @@ class AlertProcessor:
         """
         if batch.alerts:
             await self.ingest.add(list(batch.alerts), received_at=self.deps.clock())
-            self._wake.set()
         else:
             await self.deps.store.ping()
         return len(batch.alerts)
@@ -82,6 +81,9 @@ class AlertProcessor:
     async def run(self, *, idle_s: float = 1.0) -> None:
         """Process stored alerts until cancelled; also escalate unacknowledged incidents."""
         while True:
+            # Cleared before the pass, not after: alerts stored during it end the wait
+            # below at once instead of waiting for the idle tick.
+            self._wake.clear()
             try:
                 worked = await self.process_once()
                 if not worked:  # storm alerts another replica left unnamed, a late root
@@ -91,7 +93,6 @@ class AlertProcessor:
                 log.error("alerts.store_unavailable", error=str(exc))
                 worked = 0
             if not worked:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
 
@@ -108,15 +109,44 @@ class AlertProcessor:
         store = self.deps.store
         events = await store.alert_events_claim(now=self.deps.clock())
         done: list[int] = []
+        # Fingerprint -> the repeats since its ``firing`` handled last in this batch: a
+        # run of repeats of one alert (a flapping group) is one write, not one each.
+        # Anything else of the fingerprint (a ``resolved``) ends the run first.
+        runs: dict[str, list[AlertEvent]] = {}
         try:
             for event in events:
+                run = runs.get(event.fingerprint)
+                if run is not None and event.status == "firing":
+                    run.append(event)
+                    continue
+                if run is not None:
+                    del runs[event.fingerprint]
+                    done += await self._repeated(run)
                 if await self._handle(event):
                     done.append(event.id)
+                    if event.status == "firing":
+                        runs[event.fingerprint] = []
+            for run in runs.values():
+                done += await self._repeated(run)
         finally:
             if events:
                 await self.incidents.flush_digests()
             await store.alert_events_done(done)
         return len(events)
+
+    async def _repeated(self, run: list[AlertEvent]) -> list[int]:
+        """Fold a run of repeats into its incident at once; the ids done with.
+
+        If folding fails, each is handled on its own, with its own retries.
+        """
+        if not run:
+            return []
+        try:
+            await self.incidents.repeated(run[-1], times=len(run))
+        except Exception:
+            log.exception("alerts.fold_failed", fingerprint=run[-1].fingerprint, events=len(run))
+            return [event.id for event in run if await self._handle(event)]
+        return [event.id for event in run]
 
     async def _handle(self, event: AlertEvent) -> bool:
         """Hand one event to the incident service; True when it is done with."""

@@ -712,6 +712,33 @@ class StoreContract:
         (item,) = await store.outbox_claim(now=T0)
         assert (item.id, item.op, item.parent_key) == (reply, "reply", "A")
 
+    async def test_outbox_add_claimed_claims_only_what_nothing_holds_back(
+        self, store: Store, other: Store
+    ) -> None:
+        """Queued and claimed in one transaction, as ``outbox_claim`` would have claimed it."""
+        kw: dict[str, Any] = {"surface": "slack", "channel": "C1", "payload": {}, "now": T0}
+        post_id, post = await store.outbox_add_claimed(
+            message_key="A", op="post", parent_key=None, lease_s=30, **kw
+        )
+        assert post is not None and post.id == post_id and post.claim_token
+        assert await other.outbox_claim(now=T0) == []  # leased to the adder's worker
+        # A reply waits for its thread's root, an update for its post: queued, not claimed.
+        reply_id, reply = await store.outbox_add_claimed(
+            message_key="R", op="reply", parent_key="A", lease_s=30, **kw
+        )
+        _, update = await store.outbox_add_claimed(
+            message_key="A", op="update", parent_key=None, lease_s=30, **kw
+        )
+        assert reply is None and update is None
+        # Without a lease it is ``outbox_add``: queued for any worker's claim.
+        plain_id, plain = await store.outbox_add_claimed(
+            message_key="B", op="post", parent_key=None, lease_s=None, **kw
+        )
+        assert plain is None
+        assert ids(await other.outbox_claim(now=T0)) == [plain_id]
+        assert await store.outbox_done(post_id, token=post.claim_token)
+        assert reply_id in ids(await other.outbox_claim(now=T0))
+
     async def test_outbox_retry_waits_counts_and_releases(self, store: Store) -> None:
         item_id = await add(store, "m1")
         await store.outbox_claim(now=T0)
@@ -1539,6 +1566,11 @@ class StoreContract:
         got = await store.incident_get(incident.id)
         assert got is not None and (got.repeats, got.last_seen_at) == (13, now)
         assert await store.incident_touch("nope", now=now) is None
+        # A batch's repeats folded into one write.
+        folded = await store.incident_touch(incident.id, now=now, times=5)
+        assert folded is not None and folded.repeats == 18
+        with pytest.raises(ValueError):
+            await store.incident_touch(incident.id, now=now, times=0)
 
     async def test_incident_thread_and_record(self, store: Store) -> None:
         incident = make_incident()

@@ -194,6 +194,10 @@ def _clip(text: str, limit: int, *, escape: bool = True, keep_end: bool = False)
     # The longest raw prefix (or suffix) whose converted form fits. Each raw
     # character costs at least one unit, so no more than ``budget`` of them.
     low, high = 0, min(len(text), max(budget, 0))
+    if convert is _identity and text.isascii():
+        # Exactly one unit per character: no search needed (table cells, every
+        # render of a long table; the search costs a UTF-16 encoding per step).
+        low = high
     while low < high:
         mid = (low + high + 1) // 2
         if text_length(piece(mid)) <= budget:

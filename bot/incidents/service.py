@@ -88,6 +88,25 @@ class IncidentService:
             return
         await self.resolve(incident, by="alertmanager")
 
+    async def repeated(self, alert: Alert, *, times: int) -> None:
+        """``times`` more ``firing`` notifications of an alert just handled: one write.
+
+        The alert inbox folds the repeats of a batch here (a flapping group sends
+        the same alert again and again), so they cost one store write and one
+        thread update rather than one each, leaving the store to the webhook.
+        Without an open incident that is posted or waiting in a digest to fold
+        them into, each is handled as it would have been on its own.
+        """
+        store = self.deps.store
+        existing = await store.incident_open_for(alert.fingerprint)
+        if existing is None or (existing.root_key is None and existing.digest_id is None):
+            for _ in range(times):
+                await self._firing(alert)
+            return
+        touched = await store.incident_touch(existing.id, now=self.deps.clock(), times=times)
+        if touched is not None and touched.root_key and not in_digest(touched):
+            await self._show(touched)
+
     async def _resolved_again(self, alert: Alert) -> None:
         """A ``resolved`` with nothing open: a repeat, or this event handled again.
 

@@ -61,6 +61,35 @@ def _posts(surface: FakeSurface) -> list[str]:
     return [ref for kind, ref, _ in surface.events if kind == "post"]
 
 
+async def test_a_batch_of_repeats_is_one_write_and_one_update(deps: Deps, tmp_path: Path) -> None:
+    """A flapping group's repeats in one batch are folded: one touch, one thread update.
+
+    Each repeat still counts, a ``resolved`` in the batch ends the run before it
+    closes the incident, and the repeats after it belong to the next incident.
+    """
+    deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
+    surface = FakeSurface()
+    processor = _processor(deps, surface)
+    await _deliver(processor, _alert())
+    [root] = _posts(surface)
+    before = len(surface.events)
+
+    await _deliver(processor, *[_alert() for _ in range(5)], _alert(fp="fp2"))
+    incident = await deps.store.incident_open_for("fp1")
+    assert incident is not None and incident.repeats == 5
+    updates = [ref for kind, ref, _ in surface.events[before:] if kind == "update"]
+    # The first repeat handled as ever, the four after it folded: two updates, not five
+    # (fp2 opened its own thread).
+    assert updates == [root, root]
+
+    await _deliver(processor, _alert(), _alert(status="resolved"), _alert(), _alert())
+    resolved = await deps.store.incident_get(incident.id)
+    assert resolved is not None and resolved.status == "resolved" and resolved.repeats == 6
+    reopened = await deps.store.incident_open_for("fp1")
+    assert reopened is not None and reopened.id != incident.id and reopened.repeats == 1
+    assert await deps.store.alert_events_pending() == 0
+
+
 async def test_firing_repeat_resolved(deps: Deps, tmp_path: Path) -> None:
     deps = replace(deps, settings=make_settings(tmp_path, sms_incidents_dir=str(tmp_path / "inc")))
     surface = FakeSurface()

@@ -630,3 +630,85 @@ async def test_new_messages_are_paced_per_channel(store: Store, fake_slack: Fake
     waiting = await store.outbox_items()
     assert len(waiting) == 2
     assert all((i.next_attempt_at - NOW).total_seconds() > 59 for i in waiting)
+
+
+async def test_waiting_posts_get_a_slot_each_and_are_written_back_once(
+    store: Store, fake_slack: FakeSlack
+) -> None:
+    """A storm's queue costs one write per waiting post, not one per pass of the worker.
+
+    Each waiting post is given its own slot, one interval after the one before
+    it in the channel, and put back due then; passes in between do not claim
+    (and write back) it again, and it goes out at its slot.
+    """
+    clock = MovableClock()
+    async with aiohttp.ClientSession() as session:
+        client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+        worker = OutboxWorker(
+            store,
+            {"slack": SlackDelivery(client, session, store)},
+            clock=clock.now,
+            monotonic=clock.monotonic,
+            post_interval_s=60.0,
+        )
+        surface = slack_surface(store=store, clock=clock.now, wake=worker.wake)
+        for n in range(4):
+            await surface.post(WHERE, _msg(f"Alert {n}"))
+        assert await worker.drain_once() == 4  # one sent, three given the next slots
+        waiting = await store.outbox_items()
+        assert [(i.next_attempt_at - NOW).total_seconds() for i in waiting] == [60, 120, 180]
+        for _ in range(3):
+            clock.advance(60)
+            assert await worker.drain_once() == 1  # only the post whose slot came
+    assert [m.text for m in fake_slack.messages("C0ALERTS")] == [
+        f"RUNNING: Alert {n}" for n in range(4)
+    ]
+    sent = await store.outbox_items(include_done=True)
+    assert [i.attempts for i in sent] == [0, 1, 1, 1]  # each put back once, no more
+
+
+class MovableClock:
+    """Wall clock and monotonic clock that move together, only when the test says."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+
+    def now(self) -> datetime:
+        return NOW + timedelta(seconds=self._offset)
+
+    def monotonic(self) -> float:
+        return 1000.0 + self._offset
+
+    def advance(self, seconds: float) -> None:
+        self._offset += seconds
+
+
+async def test_a_post_queued_on_this_replica_is_handed_to_its_worker_already_claimed(
+    store: Store, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    """One commit less before a first message: the add claims it for the local worker.
+
+    Another replica's claim passes it (it is leased), and the local worker
+    sends it from memory, under the claim the add took (fenced as any claim).
+    """
+    other = open_store(f"sqlite:///{tmp_path}/state.db")
+    await other.open()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = slack_client(token="xoxb-test-token", base_url=fake_slack.api_url)
+            worker = OutboxWorker(
+                store, {"slack": SlackDelivery(client, session, store)}, clock=utc_now
+            )
+            surface = slack_surface(store=store, clock=utc_now, wake=worker.wake, worker=worker)
+            ref = await surface.post(WHERE, _msg("BackendDown"))
+            await surface.reply(ref, _msg("in the thread"))  # waits for its root: not claimed
+            [post, reply] = await store.outbox_items()
+            assert post.claim_token is not None and reply.claim_token is None
+            assert await other.outbox_claim(now=utc_now()) == []
+            # The post, handed over; then the reply, claimed as before once its root went.
+            assert await worker.drain_once() == 2
+            assert [m.text for m in _roots(fake_slack)] == ["RUNNING: BackendDown"]
+            assert len(fake_slack.messages("C0ALERTS")) == 2
+    finally:
+        await other.close()
+    assert await store.outbox_pending() == 0

@@ -6,6 +6,7 @@ Web API client points at a closed port (the listeners never call it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable
@@ -126,6 +127,27 @@ async def test_a_signed_command_and_click_run(aiohttp_client: AiohttpClient) -> 
         )
         assert resp.status == 200
     assert sinks.spawned == ["slack:command", "slack:click"]
+
+
+async def test_a_command_is_acknowledged_without_waiting_for_a_timer() -> None:
+    """The ack is the listener's return, not something Bolt polls for every 10 ms.
+
+    Counted in turns of the event loop, not in time: the dispatch is done after
+    a few turns, where Bolt's polling needs its 10 ms timer to fire first.
+    """
+    sinks = Sinks()
+    app = bolt_app(sinks, secret=SECRET)
+    body = slash_command_body("health", user_id="U1")
+    headers = {k: [v] for k, v in signed_headers(body, secret=SECRET).items()}
+    request = AsyncBoltRequest(body=body.decode(), headers=headers)
+    dispatch = asyncio.ensure_future(app.async_dispatch(request))
+    turns = 0
+    while not dispatch.done() and turns < 100:
+        await asyncio.sleep(0)
+        turns += 1
+    assert dispatch.done(), "the ack waited for a timer"
+    assert (await dispatch).status == 200
+    assert sinks.spawned == ["slack:command"]
 
 
 # -- garbage: 401 when unsigned, 400 when signed but not what Slack sends ------------------------
