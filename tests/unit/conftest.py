@@ -45,6 +45,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "bot_state_url": f"sqlite:///{tmp_path}/state.db",
         "bot_audit_log": str(tmp_path / "audit.jsonl"),
         "sms_backup_dir": str(tmp_path / "backups"),
+        # Incident records: the default is relative, and would land in the checkout.
+        "sms_incidents_dir": str(tmp_path / "incidents"),
         "sms_services": SERVICES,
         "sms_expected_containers": 3,
         "sms_check_timeout_s": 2.0,
