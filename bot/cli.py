@@ -305,7 +305,6 @@ async def _replay(settings: Settings, path: str) -> int:
     from bot.events import Command
     from bot.messages import Conversation, Message, Status, worst
     from bot.routing import route_alert
-    from handlers.alerts import procedure_for
     from procedures.catalogue import CATALOGUE
 
     try:
@@ -335,6 +334,9 @@ async def _replay(settings: Settings, path: str) -> int:
             )
             if alert.status != "firing" or not route.procedure:
                 continue
+            spec = CATALOGUE.alert(route.procedure)
+            if spec is None:  # a route naming no alert procedure is refused at start
+                continue
             command = Command(
                 text=f"replay {alert.name}",
                 user=_local_user("cli"),
@@ -342,7 +344,7 @@ async def _replay(settings: Settings, path: str) -> int:
                 conversation=Conversation("console"),
             )
             run = await app.engine.execute(
-                procedure_for(route.procedure, alert),
+                spec.bind(alert),
                 name=route.procedure,
                 title=f"{route.priority} {alert.name}: {route.procedure}",
                 command=command,

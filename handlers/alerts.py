@@ -20,32 +20,21 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bot.alerts import MAX_WEBHOOK_BYTES, Alert, AlertBatch, WebhookInvalid, parse_webhook
-from bot.catalogue import Catalogue
+from bot.alerts import MAX_WEBHOOK_BYTES, AlertBatch, WebhookInvalid, parse_webhook
 from bot.deps import Deps
-from bot.engine import Procedure
 from bot.incidents import IncidentService
 from bot.ingest import AlertIngest
 from bot.store.base import AlertEvent, StoreUnavailable
-from procedures.catalogue import CATALOGUE
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["MAX_ATTEMPTS", "AlertProcessor", "alert_webhook_route", "procedure_for"]
+__all__ = ["MAX_ATTEMPTS", "AlertProcessor", "alert_webhook_route"]
 
 log = structlog.get_logger(__name__)
 
 # After this many failed attempts an alert is posted as received instead.
 MAX_ATTEMPTS = 10
-
-
-def procedure_for(name: str, alert: Alert | None, catalogue: Catalogue = CATALOGUE) -> Procedure:
-    """The routed procedure, bound to its alert."""
-    spec = catalogue.alert(name)
-    if spec is None:
-        raise KeyError(name)
-    return spec.bind(alert)
 
 
 class AlertProcessor:
