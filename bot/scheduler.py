@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import structlog
-from apscheduler.triggers.cron import CronTrigger
 
 from bot.cron import cron_trigger, next_fire, previous_fire
 from bot.deps import Deps
@@ -39,6 +38,7 @@ from bot.tasks import FailureLog
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
 
 __all__ = [
     "LEADER_LOCK",

@@ -158,3 +158,11 @@ def test_the_collector_waits_until_the_app_is_built(tmp_path: Path) -> None:
     # As the caller had it: on, nothing left frozen.
     assert result["enabled"] is True
     assert result["frozen_after"] == 0
+
+
+def test_a_terminal_command_loads_no_scheduler(tmp_path: Path) -> None:
+    """APScheduler loads where a cron is parsed (``serve``, ``schedule``), not to run a command."""
+    code, modules = _loaded_after(tmp_path, "run", "help")
+    assert code == 0
+    assert "bot.scheduler" in modules
+    assert "apscheduler" not in modules
