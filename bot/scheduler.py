@@ -159,7 +159,7 @@ class Scheduler:
         """Report, once each, the slots left running by a replica that stopped."""
         lost = await self.deps.store.job_lost(now=self.deps.clock())
         for run in lost:
-            self.deps.metrics.jobs_lost.labels(run.job).inc()
+            self.deps.metrics.job_lost(run.job)
             job = self.jobs.get(run.job)
             text = lost_slot_text(run, job.timezone if job else "UTC")
             log.error(
