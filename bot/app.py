@@ -49,7 +49,7 @@ from bot.routing import PRIORITIES
 from bot.scheduler import Scheduler
 from bot.store import Store, StoreUnavailable, open_store
 from bot.tasks import FailureLog, start_background
-from bot.telemetry import BotMetrics
+from bot.telemetry import UNCOUNTED, BotMetrics
 from handlers.actions import ClickHandler
 from handlers.alerts import AlertProcessor, alert_webhook_route
 from handlers.dispatch import AlertChannel, Dispatcher
@@ -164,6 +164,8 @@ async def build_app(
         )
         stack.push_async_callback(db.close)
 
+        # Counted where /metrics serves them; a terminal command counts nothing.
+        served_metrics = BotMetrics() if serve else None
         deps = Deps(
             settings=settings,
             store=store,
@@ -176,7 +178,7 @@ async def build_app(
             alertmanager=AlertmanagerClient(
                 settings.sms_alertmanager_url, session, timeout=timeout
             ),
-            metrics=BotMetrics(),
+            metrics=served_metrics or UNCOUNTED,
             clock=clock,
         )
         engine = Engine(deps)
@@ -339,13 +341,13 @@ async def build_app(
             slack=slack,
             teams=teams,
         )
-        if serve:
-            app = replace(app, http=_http_app(app, settings))
+        if served_metrics is not None:
+            app = replace(app, http=_http_app(app, settings, served_metrics))
             await _start_background(app, stack, settings, background)
         yield app
 
 
-def _http_app(app: App, settings: Settings) -> web.Application:
+def _http_app(app: App, settings: Settings, metrics: BotMetrics) -> web.Application:
     """``/healthz``, ``/readyz``, ``/metrics``, ``/slack/events`` when signed, the alert webhook.
 
     aiohttp's server side loads here, for ``serve`` only: ``run`` and ``shell``
@@ -358,11 +360,11 @@ def _http_app(app: App, settings: Settings) -> web.Application:
     async def refresh_metrics() -> None:
         now = deps.clock()
         due = app.scheduler.last_due_slots(now)
-        await deps.metrics.refresh(deps.store, now=now, due=due)
+        await metrics.refresh(deps.store, now=now, due=due)
 
     http = build_http_app(
         ready_check=deps.store.ping,
-        registry=deps.metrics.registry,
+        registry=metrics.registry,
         metrics_refresh=refresh_metrics,
     )
     if app.slack is not None:

@@ -7,9 +7,11 @@ without importing the scheduler (which needs ``Deps``, which needs the settings)
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 __all__ = ["cron_trigger", "next_fire", "previous_fire"]
 
@@ -18,7 +20,11 @@ def cron_trigger(expr: str, timezone: str) -> CronTrigger:
     """Five cron fields (minute hour day month weekday), or six with seconds first.
 
     APScheduler ANDs day and weekday, so ``0 9 1-7 * mon`` is the first Monday.
+    APScheduler loads here, when a cron is parsed: ``run`` and ``shell`` parse
+    none unless a command shows the schedule.
     """
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expr.split()
     tz = ZoneInfo(timezone)
     if len(fields) == 5:

@@ -19,7 +19,7 @@ from bot.audit import AuditLog
 from bot.clock import Clock, utc_now
 from bot.config import Settings
 from bot.store import Store
-from bot.telemetry import BotMetrics
+from bot.telemetry import Metrics
 
 __all__ = ["Deps"]
 
@@ -35,5 +35,5 @@ class Deps:
     prometheus: Prometheus
     backups: Backups
     alertmanager: Alertmanager
-    metrics: BotMetrics
+    metrics: Metrics
     clock: Clock = utc_now

@@ -139,9 +139,7 @@ class Run:
             else:
                 step.status = Status.OK
         step.duration_s = time.monotonic() - t0
-        self.deps.metrics.step_seconds.labels(self.procedure, step.status.value).observe(
-            step.duration_s
-        )
+        self.deps.metrics.step_finished(self.procedure, step.status.value, step.duration_s)
         if isinstance(result, Outcome):
             self.fields.extend(result.fields)
         await self._changed(step)
@@ -388,7 +386,7 @@ class Engine:
             run.finished = True
             run.duration_s = time.monotonic() - run._t0
             status = run.status
-            self.deps.metrics.runs.labels(name, status.value).inc()
+            self.deps.metrics.run_finished(name, status.value)
             try:
                 await self.deps.store.finish_run(
                     run.id, status=status.value, finished_at=self.deps.clock()

@@ -57,7 +57,7 @@ from bot.clock import Clock
 from bot.messages import Conversation, Message, MessageRef
 from bot.store import Store
 from bot.store.base import ChatMessage, OutboxItem, StoreUnavailable
-from bot.telemetry import BotMetrics
+from bot.telemetry import BotMetrics, Metrics
 
 __all__ = [
     "MAYBE_DELIVERED",
@@ -339,7 +339,7 @@ class OutboxWorker:
         idle_s: float = 0.5,
         max_backoff_s: float = 30.0,
         lease_s: float = 30.0,
-        metrics: BotMetrics | None = None,
+        metrics: Metrics | None = None,
         post_interval_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import structlog
-from apscheduler.triggers.cron import CronTrigger
 
 from bot.cron import cron_trigger, next_fire, previous_fire
 from bot.deps import Deps
@@ -39,6 +38,7 @@ from bot.tasks import FailureLog
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
 
 __all__ = [
     "LEADER_LOCK",
@@ -159,7 +159,7 @@ class Scheduler:
         """Report, once each, the slots left running by a replica that stopped."""
         lost = await self.deps.store.job_lost(now=self.deps.clock())
         for run in lost:
-            self.deps.metrics.jobs_lost.labels(run.job).inc()
+            self.deps.metrics.job_lost(run.job)
             job = self.jobs.get(run.job)
             text = lost_slot_text(run, job.timezone if job else "UTC")
             log.error(

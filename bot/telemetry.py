@@ -10,6 +10,12 @@ each job, whichever one Prometheus scrapes, and a replica that just started
 knows them too. The read is bounded by a timeout; when the store does not
 answer in time, ``smsbot_store_scrape_success`` is 0 and the gauges keep
 their previous values.
+
+Counted only where they are served: a terminal command (``run``, ``shell``,
+``replay``) exposes no ``/metrics``, so it is handed ``UNCOUNTED``, which
+records nothing and does not load ``prometheus_client`` (a fiftieth of
+``sms-bot run health``'s start-up). ``Metrics`` is what the engine, the
+dispatcher, the scheduler and the outbox record through.
 """
 
 from __future__ import annotations
@@ -18,15 +24,16 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from bot.store import Store
 
-__all__ = ["PLATFORMS", "TOKEN_REFUSED_REASONS", "BotMetrics"]
+__all__ = ["PLATFORMS", "TOKEN_REFUSED_REASONS", "UNCOUNTED", "BotMetrics", "Metrics"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,15 +53,57 @@ TOKEN_REFUSED_REASONS = frozenset(
 )
 
 
+class Metrics(Protocol):
+    """What the bot counts while it works: ``BotMetrics`` served, ``UNCOUNTED`` not."""
+
+    def command_done(self, command: str, outcome: str) -> None: ...
+
+    def run_finished(self, procedure: str, status: str) -> None: ...
+
+    def step_finished(self, procedure: str, status: str, seconds: float) -> None: ...
+
+    def job_lost(self, job: str) -> None: ...
+
+    def delivery_failed(self, platform: str, reason: str) -> None: ...
+
+
+class _Uncounted:
+    """``Metrics`` for a process that serves none: each count is dropped."""
+
+    def command_done(self, command: str, outcome: str) -> None:
+        pass
+
+    def run_finished(self, procedure: str, status: str) -> None:
+        pass
+
+    def step_finished(self, procedure: str, status: str, seconds: float) -> None:
+        pass
+
+    def job_lost(self, job: str) -> None:
+        pass
+
+    def delivery_failed(self, platform: str, reason: str) -> None:
+        pass
+
+
+UNCOUNTED: Metrics = _Uncounted()
+
+
 def _registry() -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+
     return CollectorRegistry()
 
 
 @dataclass
 class BotMetrics:
+    """The served metrics, in a registry of their own (``prometheus_client`` loads here)."""
+
     registry: CollectorRegistry = field(default_factory=_registry)
 
     def __post_init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
         self.commands = Counter(
             "smsbot_commands_total",
             "Commands received, by command name and outcome.",
@@ -133,6 +182,18 @@ class BotMetrics:
             "1 when the store answered the scrape's reads in time, else 0.",
             registry=self.registry,
         )
+
+    def command_done(self, command: str, outcome: str) -> None:
+        self.commands.labels(command, outcome).inc()
+
+    def run_finished(self, procedure: str, status: str) -> None:
+        self.runs.labels(procedure, status).inc()
+
+    def step_finished(self, procedure: str, status: str, seconds: float) -> None:
+        self.step_seconds.labels(procedure, status).observe(seconds)
+
+    def job_lost(self, job: str) -> None:
+        self.jobs_lost.labels(job).inc()
 
     def delivery_failed(self, platform: str, reason: str) -> None:
         """Count one failed delivery; a refused token is counted on its own as well."""

@@ -93,7 +93,7 @@ class Dispatcher:
             await self._audit(cmd, name=name, outcome="started")
             await invocation.direct(self, cmd, surface)
             await self._audit(cmd, name=name, outcome="ok")
-            self.deps.metrics.commands.labels(name, "ok").inc()
+            self.deps.metrics.command_done(name, "ok")
             return Handled(EXIT_OK)
 
         if invocation.message is not None:
@@ -111,13 +111,13 @@ class Dispatcher:
         )
         status = run.status
         await self._audit(cmd, name=name, outcome=status.value, run_id=run.id)
-        self.deps.metrics.commands.labels(name, status.value).inc()
+        self.deps.metrics.command_done(name, status.value)
         return Handled(EXIT_FAILED if status.is_bad else EXIT_OK, run=run)
 
     async def _answer(
         self, cmd: Command, surface: ChatSurface, msg: Message, *, name: str, outcome: str
     ) -> None:
-        self.deps.metrics.commands.labels(name, outcome).inc()
+        self.deps.metrics.command_done(name, outcome)
         await self._audit(cmd, name=name, outcome=outcome)
         await surface.ephemeral(cmd.conversation, cmd.user, msg)
 

@@ -150,3 +150,23 @@ async def test_alert_inbox_backlog_and_a_store_that_does_not_answer(tmp_path: Pa
             assert samples[("smsbot_alert_inbox_backlog", ())] == 2  # kept, not made up
     finally:
         await store.close()
+
+
+def test_each_count_lands_in_its_served_series() -> None:
+    """What the engine, dispatcher, scheduler and outbox record, by the names alerts read."""
+    metrics = BotMetrics()
+    metrics.command_done("status", "ok")
+    metrics.run_finished("health", "crit")
+    metrics.step_finished("health", "ok", 0.2)
+    metrics.job_lost("morning-summary")
+    metrics.delivery_failed("slack", "invalid_auth")
+    value = metrics.registry.get_sample_value
+    assert value("smsbot_commands_total", {"command": "status", "outcome": "ok"}) == 1
+    assert value("smsbot_runs_total", {"procedure": "health", "status": "crit"}) == 1
+    step = {"procedure": "health", "status": "ok"}
+    assert value("smsbot_step_duration_seconds_count", step) == 1
+    assert value("smsbot_step_duration_seconds_bucket", {**step, "le": "0.25"}) == 1
+    assert value("smsbot_scheduled_jobs_lost_total", {"job_name": "morning-summary"}) == 1
+    failure = {"platform": "slack", "reason": "invalid_auth"}
+    assert value("smsbot_delivery_failures_total", failure) == 1
+    assert value("smsbot_token_refused_total", {"platform": "slack"}) == 1

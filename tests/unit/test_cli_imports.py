@@ -3,7 +3,8 @@
 Checked by the modules a fresh interpreter holds after the command, not by
 a clock: ``--help`` loads no library at all, ``check-config`` none of the
 application's clients nor the store's queries and drivers, and a terminal
-command without Slack no Slack library, nor rich's traceback renderer.
+command without Slack no Slack library, nor rich's traceback renderer, nor
+what only ``serve`` uses (the HTTP server, the scheduler, the metrics library).
 """
 
 from __future__ import annotations
@@ -158,3 +159,19 @@ def test_the_collector_waits_until_the_app_is_built(tmp_path: Path) -> None:
     # As the caller had it: on, nothing left frozen.
     assert result["enabled"] is True
     assert result["frozen_after"] == 0
+
+
+def test_a_terminal_command_loads_no_scheduler(tmp_path: Path) -> None:
+    """APScheduler loads where a cron is parsed (``serve``, ``schedule``), not to run a command."""
+    code, modules = _loaded_after(tmp_path, "run", "help")
+    assert code == 0
+    assert "bot.scheduler" in modules
+    assert "apscheduler" not in modules
+
+
+def test_a_terminal_command_loads_no_metrics_library(tmp_path: Path) -> None:
+    """No ``/metrics`` in ``run`` or ``shell``: prometheus_client loads for ``serve``."""
+    code, modules = _loaded_after(tmp_path, "run", "help")
+    assert code == 0
+    assert "bot.telemetry" in modules
+    assert "prometheus_client" not in modules
