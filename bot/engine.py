@@ -27,6 +27,7 @@ from bot.messages import (
     CodeBlock,
     Conversation,
     Field,
+    Mention,
     Message,
     MessageRef,
     Status,
@@ -93,6 +94,8 @@ class Run:
     proposals: list[Proposal] = field(default_factory=list)
     # Post once finished (scheduled reports) instead of showing progress live.
     deferred: bool = False
+    # Who the run calls (an escalation): each surface notifies its own, the text stays text.
+    mentions: tuple[Mention, ...] = ()
 
     def __post_init__(self) -> None:
         self.started_at = self.deps.clock()
@@ -282,6 +285,7 @@ class Run:
             fields=tuple(self.fields),
             steps=tuple(s.view() for s in self.steps),
             footer=footer,
+            mentions=self.mentions,
         )
 
     # -- bookkeeping ----------------------------------------------------------

@@ -189,8 +189,8 @@ async def restart_action(run: Run, *, service: str, container: str) -> None:
     timeout = deps.settings.sms_recovery_timeout_s
     restarted = await run.step(f"Restart {container}", _restart(deps, service), timeout=60)
     if restarted is None:
-        mention = deps.settings.sms_escalation_mention
-        run.text = f"The restart of {container} failed.\n{mention} {ESCALATION}"
+        run.text = f"The restart of {container} failed.\n{ESCALATION}"
+        run.mentions = deps.settings.escalation_mentions
         return
     deadline = time.monotonic() + timeout
     running = await run.step(
@@ -211,8 +211,8 @@ async def restart_action(run: Run, *, service: str, container: str) -> None:
     if recovered:
         run.text = f"{container} recovered: healthy {elapsed:.1f} s after the restart."
     else:
-        mention = deps.settings.sms_escalation_mention
-        run.text = f"{container} did not recover within {timeout:g} s.\n{mention} {ESCALATION}"
+        run.text = f"{container} did not recover within {timeout:g} s.\n{ESCALATION}"
+        run.mentions = deps.settings.escalation_mentions
 
 
 @dataclass(frozen=True)

@@ -600,8 +600,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         state = "old database live" if back else "old database live, backend NOT healthy"
         await finish(
             f"Stopped: the databases could not be renamed; {live} is the old database. "
-            f"{backend} {'runs healthy' if back else 'did NOT recover'}.\n"
-            + _escalation(deps, back)
+            f"{backend} {'runs healthy' if back else 'did NOT recover'}.\n" + _escalation(run, back)
         )
         return
     state = "restored database live"
@@ -627,7 +626,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         await finish(
             f"The restored database did not verify and swapping back failed: {live} is the "
             f"restored database, {kept} the previous one. {backend} is stopped.\n"
-            + _escalation(deps, False)
+            + _escalation(run, False)
         )
         return
     back = await _start_and_verify(run, backend, label=" (old database)")
@@ -636,7 +635,7 @@ async def restore_action(run: Run, args: RestoreArgs) -> None:
         f"The restore did not verify; rolled back: {live} is the old database again and "
         f"{backend} {'runs healthy' if back else 'did NOT recover'}. The restored database "
         f"is kept as {failed} for a look (`DROP DATABASE {failed};` when done).\n"
-        + _escalation(deps, back)
+        + _escalation(run, back)
     )
 
 
@@ -653,11 +652,12 @@ async def _approved_at(run: Run) -> datetime:
     return run.started_at or run.deps.clock()
 
 
-def _escalation(deps: Deps, healthy: bool) -> str:
-    mention = deps.settings.sms_escalation_mention
+def _escalation(run: Run, healthy: bool) -> str:
+    """The sentence a failed restore ends with; the run calls the escalation mentions."""
+    run.mentions = run.deps.settings.escalation_mentions
     if healthy:
-        return f"{mention} The restore did not happen; the system runs as before it."
-    return f"{mention} Escalate now: the backend is not healthy (runbook: full system rollback)."
+        return "The restore did not happen; the system runs as before it."
+    return "Escalate now: the backend is not healthy (runbook: full system rollback)."
 
 
 async def _ended(tools: PgTools, database: str) -> Outcome:

@@ -25,7 +25,7 @@ from bot.chat.base import Conversation
 from bot.config import load_settings
 from bot.engine import Run
 from bot.events import Click, Command
-from bot.messages import Message, Status, Table
+from bot.messages import Mention, Message, Status, Table
 from bot.proposals import APPROVE
 from procedures.restore import restore_proposal
 from tests.fakes import FakeSurface
@@ -286,6 +286,9 @@ async def test_a_restore_that_does_not_verify_is_swapped_back(
     final = _final(surface, "Restoring")
     assert final.status in (Status.CRIT, Status.FAILED), final
     assert "rolled back" in final.text and "is the old database again" in final.text
+    # The escalation notifies (SMS_ESCALATION_MENTION, default @channel) instead of
+    # standing escaped in the text.
+    assert final.mentions == (Mention("!channel"),) and "<!" not in final.text
     live = _dbname(sms_dsn)
     assert await _users(sms_dsn) == 10  # the old database is live again
     [failed] = await _databases(pg_server, f"{live}_failed_restore_")

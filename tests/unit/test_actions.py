@@ -10,10 +10,10 @@ from functools import partial
 from bot.deps import Deps
 from bot.engine import Engine
 from bot.events import Click, Command
-from bot.messages import Conversation, Status
+from bot.messages import Conversation, Mention, Status
 from bot.proposals import APPROVE, CANCEL
 from handlers.actions import ClickHandler
-from procedures.restart import restart_proposal
+from procedures.restart import restart_action, restart_proposal
 from tests.fakes import NOW, FakeSurface
 from tests.unit.conftest import make_settings
 
@@ -171,3 +171,29 @@ async def test_a_proposal_in_a_thread_on_another_surface_is_shown_there(
     assert await handler.handle(_click(APPROVE, proposal.id), clicked) == "approved"
     assert "Done" in home.last(f"proposal-{proposal.id}").text
     assert [kind for kind, _, _ in clicked.events] == []
+
+
+async def test_a_failed_restart_calls_the_escalation_as_mentions(deps: Deps, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The runbook's escalation notifies: mentions in the model, not markup in escaped text."""
+    settings = make_settings(
+        tmp_path,
+        sms_escalation_mention="<!subteam^S0123ABC>",
+        teams_escalation_mention="teams:00000000-0000-0000-0000-0000000000aa=On-call lead",
+    )
+    deps = replace(deps, settings=settings)
+    deps.docker.containers = []  # type: ignore[attr-defined]  # gone: the restart fails
+    cmd = Command("restart backend", APPROVER, "console", Conversation("console"))
+    run = await Engine(deps).execute(
+        partial(restart_action, service="backend", container="docker-backend-1"),
+        name="restart",
+        title="Restart docker-backend-1",
+        command=cmd,
+        surface=FakeSurface(),
+    )
+    message = run.message()
+    assert "restart of docker-backend-1 failed" in message.text
+    assert "<!" not in message.text and "teams:" not in message.text
+    assert message.mentions == (
+        Mention("!subteam^S0123ABC"),
+        Mention("teams:00000000-0000-0000-0000-0000000000aa", "On-call lead"),
+    )
