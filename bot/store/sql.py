@@ -235,24 +235,18 @@ PING = (
     " EXISTS (SELECT 1 FROM audit) AS u"
 )
 # Due, unleased, and no earlier undelivered item for its message or its thread's root.
-_CLAIM_OUTBOX = (
-    "UPDATE outbox SET leased_until = :until, claim_token = :token"
-    " WHERE id IN (SELECT o.id FROM outbox o WHERE o.state = 'pending'"
-    " AND o.next_attempt_at <= :now"
+_CLAIMABLE = (
+    "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= :now"
     " AND (o.leased_until IS NULL OR o.leased_until <= :now)"
     " AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.state = 'pending' AND b.id < o.id"
     " AND (b.message_key = o.message_key OR b.message_key = o.parent_key))"
-    f" ORDER BY o.id LIMIT :limit{{skip_locked}}) RETURNING {OUTBOX}"
 )
-# The claim of _CLAIM_OUTBOX for one item, just added in the same transaction.
-_CLAIM_ADDED = (
-    "UPDATE outbox SET leased_until = :until, claim_token = :token"
-    " WHERE id = :id AND state = 'pending' AND next_attempt_at <= :now"
-    " AND (leased_until IS NULL OR leased_until <= :now)"
-    " AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.state = 'pending' AND b.id < outbox.id"
-    " AND (b.message_key = outbox.message_key OR b.message_key = outbox.parent_key))"
-    f" RETURNING {OUTBOX}"
+_LEASE = "UPDATE outbox SET leased_until = :until, claim_token = :token WHERE id IN "
+_CLAIM_OUTBOX = (
+    f"{_LEASE}({_CLAIMABLE} ORDER BY o.id LIMIT :limit{{skip_locked}}) RETURNING {OUTBOX}"
 )
+# The same claim for one item, just added in the same transaction.
+_CLAIM_ADDED = f"{_LEASE}({_CLAIMABLE} AND o.id = :id) RETURNING {OUTBOX}"
 # cand: the oldest claimable events this claimer could lock. An event is leased
 # only if every older pending event of its fingerprint is in cand too: one locked
 # by another claimer, leased, or deferred by a retry is not, and holds it back
@@ -334,6 +328,13 @@ def _insert(table: str, columns: str, tail: str = "") -> str:
 
 def _thread(id: str, root_key: str, conversation: str) -> dict[str, str]:
     return {"id": id, "root_key": root_key, "conversation": conversation}
+
+
+def _lease_until(now: datetime, lease_s: float) -> datetime:
+    """When a lease of ``lease_s`` taken ``now`` ends; a lease must be positive."""
+    if not lease_s > 0:
+        raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+    return to_utc(now) + timedelta(seconds=lease_s)
 
 
 def decode_time(value: str | datetime | None) -> datetime | None:
@@ -439,9 +440,7 @@ class _Sql(ABC):
         **params: Any,
     ) -> list[T]:
         """Lease up to ``limit`` rows until ``now + lease_s``, in id order."""
-        if not lease_s > 0:
-            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
-        until = to_utc(now) + timedelta(seconds=lease_s)
+        until = _lease_until(now, lease_s)
         if limit <= 0:
             return []
         async with self._transaction() as s:
@@ -604,9 +603,7 @@ class OutboxRepo(_Sql):
                 )
             item_id = int(rows[0]["id"])
             if lease_s is not None:
-                if not lease_s > 0:
-                    raise ValueError(f"lease_s must be positive, got {lease_s!r}")
-                until = to_utc(now) + timedelta(seconds=lease_s)
+                until = _lease_until(now, lease_s)
                 claimed = await s.fetch(_CLAIM_ADDED, id=item_id, now=now, until=until, token=token)
         return item_id, (_decode(OutboxItem, claimed[0]) if claimed else None)
 
