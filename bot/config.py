@@ -620,12 +620,7 @@ class Settings(BaseModel):
     @classmethod
     def _promql_json(cls, value: Any) -> Any:
         # From the environment it is JSON text: {"p95_ms": "..."}.
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not JSON: {exc}") from None
-        return value
+        return _json(value) if isinstance(value, str) else value
 
     @field_validator("sms_promql")
     @classmethod
@@ -648,6 +643,14 @@ def metric_keys() -> tuple[str, ...]:
     return tuple(n.removeprefix(prefix) for n in Settings.model_fields if n.startswith(prefix))
 
 
+def _json(text: str) -> Any:
+    """A setting given as JSON text, decoded; a clear reason when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+
+
 def parse_routes(raw: Any) -> tuple[RouteRule, ...]:
     """``SMS_ALERT_ROUTES``: a JSON list of rules.
 
@@ -659,10 +662,7 @@ def parse_routes(raw: Any) -> tuple[RouteRule, ...]:
     if isinstance(raw, str):
         if not raw.strip():
             return ()
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
+        raw = _json(raw)
     if not isinstance(raw, list | tuple):
         raise ValueError('a JSON list like [{"alertname": "X", "procedure": "", "priority": "P2"}]')
     rules = []
