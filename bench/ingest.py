@@ -138,21 +138,15 @@ async def _server(
 
 
 def _bot_env(root: Path, state_url: str, port: int) -> dict[str, str]:
-    prefixes = ("BOT_", "SMS_", "SLACK_", "ALERT_", "TEAMS_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env.update(
+    from tests.harness.serve_env import serve_env
+
+    return serve_env(
+        root,
         BOT_PORT=str(port),
         BOT_STATE_URL=state_url,
-        BOT_AUDIT_LOG=str(root / "audit.jsonl"),
         BOT_LOG_LEVEL="WARNING",
         ALERT_WEBHOOK_TOKEN=TOKEN,
-        SMS_HEALTH_URL="http://127.0.0.1:1/health",
-        SMS_PROMETHEUS_URL="http://127.0.0.1:1",
-        SMS_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
-        SMS_INCIDENTS_DIR=str(root / "incidents"),
-        SMS_BACKUP_DIR=str(root / "backups"),
     )
-    return env
 
 
 def _sms_bot() -> list[str]:

@@ -209,6 +209,7 @@ async def _run() -> None:
     from bot.logs import configure_logging
     from tests.harness.botapp import CHANNEL, SECRET, WEBHOOK_TOKEN, Bot, Clock
     from tests.harness.fake_slack import FakeSlack
+    from tests.harness.serve_env import unreachable_sms
 
     configure_logging("WARNING", json=False)
     with tempfile.TemporaryDirectory(prefix="sms-bot-latency-") as tmp:
@@ -216,19 +217,14 @@ async def _run() -> None:
         async with FakeSlack(token="xoxb-test-token") as fake:
             settings = load_settings(
                 _env_file=None,
+                **unreachable_sms(root),
                 bot_state_url=f"sqlite:///{root}/state.db",
-                bot_audit_log=str(root / "audit.jsonl"),
                 slack_bot_token="xoxb-test-token",
                 slack_signing_secret=SECRET,
                 slack_api_url=fake.api_url,
                 slack_alert_channel=CHANNEL,
                 alert_webhook_token=WEBHOOK_TOKEN,
-                sms_health_url="http://127.0.0.1:1/health",
-                sms_prometheus_url="http://127.0.0.1:1",
-                sms_database_url="postgresql://nobody@127.0.0.1:1/none",
-                sms_incidents_dir=str(root / "incidents"),
                 sms_alert_threads_per_minute=1000,
-                sms_check_timeout_s=2,
             )
             bot = Bot(settings, Clock())
             await bot.start()

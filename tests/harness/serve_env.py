@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from procedures.catalogue import CATALOGUE
 
-__all__ = ["CLOSED", "NEVER", "quiet_crons", "serve_env"]
+__all__ = ["CLOSED", "NEVER", "quiet_crons", "serve_env", "unreachable_sms"]
 
 NEVER = "0 0 1 1 *"  # midnight on 1 January: never during a test
 CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1
@@ -23,8 +24,26 @@ def quiet_crons() -> dict[str, str]:
     return {schedule.cron_setting: NEVER for schedule in CATALOGUE.schedules()}
 
 
+def unreachable_sms(tmp_path: Path) -> dict[str, Any]:
+    """Settings (field names, for ``load_settings``) of a bot whose SMS is unreachable.
+
+    Its files go under ``tmp_path`` and its scheduled jobs stay quiet.
+    """
+    return quiet_crons() | {
+        "bot_audit_log": str(tmp_path / "audit.jsonl"),
+        "sms_health_url": f"{CLOSED}/health",
+        "sms_prometheus_url": CLOSED,
+        "sms_alertmanager_url": CLOSED,
+        "sms_grafana_url": CLOSED,
+        "sms_database_url": "postgresql://nobody@127.0.0.1:1/none",
+        "sms_backup_dir": str(tmp_path / "backups"),
+        "sms_incidents_dir": str(tmp_path / "incidents"),
+        "sms_check_timeout_s": 2,
+    }
+
+
 def serve_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """This process's environment without the bot's own settings, plus an unreachable SMS.
+    """This process's environment without the bot's own settings, plus ``unreachable_sms``.
 
     ``values`` (``BOT_PORT="8091"``...) are added last and win.
     """
@@ -33,21 +52,7 @@ def serve_env(tmp_path: Path, **values: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("SMS_", "BOT_", "SLACK_", "TEAMS_"))
     }
-    env.update({name.upper(): cron for name, cron in quiet_crons().items()})
-    env.update(
-        {
-            "BOT_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-            "SMS_HEALTH_URL": f"{CLOSED}/health",
-            "SMS_PROMETHEUS_URL": CLOSED,
-            "SMS_ALERTMANAGER_URL": CLOSED,
-            "SMS_GRAFANA_URL": CLOSED,
-            "SMS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
-            "SMS_BACKUP_DIR": str(tmp_path / "backups"),
-            "SMS_INCIDENTS_DIR": str(tmp_path / "incidents"),
-            "SMS_CHECK_TIMEOUT_S": "2",
-            "SMS_SCHEDULE_GRACE_MIN": "0",
-            "DOCKER_HOST": "unix:///nonexistent.sock",
-        }
-    )
+    env.update({name.upper(): str(value) for name, value in unreachable_sms(tmp_path).items()})
+    env.update(SMS_SCHEDULE_GRACE_MIN="0", DOCKER_HOST="unix:///nonexistent.sock")
     env.update(values)
     return env

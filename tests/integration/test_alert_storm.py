@@ -24,6 +24,7 @@ from bot.config import load_settings
 from tests.harness.botapp import CHANNEL, SECRET, WEBHOOK_TOKEN, Bot, Clock
 from tests.harness.docker import wait_until
 from tests.harness.fake_slack import FakeSlack
+from tests.harness.serve_env import unreachable_sms
 
 pytestmark = pytest.mark.integration
 
@@ -35,18 +36,13 @@ PER_GROUP = 50
 async def bot(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Bot]:
     settings = load_settings(
         _env_file=None,
+        **unreachable_sms(tmp_path),
         bot_state_url=f"sqlite:///{tmp_path}/state.db",
-        bot_audit_log=str(tmp_path / "audit.jsonl"),
         slack_bot_token="xoxb-test-token",
         slack_signing_secret=SECRET,
         slack_api_url=fake_slack.api_url,
         slack_alert_channel=CHANNEL,
         alert_webhook_token=WEBHOOK_TOKEN,
-        sms_health_url="http://127.0.0.1:1/health",
-        sms_prometheus_url="http://127.0.0.1:1",
-        sms_database_url="postgresql://nobody@127.0.0.1:1/none",
-        sms_incidents_dir=str(tmp_path / "incidents"),
-        sms_check_timeout_s=2,
     )
     b = Bot(settings, Clock())
     await b.start()

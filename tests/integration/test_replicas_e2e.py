@@ -21,7 +21,7 @@ from bot.store import open_store
 from tests.harness.botapp import CHANNEL, SECRET, WEBHOOK_TOKEN, Bot, Clock
 from tests.harness.docker import wait_until
 from tests.harness.fake_slack import FakeMessage, FakeSlack
-from tests.harness.serve_env import quiet_crons
+from tests.harness.serve_env import unreachable_sms
 
 pytestmark = pytest.mark.integration
 
@@ -33,20 +33,16 @@ async def bots(tmp_path: Path, pg_dsn: str, fake_slack: FakeSlack) -> AsyncItera
     settings = load_settings(
         _env_file=None,
         bot_state_url=pg_dsn,
-        bot_audit_log=str(tmp_path / "audit.jsonl"),
         slack_bot_token="xoxb-test-token",
         slack_signing_secret=SECRET,
         slack_api_url=fake_slack.api_url,
         slack_alert_channel=CHANNEL,
         alert_webhook_token=WEBHOOK_TOKEN,
         sms_operators=(OPERATOR,),
-        sms_health_url="http://127.0.0.1:1/health",
-        sms_prometheus_url="http://127.0.0.1:1",
-        sms_database_url="postgresql://nobody@127.0.0.1:1/none",
-        sms_backup_dir=str(tmp_path / "backups"),
-        sms_incidents_dir=str(tmp_path / "incidents"),
-        sms_check_timeout_s=1,
-        **(quiet_crons() | {"sms_morning_summary_cron": "*/3 * * * * *"}),
+        **(
+            unreachable_sms(tmp_path)
+            | {"sms_check_timeout_s": 1, "sms_morning_summary_cron": "*/3 * * * * *"}
+        ),
     )
     clock = Clock()
     started = [Bot(settings, clock), Bot(settings, clock)]
