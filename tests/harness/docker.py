@@ -42,10 +42,12 @@ __all__ = [
     "BUSYBOX",
     "BUSYBOX_IMAGE",
     "DEFAULT_HEALTH",
+    "BusyboxUnavailable",
     "DockerEngine",
     "SmsContainers",
     "busybox_image",
     "docker_engine",
+    "ensure_busybox_image",
     "free_port",
     "is_static_elf",
     "sms_containers",
@@ -238,15 +240,20 @@ def docker_engine() -> Iterator[DockerEngine]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def busybox_image(docker_engine: DockerEngine) -> str:
-    """Tag of the FROM-scratch busybox image, built once and then reused."""
-    client = docker_engine.client
+class BusyboxUnavailable(RuntimeError):
+    """The test image is absent and cannot be built here; the message says why."""
+
+
+def ensure_busybox_image(client: docker.DockerClient) -> str:
+    """Tag of the FROM-scratch busybox image on ``client``'s engine, built if absent.
+
+    For the fixture below and for benches, which use the same image outside pytest.
+    """
     with contextlib.suppress(docker.errors.ImageNotFound):
         client.images.get(BUSYBOX_IMAGE)
         return BUSYBOX_IMAGE
     if not BUSYBOX.is_file() or not is_static_elf(BUSYBOX):
-        pytest.fail(
+        raise BusyboxUnavailable(
             f"{BUSYBOX} is missing or not statically linked; install the Debian package "
             "busybox-static (test images are FROM scratch and have no loader)"
         )
@@ -261,6 +268,15 @@ def busybox_image(docker_engine: DockerEngine) -> str:
             labels={TEST_LABEL: "1"},
         )
     return BUSYBOX_IMAGE
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine: DockerEngine) -> str:
+    """Tag of the FROM-scratch busybox image, built once and then reused."""
+    try:
+        return ensure_busybox_image(docker_engine.client)
+    except BusyboxUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 # -- the fake SMS deployment ----------------------------------------------------
