@@ -31,7 +31,15 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-__all__ = ["PgServer", "pg_dsn", "pg_server", "sms_dsn", "start_cluster"]
+__all__ = [
+    "PgHarnessError",
+    "PgServer",
+    "create_users",
+    "pg_dsn",
+    "pg_server",
+    "sms_dsn",
+    "start_cluster",
+]
 
 ENV_DSN = "SMS_TEST_PG_DSN"
 READY_TIMEOUT_S = 30.0
@@ -295,15 +303,22 @@ async def pg_dsn(pg_server: PgServer, request: pytest.FixtureRequest) -> AsyncIt
     await pg_server.drop_database(dsn)
 
 
+async def create_users(dsn: str, *, count: int = 18) -> None:
+    """Give the database at ``dsn`` the runbook's ``users`` table with ``count`` accounts.
+
+    For the fixture below and for benches, which need an SMS database outside pytest.
+    """
+    emails = [(f"user{i}@school.edu",) for i in range(count)]
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute("CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)")
+        await conn.executemany("INSERT INTO users (email) VALUES ($1)", emails)
+    finally:
+        await conn.close(timeout=5)
+
+
 @pytest.fixture
 async def sms_dsn(pg_dsn: str) -> str:
     """A fresh SMS database as the runbook knows it: a ``users`` table with 18 accounts."""
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO users (email) VALUES ($1)", [(f"user{i}@school.edu",) for i in range(18)]
-        )
-    finally:
-        await conn.close()
+    await create_users(pg_dsn)
     return pg_dsn
