@@ -33,23 +33,34 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def _loaded_after(
-    tmp_path: Path, *args: str, extra: dict[str, str] | None = None
-) -> tuple[int, set[str]]:
-    """The exit code, and every module loaded (packages as ``a`` and ``a.b``)."""
+def _report(
+    tmp_path: Path, probe: str, *args: str, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What ``probe`` wrote (JSON) after running the command line ``args`` in a fresh interpreter.
+
+    The probe gets the report's path as its first argument, the command after it.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SMS_", "SLACK_"))}
     env["BOT_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
     env.update(extra or {})
-    report = tmp_path / "modules.json"
+    report = tmp_path / "report.json"
     subprocess.run(
-        [sys.executable, "-c", _PROBE, str(report), *args],
+        [sys.executable, "-c", probe, str(report), *args],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         check=True,
         timeout=120,
     )
-    result = json.loads(report.read_text())
+    result: dict[str, Any] = json.loads(report.read_text())
+    return result
+
+
+def _loaded_after(
+    tmp_path: Path, *args: str, extra: dict[str, str] | None = None
+) -> tuple[int, set[str]]:
+    """The exit code, and every module loaded (packages as ``a`` and ``a.b``)."""
+    result = _report(tmp_path, _PROBE, *args, extra=extra)
     modules = set(result["modules"])
     return result["code"], modules | {m.split(".")[0] for m in modules}
 
@@ -142,25 +153,9 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def _gc_report(tmp_path: Path, probe: str, *args: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SMS_", "SLACK_"))}
-    env["BOT_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
-    report = tmp_path / "gc.json"
-    subprocess.run(
-        [sys.executable, "-c", probe, str(report), *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    result: dict[str, Any] = json.loads(report.read_text())
-    return result
-
-
 def test_the_collector_waits_until_the_app_is_built(tmp_path: Path) -> None:
     """Start-up's objects are frozen before the first collection, then the collector runs."""
-    result = _gc_report(tmp_path, _GC_PROBE, "run", "help")
+    result = _report(tmp_path, _GC_PROBE, "run", "help")
     assert result["code"] == 0
     assert all(frozen > 0 for frozen in result["frozen_at_collections"])
     # As the caller had it: on, nothing left frozen.
@@ -185,7 +180,7 @@ def test_the_program_leaves_its_objects_frozen_for_the_exit(tmp_path: Path) -> N
     The interpreter's last collection walks every object not frozen; after
     ``run health`` that was about 200 ms of its 700 (``bench/startup.py``).
     """
-    result = _gc_report(tmp_path, _EXIT_PROBE, "run", "help")
+    result = _report(tmp_path, _EXIT_PROBE, "run", "help")
     assert result["code"] == 0
     assert result["frozen_after"] > 10_000  # start-up's objects and the run's
     # Left for the exit's collection: only what the probe made after entry returned.
