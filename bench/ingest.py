@@ -121,6 +121,8 @@ async def _load(url: str, *, requests: int) -> float:
 async def _server(
     argv: list[str], *, env: dict[str, str], cwd: Path, port: int
 ) -> AsyncIterator[str]:
+    from tests.harness.processes import stop
+
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
         argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -129,12 +131,7 @@ async def _server(
             await _wait_up(session, f"http://127.0.0.1:{port}/healthz", proc)
         yield f"http://127.0.0.1:{port}/alerts/alertmanager"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _bot_env(root: Path, state_url: str, port: int) -> dict[str, str]:

@@ -32,6 +32,7 @@ import pytest_asyncio
 
 from bot.adapters.alertmanager import AlertmanagerClient, AlertmanagerError
 from tests.harness.docker import free_port, wait_until
+from tests.harness.processes import stop_async
 
 __all__ = [
     "RECEIVER",
@@ -142,17 +143,6 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process, *, log: Path) 
             raise AssertionError(f"{exc}\n{_tail(log)}") from exc
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=STOP_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-
-
 @contextlib.asynccontextmanager
 async def alertmanager_process(
     config_path: Path, *, workdir: Path
@@ -185,7 +175,7 @@ async def alertmanager_process(
             url=url, workdir=workdir, config_path=config_path, log_path=log_path
         )
     finally:
-        await _stop(proc)
+        await stop_async(proc, timeout=STOP_TIMEOUT_S)
 
 
 @contextlib.asynccontextmanager

@@ -38,6 +38,8 @@ import pytest_asyncio
 import requests.exceptions
 from docker.models.containers import Container
 
+from tests.harness.processes import stop
+
 __all__ = [
     "BUSYBOX",
     "BUSYBOX_IMAGE",
@@ -231,12 +233,7 @@ def docker_engine() -> Iterator[DockerEngine]:
     finally:
         client.close()
         if proc is not None and os.environ.get("SMS_TEST_KEEP_DOCKERD") != "1":
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc, timeout=30)
             shutil.rmtree(workdir, ignore_errors=True)
 
 

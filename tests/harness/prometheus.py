@@ -39,6 +39,7 @@ from tests.harness.exporter import (
     Profile,
     format_openmetrics,
 )
+from tests.harness.processes import stop_async
 
 __all__ = [
     "PrometheusInstance",
@@ -193,13 +194,7 @@ async def running_prometheus(
                 url=url, exporter_url=exporter.url, profile=profile, workdir=workdir
             )
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), timeout=10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await stop_async(proc)
 
 
 class _BackgroundLoop:

@@ -28,6 +28,7 @@ from tests.harness.alertmanager import running_alertmanager
 from tests.harness.botapp import CHANNEL, SECRET, WEBHOOK_TOKEN, Bot, Clock
 from tests.harness.docker import free_port, wait_until
 from tests.harness.fake_slack import FakeMessage, FakeSlack
+from tests.harness.processes import stop
 
 pytestmark = pytest.mark.integration
 
@@ -334,12 +335,7 @@ async def test_a_bot_killed_after_answering_200_still_posts_the_alert(
         )
         assert len(_roots(fake_slack, "DiskSpace (kill-9)")) == 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_replay_shows_offline_what_the_bot_would_do(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestServer
 from bot.adapters.alertmanager import AlertmanagerClient
 from tests.harness.alertmanager import RECEIVER, AlertmanagerInstance, alertmanager_process
 from tests.harness.docker import free_port, wait_until
+from tests.harness.processes import stop_async
 
 pytestmark = pytest.mark.integration
 
@@ -158,12 +159,7 @@ async def loaded_rules(tmp_path: Path) -> AsyncIterator[list[dict[str, Any]]]:
             await wait_until(rules_loaded, timeout=30, what="prometheus to load the rules")
             yield [rule for group in groups for rule in group["rules"]]
     finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_async(proc)
 
 
 async def test_every_rule_carries_the_labels_and_annotations_the_bot_shows(

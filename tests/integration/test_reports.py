@@ -39,6 +39,7 @@ from procedures.sla import Window, sla_report
 from tests.fakes import FakeSurface
 from tests.harness.docker import SmsContainers
 from tests.harness.exporter import HEALTHY, MetricSample, format_openmetrics, samples_at
+from tests.harness.processes import stop_async
 from tests.harness.prometheus import _binary, free_port
 from tests.integration.conftest import write_backup
 
@@ -139,12 +140,7 @@ async def sla_history(tmp_path: Path) -> AsyncIterator[History]:
                 await asyncio.sleep(0.2)
         yield History(url, Window("test window", start, end))
     finally:
-        server.terminate()
-        try:
-            await asyncio.wait_for(server.wait(), timeout=10)
-        except TimeoutError:
-            server.kill()
-            await server.wait()
+        await stop_async(server)
         log.close()
 
 

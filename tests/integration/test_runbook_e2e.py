@@ -33,6 +33,7 @@ from bot.messages import Conversation, Status, Table
 from handlers.dispatch import Handled
 from tests.fakes import FakeSurface
 from tests.harness.docker import free_port
+from tests.harness.processes import stop
 from tests.integration.conftest import write_backup
 
 pytestmark = pytest.mark.integration
@@ -323,12 +324,7 @@ def served(deployment: dict[str, str]) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 async def test_serve_answers_health_readiness_and_metrics(served: str) -> None:

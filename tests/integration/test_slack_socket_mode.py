@@ -32,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.harness.docker import free_port, wait_until
 from tests.harness.fake_slack import APP_ID, Ephemeral, FakeMessage, FakeSlack
+from tests.harness.processes import stop_async
 from tests.harness.serve_env import serve_env
 from tests.harness.slack_signing import (
     FORM_CONTENT_TYPE,
@@ -227,13 +228,7 @@ def _env(tmp_path: Path, fake: FakeSlack) -> dict[str, str]:
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> int:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    await stop_async(proc, timeout=15)
     assert proc.returncode is not None
     return proc.returncode
 

@@ -26,6 +26,7 @@ import pytest
 
 from tests.harness.docker import free_port
 from tests.harness.postgres import PgServer, start_cluster
+from tests.harness.processes import stop_async
 from tests.harness.serve_env import serve_env
 
 pytestmark = pytest.mark.integration
@@ -106,13 +107,7 @@ async def _serve(tmp_path: Path, state_url: str) -> AsyncIterator[Served]:
                 await asyncio.sleep(0.1)
             yield served
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_async(proc, timeout=20)
         print(f"--- sms-bot serve output ---\n{log.read_text()[-5000:]}")  # shown on failure
 
 
