@@ -54,14 +54,6 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _body(i: int) -> bytes:
     now = datetime.now(UTC).isoformat()
     fp = f"ingest-{i % FINGERPRINTS}"
@@ -175,6 +167,8 @@ def _postgres() -> Iterator[str | None]:
 
 
 async def _run(root: Path, pg: str | None) -> None:
+    from tests.harness.loopback import free_port
+
     targets: dict[str, str | None] = {
         "bare aiohttp handler": None,
         "bot on SQLite file": f"sqlite:///{root}/state.db",
@@ -184,7 +178,7 @@ async def _run(root: Path, pg: str | None) -> None:
     async with contextlib.AsyncExitStack() as stack:
         urls = {}
         for label, state_url in targets.items():
-            port = _free_port()
+            port = free_port()
             argv, env = _command(state_url, root, port)
             urls[label] = await stack.enter_async_context(
                 _server(argv, env=env, cwd=root, port=port)

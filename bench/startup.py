@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -93,15 +92,10 @@ class _LocalServices(BaseHTTPRequestHandler):
         return
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _sms_database(notes: list[str]) -> Iterator[str]:
     """The URL of a throwaway SMS database with users; a closed port (and a note) without one."""
+    from tests.harness.loopback import free_port
     from tests.harness.postgres import PgHarnessError, create_users, start_cluster
 
     with contextlib.ExitStack() as stack:
@@ -110,7 +104,7 @@ def _sms_database(notes: list[str]) -> Iterator[str]:
             dsn = server.create_database_sync("sms")
         except (PgHarnessError, OSError, subprocess.TimeoutExpired) as exc:
             notes.append(f"SMS database: a closed port, not a real one ({exc})")
-            dsn = f"postgresql://sms@127.0.0.1:{_closed_port()}/sms"
+            dsn = f"postgresql://sms@127.0.0.1:{free_port()}/sms"
         else:
             asyncio.run(create_users(dsn))
         yield dsn

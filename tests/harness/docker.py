@@ -17,7 +17,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import tarfile
@@ -38,6 +37,7 @@ import pytest_asyncio
 import requests.exceptions
 from docker.models.containers import Container
 
+from tests.harness.loopback import free_port
 from tests.harness.processes import stop
 
 __all__ = [
@@ -70,14 +70,6 @@ _NS_PER_S = 1_000_000_000
 
 
 # -- small helpers other harnesses may import ----------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host`` (loopback only)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_until(

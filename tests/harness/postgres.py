@@ -17,7 +17,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,6 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+
+from tests.harness.loopback import free_port
 
 __all__ = [
     "PgHarnessError",
@@ -151,13 +152,6 @@ def _run_as() -> dict[str, Any]:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _run(cmd: list[str], *, run_as: dict[str, Any], cwd: Path, timeout: float) -> None:
     proc = subprocess.run(
         cmd,
@@ -227,7 +221,7 @@ def start_cluster(*, ready_timeout: float = READY_TIMEOUT_S) -> Iterator[PgServe
         )
         last_error: PgHarnessError | None = None
         for _attempt in range(3):  # the free port can be taken between probe and bind
-            port = _free_port()
+            port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {port} -k {sock_dir} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "

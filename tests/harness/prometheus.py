@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -39,6 +38,7 @@ from tests.harness.exporter import (
     Profile,
     format_openmetrics,
 )
+from tests.harness.loopback import free_port
 from tests.harness.processes import stop_async
 
 __all__ = [
@@ -53,14 +53,6 @@ __all__ = [
 
 SCRAPE_JOB = "sms"
 _T = TypeVar("_T")
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (closed again: nothing listens on it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
